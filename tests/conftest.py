@@ -1,0 +1,46 @@
+"""Shared pytest fixtures: real registries (Debian's docker-registry) on 127.0.0.1.
+
+- ``registry``: plain HTTP, fresh storage for each test. ``.host``, ``.url``, ``.storage_dir``,
+  ``.start()``, ``.stop()`` (restart keeps port and storage).
+- ``auth_registry``: TLS with a throwaway CA (``.ca_file``) and htpasswd (``.username``,
+  ``.password``), fresh for each test.
+- ``blob_path(storage_dir, digest)``: where the registry keeps a blob, to tamper with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from registry_server import REGISTRY_BIN, RegistryServer, blob_path
+
+__all__ = ["RegistryServer", "blob_path"]
+
+@pytest.fixture
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A plain-HTTP registry with empty storage, stopped after the test."""
+    if shutil.which(REGISTRY_BIN) is None:
+        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+    server = RegistryServer(tmp_path_factory.mktemp("registry"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A TLS + htpasswd registry (user ``modelseal`` / ``s3cret-pass``), stopped after the test."""
+    if shutil.which(REGISTRY_BIN) is None or shutil.which("htpasswd") is None:
+        pytest.skip("docker-registry / htpasswd not installed")
+    server = RegistryServer(tmp_path_factory.mktemp("auth-registry"), tls=True,
+                            credentials=("modelseal", "s3cret-pass"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
