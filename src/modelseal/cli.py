@@ -1,0 +1,340 @@
+"""The ``modelseal`` command line: parse, call the library, print.
+
+Commands from other modules are loaded lazily (``LAZY_COMMANDS``) so that ``modelseal --help``
+stays fast. People get rich tables on stdout and progress bars on a terminal's stderr;
+machines get ``--json`` and exit codes (docs/exit-codes.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# name -> ("module:attribute" of a click command, one-line help), imported only when used.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "keygen": ("modelseal.commands.attest_cmds:keygen", "Create a signing key pair."),
+    "run": ("modelseal.commands.attest_cmds:run",
+            "Run a pipeline step and sign an in-toto link attestation for it."),
+    "attest": ("modelseal.commands.attest_cmds:attest",
+               "Sign an attestation (provenance, evaluation, any predicate)."),
+    "attach": ("modelseal.commands.oci_cmds:attach",
+               "Attach attestations to a model as OCI referrers."),
+    "attestations": ("modelseal.commands.oci_cmds:attestations",
+                     "List (and download) the attestations attached to a model."),
+    "bom": ("modelseal.commands.bom_cmds:bom", "Build a CycloneDX ML-BOM for a model."),
+    "scan": ("modelseal.commands.bom_cmds:scan", "Scan model files for code-executing formats."),
+    "layout": ("modelseal.commands.verify_cmds:layout",
+               "Create, sign and check in-toto layouts."),
+    "verify": ("modelseal.commands.verify_cmds:verify",
+               "Verify a model against a policy before rollout."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in other modules and load on first use."""
+
+    def _available(self) -> dict[str, tuple[str, str]]:
+        out = {}
+        for name, (target, help_) in LAZY_COMMANDS.items():
+            try:
+                found = importlib.util.find_spec(target.split(":")[0]) is not None
+            except ModuleNotFoundError:
+                found = False
+            if found:
+                out[name] = (target, help_)
+        return out
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            return cmd
+        entry = self._available().get(cmd_name)
+        if entry is None:
+            return None
+        module, _, attr = entry[0].partition(":")
+        loaded = getattr(importlib.import_module(module), attr, None)
+        return loaded if isinstance(loaded, click.Command) else None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Static help for lazy commands: listing them must not import them.
+        lazy = self._available()
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in lazy and name not in self.commands:
+                rows.append((name, lazy[name][1]))
+            else:
+                cmd = self.commands[name]
+                rows.append((name, cmd.get_short_help_str(limit=formatter.width)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelseal")
+def main() -> None:
+    """modelseal: package, attest, verify and audit machine-learning models.
+
+    REF is HOST[:PORT]/REPO[:TAG|@DIGEST] for a registry, or oci:PATH[:TAG|@DIGEST] for an
+    OCI image-layout directory on disk (the embedded default).
+    """
+
+
+# ---- shared plumbing ---------------------------------------------------------------------
+
+def registry_options(f: F) -> F:
+    """Options every command that talks to a registry takes."""
+    f = click.option("--insecure", is_flag=True,
+                     help="Use plain HTTP for a registry other than localhost/127.0.0.1.")(f)
+    f = click.option("--ca-file", type=click.Path(exists=True, dir_okay=False),
+                     envvar="MODELSEAL_CA_FILE",
+                     help="CA bundle (PEM) for a registry with a private TLS certificate.")(f)
+    f = click.option("--username", envvar="MODELSEAL_REGISTRY_USERNAME",
+                     help="Registry user (default: Docker config / credential helpers).")(f)
+    f = click.option("--password-stdin", is_flag=True,
+                     help="Read the registry password from standard input.")(f)
+    return f
+
+
+def store_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """Registry options from parsed CLI arguments (pops them from ``kw``)."""
+    import os
+
+    password = os.environ.get("MODELSEAL_REGISTRY_PASSWORD")
+    if kw.pop("password_stdin", False):
+        password = sys.stdin.readline().rstrip("\r\n")
+    return {"insecure": kw.pop("insecure", False) or None, "ca_file": kw.pop("ca_file", None),
+            "username": kw.pop("username", None), "password": password}
+
+
+def open_ref(text: str, opts: dict[str, Any], default_tag: str | None = "latest") -> Any:
+    """(Ref, Store) for a reference given on the command line."""
+    from modelseal.oci import open_store
+    from modelseal.refs import parse_ref
+
+    ref = parse_ref(text, default_tag=default_tag)
+    return ref, open_store(ref, **opts)
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+@contextmanager
+def errors_to_exit(json_mode: bool = False) -> Iterator[None]:
+    """Turn modelseal's errors into a message on stderr and the error's exit code."""
+    from modelseal.errors import ModelsealError
+
+    try:
+        yield
+    except ModelsealError as e:
+        if json_mode:
+            click.echo(json.dumps({"error": e.message, "hint": e.hint,
+                                   "type": type(e).__name__,
+                                   "reasons": getattr(e, "reasons", [e.message])}), err=True)
+        else:
+            console(stderr=True).print(f"[bold red]error:[/] {e.message}", markup=True,
+                                       soft_wrap=True)
+            if e.hint:
+                console(stderr=True).print(f"  hint: {e.hint}", soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def make_progress(json_mode: bool) -> Any:
+    """A rich progress bar on a terminal; nothing in --json mode or when piped."""
+    from modelseal.transfer import Progress
+
+    if json_mode or not sys.stderr.isatty():
+        return Progress()
+    return RichProgress()
+
+
+class RichProgress:
+    """Byte progress bars for hashing and transfers (thread-safe advance)."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._p = Progress(TextColumn("{task.description:>11}"), BarColumn(), DownloadColumn(),
+                           TransferSpeedColumn(), TimeRemainingColumn(),
+                           console=console(stderr=True), transient=True)
+        self._task: Any = None
+
+    def start(self, label: str, total: int) -> Callable[[int], None]:
+        self._p.start()
+        task = self._task = self._p.add_task(label, total=total)
+        return lambda n: self._p.advance(task, n)
+
+    def finish(self) -> None:
+        self._p.stop()
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# ---- push / pull / inspect -----------------------------------------------------------------
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=str))
+@click.argument("ref")
+@click.option("--name", help="Model name (ModelPack descriptor.name).")
+@click.option("--version", "model_version", help="Model version.")
+@click.option("--family", help="Model family, e.g. llama.")
+@click.option("--architecture", help="Architecture, e.g. transformer.")
+@click.option("--format", "model_format", help="Weights format, e.g. safetensors, gguf.")
+@click.option("--param-size", help="Parameter count, e.g. 8b.")
+@click.option("--precision", help="Precision, e.g. bf16.")
+@click.option("--quantization", help="Quantization, e.g. awq.")
+@click.option("--metadata", "metadata_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML/JSON file with descriptor/config fields (flags win).")
+@click.option("--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
+              help="Extra manifest annotation (repeatable).")
+@click.option("--media-type", "role_overrides", multiple=True, metavar="GLOB=ROLE",
+              help="Force a file role: weight, weight.config, doc, code, dataset.")
+@click.option("--allow-retag", is_flag=True,
+              help="Allow moving an existing tag to different content.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Record the content of symlinks that stay inside the model directory.")
+@click.option("--no-cache", is_flag=True, help="Re-hash every file (ignore the digest cache).")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@registry_options
+def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
+    """Package MODEL_DIR as a ModelPack artifact and push it to REF."""
+    with errors_to_exit(json_mode):
+        from modelseal.digest import DigestCache, default_cache_path
+        from modelseal.errors import UsageError
+        from modelseal.modelpack import ModelMetadata, parse_role_overrides
+        from modelseal.transfer import push as do_push
+
+        opts = store_kwargs(kw)
+        md = ModelMetadata.load(kw["metadata_file"]) if kw["metadata_file"] else ModelMetadata()
+        flags = {"name": kw["name"], "version": kw["model_version"], "family": kw["family"]}
+        cfg = {"architecture": kw["architecture"], "format": kw["model_format"],
+               "paramSize": kw["param_size"], "precision": kw["precision"],
+               "quantization": kw["quantization"]}
+        anns = {}
+        for a in kw["annotations"]:
+            k, sep, v = a.partition("=")
+            if not sep or not k:
+                raise UsageError(f"annotation {a!r}: write KEY=VALUE")
+            anns[k] = v
+        md = md.merged(ModelMetadata({k: v for k, v in flags.items() if v},
+                                     {k: v for k, v in cfg.items() if v}, anns))
+        if "name" not in md.descriptor:
+            from pathlib import Path
+
+            md.descriptor["name"] = Path(model_dir).resolve().name
+        r, store = open_ref(ref, opts)
+        cache = None if kw["no_cache"] else DigestCache(default_cache_path())
+        result = do_push(model_dir, store, r, md,
+                         role_overrides=parse_role_overrides(kw["role_overrides"]),
+                         allow_retag=kw["allow_retag"], follow_symlinks=kw["follow_symlinks"],
+                         cache=cache, progress=make_progress(json_mode))
+        if json_mode:
+            emit_json(result.to_dict())
+        else:
+            c = console()
+            state = "unchanged" if result.unchanged else (
+                f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)})")
+            c.print(f"pushed {result.files} files ({human_size(result.bytes_total)}), {state}")
+            c.print(f"{r.base}@{result.digest}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("ref")
+@click.argument("target_dir", type=click.Path(path_type=str))
+@click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET_DIR.")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@registry_options
+def pull(ref: str, target_dir: str, overwrite: bool, json_mode: bool, **kw: Any) -> None:
+    """Pull the model at REF into TARGET_DIR, checking every blob's digest.
+
+    Nothing is written to TARGET_DIR unless every file arrived intact.
+    """
+    with errors_to_exit(json_mode):
+        from modelseal.transfer import pull as do_pull
+
+        r, store = open_ref(ref, store_kwargs(kw))
+        result = do_pull(store, r, target_dir, overwrite=overwrite,
+                         progress=make_progress(json_mode))
+        if json_mode:
+            emit_json(result.to_dict())
+        else:
+            console().print(f"pulled {result.files} files ({human_size(result.bytes_total)}) "
+                            f"into {result.target}\n{r.base}@{result.digest}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@registry_options
+def inspect(ref: str, json_mode: bool, **kw: Any) -> None:
+    """Show what the model at REF holds: files, sizes, digests, media types, annotations."""
+    with errors_to_exit(json_mode):
+        from modelseal.transfer import fetch_model_manifest
+
+        r, store = open_ref(ref, store_kwargs(kw))
+        m = fetch_model_manifest(store, r)
+        config = json.loads(store.get_blob_bytes(m.config.digest))
+        if json_mode:
+            emit_json({"ref": str(r), "digest": m.digest, "artifactType": m.artifact_type,
+                       "annotations": m.annotations, "config": config,
+                       "manifest": json.loads(m.raw)})
+            return
+        from rich.table import Table
+
+        c = console()
+        c.print(f"[bold]{r.base}@{m.digest}[/]", soft_wrap=True)
+        c.print(f"artifactType: {m.artifact_type}")
+        for k, v in sorted(m.annotations.items()):
+            c.print(f"  {k}: {v}")
+        desc = config.get("descriptor", {})
+        cfg = config.get("config", {})
+        for k, v in [*desc.items(), *cfg.items()]:
+            c.print(f"  {k}: {v}")
+        t = Table(show_lines=False, box=None)
+        for col in ("file", "size", "role", "digest"):
+            t.add_column(col, overflow="fold", no_wrap=col == "digest")
+        from modelseal.modelpack import ROLE_BY_MEDIA_TYPE
+
+        for la in m.layers:
+            t.add_row(la.filepath, human_size(la.size),
+                      ROLE_BY_MEDIA_TYPE.get(la.media_type, la.media_type), la.digest)
+        c.print(t)
+        c.print(f"{len(m.layers)} files, {human_size(sum(la.size for la in m.layers))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""click commands, one module per area; loaded lazily by modelseal.cli."""

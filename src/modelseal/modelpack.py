@@ -1,0 +1,411 @@
+"""Model directory <-> CNCF ModelPack manifest and config (DESIGN.md section 2).
+
+One raw layer per file; the layer digest is the sha256 of the file itself. Paths in a manifest
+are validated here, before anything is written anywhere (``parse_model_manifest``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from modelseal.digest import FileDigest
+from modelseal.errors import InputError, UnsafePathError, UsageError
+from modelseal.oci.store import MANIFEST_V1, Descriptor, canonical_json
+
+ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.cncf.model.config.v1+json"
+ROLES = ("weight", "weight.config", "doc", "code", "dataset")
+MEDIA_TYPES = {role: f"application/vnd.cncf.model.{role}.v1.raw" for role in ROLES}
+ROLE_BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
+
+ANN_TITLE = "org.opencontainers.image.title"
+ANN_FILEPATH = "org.cncf.model.filepath"
+ANN_CREATED = "org.opencontainers.image.created"
+ANN_NAME = "org.cncf.model.name"
+ANN_VERSION = "org.opencontainers.image.version"
+# Annotations whose value changes on every push without the content changing.
+VOLATILE_ANNOTATIONS = frozenset({ANN_CREATED})
+
+_WEIGHT_CONFIG_NAMES = {
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
+    "preprocessor_config.json", "added_tokens.json", "chat_template.jinja",
+    "model.safetensors.index.json", "pytorch_model.bin.index.json", "params.json",
+    "sentencepiece.bpe.model", "spiece.model",
+}
+_DOC_GLOBS = ("readme*", "license*", "licence*", "notice*", "*.md", "*.rst", "*.pdf",
+              "model_card*", "modelcard*", "copying*", "citation*")
+_CODE_GLOBS = ("*.py", "*.sh", "*.ipynb", "*.js", "*.ts", "*.cpp", "*.c", "*.h", "*.cu",
+               "*.go", "*.rs", "*.java", "requirements*.txt", "pyproject.toml", "setup.cfg",
+               "dockerfile", "makefile", "*.toml")
+_DATASET_GLOBS = ("*.csv", "*.tsv", "*.parquet", "*.jsonl", "*.arrow", "*.tfrecord",
+                  "*.avro", "*.feather")
+_DATASET_DIRS = ("data", "dataset", "datasets")
+
+
+def classify(relpath: str, overrides: Sequence[tuple[str, str]] = ()) -> str:
+    """The ModelPack role of a file: weight, weight.config, doc, code or dataset.
+
+    ``overrides`` are (glob, role) pairs matched against the relative path first; the last
+    match wins.
+    """
+    role: str | None = None
+    for pattern, r in overrides:
+        if fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(
+                PurePosixPath(relpath).name, pattern):
+            role = r
+    if role is not None:
+        return role
+    name = PurePosixPath(relpath).name.lower()
+    parts = [p.lower() for p in PurePosixPath(relpath).parts[:-1]]
+    if name in _WEIGHT_CONFIG_NAMES:
+        return "weight.config"
+    if any(fnmatch.fnmatchcase(name, g) for g in _DOC_GLOBS):
+        return "doc"
+    if any(fnmatch.fnmatchcase(name, g) for g in _CODE_GLOBS):
+        return "code"
+    if any(fnmatch.fnmatchcase(name, g) for g in _DATASET_GLOBS) or any(
+            p in _DATASET_DIRS for p in parts):
+        return "dataset"
+    return "weight"
+
+
+def parse_role_overrides(items: Sequence[str]) -> list[tuple[str, str]]:
+    """Parse ``GLOB=ROLE`` options."""
+    out = []
+    for item in items:
+        pattern, sep, role = item.rpartition("=")
+        if not sep or not pattern:
+            raise UsageError(f"media type override {item!r}: write GLOB=ROLE, e.g. '*.bin=weight'")
+        if role not in ROLES:
+            raise UsageError(f"media type override {item!r}: role must be one of "
+                             f"{', '.join(ROLES)}")
+        out.append((pattern, role))
+    return out
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    relpath: str  # '/'-separated, relative to the model root
+    path: Path  # on disk (the symlink target's content when following links)
+    size: int
+
+
+def scan_model_dir(root: str | os.PathLike[str], *, follow_symlinks: bool = False,
+                   exclude: Sequence[str] = (".modelseal", ".git")) -> list[ModelFile]:
+    """Every regular file below ``root``, sorted by relative path.
+
+    Refuses symlinks (unless ``follow_symlinks``, and then only to files inside ``root``),
+    device files, sockets, FIFOs and unreadable files, naming the file.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise InputError(f"{base} is not a directory")
+    real_root = base.resolve()
+    files: list[ModelFile] = []
+
+    def walk(d: Path, rel: str) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            raise InputError(f"cannot read directory {d}: {e.strerror or e}") from e
+        for entry in entries:
+            r = f"{rel}{entry.name}"
+            if any(fnmatch.fnmatchcase(r, pat) or fnmatch.fnmatchcase(entry.name, pat)
+                   for pat in exclude):
+                continue
+            p = Path(entry.path)
+            if entry.is_symlink():
+                if not follow_symlinks:
+                    raise InputError(
+                        f"{r} is a symbolic link: modelseal packages file content only",
+                        hint="replace the link by the file, or pass --follow-symlinks to "
+                             "record the content of links that stay inside the model directory")
+                target = p.resolve()
+                if not target.is_relative_to(real_root):
+                    raise InputError(f"{r} is a symbolic link to {target}, outside the model "
+                                     "directory: refused")
+                if target.is_dir():
+                    raise InputError(f"{r} is a symbolic link to a directory: refused")
+            st = p.stat() if follow_symlinks else p.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                walk(p, r + "/")
+            elif stat.S_ISREG(st.st_mode):
+                if not os.access(p, os.R_OK):
+                    raise InputError(f"{r} is not readable (permission denied)")
+                files.append(ModelFile(r, p, st.st_size))
+            else:
+                kind = ("device file" if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
+                        else "FIFO" if stat.S_ISFIFO(st.st_mode)
+                        else "socket" if stat.S_ISSOCK(st.st_mode) else "special file")
+                raise InputError(f"{r} is a {kind}: only regular files can be packaged")
+
+    walk(base, "")
+    files.sort(key=lambda f: f.relpath)
+    return files
+
+
+@dataclass
+class ModelMetadata:
+    """What the user tells us about the model: the ModelPack descriptor and config."""
+
+    descriptor: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    _DESCRIPTOR_KEYS = ("name", "version", "family", "authors", "vendor", "licenses", "title",
+                        "description", "docURL", "sourceURL", "datasetsURL", "revision",
+                        "createdAt")
+    _CONFIG_KEYS = ("architecture", "format", "paramSize", "precision", "quantization",
+                    "capabilities")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "metadata") -> ModelMetadata:
+        """Accepts either {descriptor:{}, config:{}, annotations:{}} or a flat mapping."""
+        md = cls()
+        known = {"descriptor", "config", "annotations"}
+        if known & set(data):
+            unknown = set(data) - known
+            if unknown:
+                raise InputError(f"{source}: unknown keys {sorted(unknown)}; expected "
+                                 "descriptor, config, annotations")
+            md.descriptor = dict(data.get("descriptor") or {})
+            md.config = dict(data.get("config") or {})
+            md.annotations = {str(k): str(v) for k, v in (data.get("annotations") or {}).items()}
+            return md
+        for k, v in data.items():
+            if k in cls._DESCRIPTOR_KEYS:
+                md.descriptor[k] = v
+            elif k in cls._CONFIG_KEYS:
+                md.config[k] = v
+            else:
+                raise InputError(
+                    f"{source}: unknown key {k!r}; known: "
+                    f"{', '.join(cls._DESCRIPTOR_KEYS + cls._CONFIG_KEYS)}")
+        return md
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ModelMetadata:
+        """Read a YAML or JSON metadata file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot read metadata file {p}: {e.strerror or e}") from e
+        try:
+            import yaml
+
+            data = yaml.safe_load(text)
+        except Exception as e:  # yaml's errors carry the line and column
+            raise InputError(f"metadata file {p} is not valid YAML/JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise InputError(f"metadata file {p} must hold a mapping")
+        return cls.from_mapping(data, str(p))
+
+    def merged(self, other: ModelMetadata) -> ModelMetadata:
+        """``other`` wins where both say something."""
+        return ModelMetadata({**self.descriptor, **other.descriptor},
+                             {**self.config, **other.config},
+                             {**self.annotations, **other.annotations})
+
+
+@cache
+def _config_schema() -> dict[str, Any]:
+    text = resources.files("modelseal").joinpath("data/modelpack-config-schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Validate a ModelPack config against the spec's JSON schema; InputError on failure."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(
+        _config_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        msgs = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}"
+                         for e in errors[:5])
+        raise InputError(f"ModelPack config is not valid: {msgs}")
+
+
+def rfc3339(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def created_time() -> datetime:
+    """Now, or ``SOURCE_DATE_EPOCH`` for reproducible builds."""
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    if sde and sde.isdigit():
+        return datetime.fromtimestamp(int(sde), UTC)
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Layer:
+    filepath: str
+    descriptor: Descriptor
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def size(self) -> int:
+        return self.descriptor.size
+
+    @property
+    def media_type(self) -> str:
+        return self.descriptor.media_type
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    """A ModelPack artifact ready to upload: manifest last."""
+
+    layers: list[Layer]
+    config_bytes: bytes
+    config_descriptor: Descriptor
+    manifest_bytes: bytes
+
+    @property
+    def manifest_digest(self) -> str:
+        from modelseal.digest import sha256_bytes
+
+        return sha256_bytes(self.manifest_bytes)
+
+
+def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
+                   metadata: ModelMetadata, *,
+                   role_overrides: Sequence[tuple[str, str]] = (),
+                   created: datetime | None = None) -> BuiltArtifact:
+    """The ModelPack config and manifest for hashed files (``relpaths`` parallel to ``files``)."""
+    if not files:
+        raise InputError("the model directory holds no files: nothing to package")
+    created = created or created_time()
+    layers = []
+    for fd, rel in zip(files, relpaths, strict=True):
+        check_filepath(rel)
+        role = classify(rel, role_overrides)
+        layers.append(Layer(rel, Descriptor(
+            MEDIA_TYPES[role], fd.digest, fd.size,
+            annotations={ANN_TITLE: PurePosixPath(rel).name, ANN_FILEPATH: rel})))
+    descriptor = {"createdAt": rfc3339(created), **metadata.descriptor}
+    if "name" not in descriptor:
+        raise UsageError("the model needs a name: pass --name or give one in --metadata")
+    config = {
+        "descriptor": descriptor,
+        "config": dict(metadata.config),
+        "modelfs": {"type": "layers", "diffIds": [la.digest for la in layers]},
+    }
+    validate_config(config)
+    config_bytes = canonical_json(config)
+    from modelseal.digest import sha256_bytes
+
+    config_desc = Descriptor(CONFIG_MEDIA_TYPE, sha256_bytes(config_bytes), len(config_bytes))
+    annotations = {ANN_CREATED: rfc3339(created), ANN_NAME: str(descriptor["name"])}
+    if "version" in descriptor:
+        annotations[ANN_VERSION] = str(descriptor["version"])
+    annotations.update(metadata.annotations)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_V1,
+        "artifactType": ARTIFACT_TYPE,
+        "config": config_desc.to_dict(),
+        "layers": [la.descriptor.to_dict() for la in layers],
+        "annotations": annotations,
+    }
+    return BuiltArtifact(layers, config_bytes, config_desc, canonical_json(manifest))
+
+
+def check_filepath(path: str) -> str:
+    """Refuse a layer path that is absolute, contains '..' or is otherwise unsafe."""
+    if not path or "\x00" in path:
+        raise UnsafePathError(f"layer path {path!r} is empty or contains NUL: refused")
+    if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
+        raise UnsafePathError(f"layer path {path!r} is absolute: refused")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UnsafePathError(f"layer path {path!r} contains '..', '.' or an empty component: "
+                              "refused")
+    return path
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """A parsed, path-checked ModelPack manifest."""
+
+    digest: str
+    raw: bytes
+    config: Descriptor
+    layers: list[Layer]
+    annotations: dict[str, str]
+    artifact_type: str | None
+
+    @property
+    def files(self) -> dict[str, str]:
+        """filepath -> digest: the final products a verifier compares with."""
+        return {la.filepath: la.digest for la in self.layers}
+
+
+def parse_model_manifest(raw: bytes, digest: str) -> ModelManifest:
+    """Parse a ModelPack manifest and refuse unsafe or conflicting file paths."""
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise InputError(f"manifest {digest} is not JSON: {e}") from e
+    if not isinstance(doc, dict) or "layers" not in doc or "config" not in doc:
+        raise InputError(f"manifest {digest} is not an OCI image manifest")
+    layers: list[Layer] = []
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    for i, ld in enumerate(doc.get("layers") or []):
+        desc = Descriptor.from_dict(ld)
+        path = desc.annotations.get(ANN_FILEPATH) or desc.annotations.get(ANN_TITLE)
+        if not path:
+            raise InputError(f"manifest {digest}: layer {i} ({desc.digest}) names no file path")
+        check_filepath(path)
+        if path in seen:
+            raise UnsafePathError(f"manifest {digest}: file path {path!r} appears twice: refused")
+        seen.add(path)
+        parts = path.split("/")
+        for k in range(1, len(parts)):
+            dirs.add("/".join(parts[:k]))
+        layers.append(Layer(path, desc))
+    clash = seen & dirs
+    if clash:
+        raise UnsafePathError(f"manifest {digest}: {sorted(clash)[0]!r} is both a file and a "
+                              "directory: refused")
+    return ModelManifest(
+        digest=digest, raw=raw, config=Descriptor.from_dict(doc["config"]), layers=layers,
+        annotations={str(k): str(v) for k, v in (doc.get("annotations") or {}).items()},
+        artifact_type=doc.get("artifactType"))
+
+
+def content_key(manifest: bytes, config: bytes) -> Any:
+    """What a manifest and its config say, less creation timestamps.
+
+    Two pushes of the same files with the same metadata have equal keys, so pushing an
+    unchanged model again to its tag is a no-op rather than a retag.
+    """
+    try:
+        m, c = json.loads(manifest), json.loads(config)
+    except ValueError:
+        return None
+    if not isinstance(m, dict) or not isinstance(c, dict):
+        return None
+    m.pop("config", None)
+    for k in VOLATILE_ANNOTATIONS:
+        (m.get("annotations") or {}).pop(k, None)
+    (c.get("descriptor") or {}).pop("createdAt", None)
+    return [m, c]
