@@ -18,8 +18,10 @@ from pathlib import Path
 
 from modelseal.errors import InputError
 
-CHUNK = 4 * 1024 * 1024
+CHUNK = 1024 * 1024  # per-thread read buffer; larger buys nothing once data is in cache
 SMALL_FILE = 256 * 1024
+LARGE_FILE = 64 * 1024 * 1024
+MAX_WORKERS = 32
 
 ProgressFn = Callable[[int], None]
 """Called with the number of bytes just hashed (from worker threads)."""
@@ -129,6 +131,19 @@ def default_cache_path() -> Path:
     return Path(xdg) / "modelseal" / "digests.sqlite"
 
 
+def _default_workers(sizes: Sequence[int]) -> int:
+    """One thread per core, or one per large file (up to 4 per core) when there are more.
+
+    A file's sha256 is sequential, so with 3 large files on 2 cores and 2 threads one core
+    hashes the third file alone at the end (makespan 2 files). With a thread per large file
+    the kernel shares the cores and all finish together (makespan 1.5 files): 25% less wall
+    time on the benchmark model. Memory stays bounded: CHUNK per thread, MAX_WORKERS threads.
+    """
+    cpus = max(1, os.cpu_count() or 1)
+    large = sum(1 for s in sizes if s >= LARGE_FILE)
+    return max(1, min(MAX_WORKERS, max(cpus, min(large, 4 * cpus))))
+
+
 def hash_files(
     paths: Iterable[str | os.PathLike[str]],
     *,
@@ -165,7 +180,7 @@ def hash_files(
                 raise InputError(f"cannot read {p}: {e.strerror or e}") from e
             todo.append((i, p, None, size))
 
-    nworkers = workers or min(32, max(1, os.cpu_count() or 1))
+    nworkers = workers or _default_workers([t[3] for t in todo])
     local = threading.local()
 
     def work(item: tuple[int, Path, os.stat_result | None, int]) -> tuple[int, FileDigest]:
