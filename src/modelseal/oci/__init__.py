@@ -15,7 +15,7 @@ def open_store(ref: Ref, **registry_options: Any) -> Store:
         from modelseal.oci.layout import LayoutStore
 
         return LayoutStore(ref.location)
-    from modelseal.oci.registry import RegistryOptions, RegistryStore
+    from modelseal.oci.registry import RegistryOptions, open_registry_store
 
     opts = RegistryOptions(**{k: v for k, v in registry_options.items() if v is not None})
-    return RegistryStore.from_ref(ref, opts)
+    return open_registry_store(ref, opts)
