@@ -419,6 +419,8 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
 class RegistryStore:
     """One repository of an OCI registry (see the module docstring for transport and threads)."""
 
+    tags_page_size = 1000
+
     def __init__(self, host: str, repository: str, *, insecure: bool | None = None,
                  ca_file: str | None = None, username: str | None = None,
                  password: str | None = None, upload_mode: UploadMode = "auto",
@@ -554,7 +556,7 @@ class RegistryStore:
 
     def list_tags(self) -> list[str]:
         tags: list[str] = []
-        url: str | None = self._url("tags/list?n=1000")
+        url: str | None = self._url(f"tags/list?n={self.tags_page_size}")
         while url:
             resp = self._reg.do_request(url, "GET")
             with resp:

@@ -1,0 +1,352 @@
+"""RegistryStore against a real registry (Debian's docker-registry, distribution 2.8)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import resource
+import stat
+from pathlib import Path
+
+import pytest
+
+from modelseal.errors import (
+    AuthError,
+    DigestMismatchError,
+    InputError,
+    NotFoundError,
+    RegistryUnreachableError,
+    UsageError,
+)
+from modelseal.oci.registry import RegistryOptions, RegistryStore, open_registry_store
+from modelseal.oci.store import EMPTY_DIGEST, EMPTY_JSON, EMPTY_V1, MANIFEST_V1, canonical_json
+from modelseal.refs import parse_ref
+from registry_server import RegistryServer, blob_path, free_port
+
+MiB = 1024 * 1024
+
+
+def make_file(path: Path, size: int) -> tuple[str, int]:
+    """Random content written in blocks (never held whole in memory); (digest, size)."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 4 * MiB))
+            f.write(block)
+            h.update(block)
+            left -= len(block)
+    return "sha256:" + h.hexdigest(), size
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def manifest_for(layer_digest: str, layer_size: int) -> bytes:
+    return canonical_json({
+        "schemaVersion": 2, "mediaType": MANIFEST_V1,
+        "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+        "config": {"mediaType": EMPTY_V1, "digest": EMPTY_DIGEST, "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw",
+                    "digest": layer_digest, "size": layer_size}],
+    })
+
+
+def test_blob_round_trip_is_byte_identical(registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 3 * MiB + 17)
+    store = RegistryStore(registry.host, "models/small")
+    sent: list[int] = []
+    assert store.put_blob_file(src, digest, size, sent.append) is True
+    assert sum(sent) == size
+    assert store.has_blob(digest)
+    out = io.BytesIO()
+    got: list[int] = []
+    store.fetch_blob(digest, size, out, got.append)
+    assert out.getvalue() == src.read_bytes()
+    assert sum(got) == size
+    assert store.get_blob_bytes(digest) == src.read_bytes()
+
+
+def test_existing_blob_is_skipped_with_head(registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 1 * MiB)
+    store = RegistryStore(registry.host, "models/skip")
+    assert store.put_blob_file(src, digest, size) is True
+    sent: list[int] = []
+    assert store.put_blob_file(src, digest, size, sent.append) is False
+    assert sent == []
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "chunked", "auto"])
+def test_upload_modes(registry: RegistryServer, tmp_path: Path, mode: str) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 5 * MiB + 123)
+    store = RegistryStore(registry.host, f"models/{mode}", upload_mode=mode,  # type: ignore[arg-type]
+                          chunk_size=1 * MiB)
+    sent: list[int] = []
+    assert store.put_blob_file(src, digest, size, sent.append)
+    assert sum(sent) == size
+    assert blob_path(registry.storage_dir, digest).read_bytes() == src.read_bytes()
+
+
+def test_small_blob_from_memory(registry: RegistryServer) -> None:
+    store = RegistryStore(registry.host, "models/mem")
+    assert store.put_blob_bytes(EMPTY_JSON) == EMPTY_DIGEST
+    assert store.put_blob_bytes(EMPTY_JSON) == EMPTY_DIGEST
+    assert store.get_blob_bytes(EMPTY_DIGEST) == EMPTY_JSON
+
+
+@pytest.mark.slow
+def test_large_blob_streams_in_constant_memory(registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    digest, size = make_file(src, 130 * MiB + 5)
+    store = RegistryStore(registry.host, "models/big")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    assert store.put_blob_file(src, digest, size)
+    dest = tmp_path / "back.bin"
+    with open(dest, "wb") as out:
+        store.fetch_blob(digest, size, out)
+    growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert file_digest(dest) == digest
+    assert dest.stat().st_size == size
+    assert growth_mib < 40, f"peak RSS grew by {growth_mib:.0f} MiB for a 130 MiB blob"
+
+
+def test_cross_repository_mount(registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 2 * MiB)
+    RegistryStore(registry.host, "team-a/model").put_blob_file(src, digest, size)
+    other = RegistryStore(registry.host, "team-b/model", mount_from=("team-a/model",))
+    assert not other.has_blob(digest)
+    sent: list[int] = []
+    assert other.put_blob_file(src, digest, size, sent.append) is True
+    assert sent == []  # mounted: no byte sent
+    assert other.has_blob(digest)
+    # a mount source without the blob falls back to a normal upload
+    third = RegistryStore(registry.host, "team-c/model")
+    assert third.put_blob_file(src, digest, size, sent.append, mount_from=("nowhere/x",))
+    assert sum(sent) == size
+
+
+def test_manifest_put_get_resolve_and_tags(registry: RegistryServer, tmp_path: Path) -> None:
+    store = RegistryStore(registry.host, "models/manifests")
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 1000)
+    store.put_blob_file(src, digest, size)
+    store.put_blob_bytes(EMPTY_JSON)
+    data = manifest_for(digest, size)
+    mdigest = store.put_manifest(data, MANIFEST_V1, "v1")
+    assert mdigest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert store.resolve("v1") == mdigest
+    assert store.resolve(mdigest) == mdigest
+    assert store.resolve("missing") is None
+    raw, media_type, got = store.get_manifest("v1")
+    assert (raw, media_type, got) == (data, MANIFEST_V1, mdigest)
+    assert store.get_manifest(mdigest)[0] == data
+    with pytest.raises(NotFoundError):
+        store.get_manifest("missing")
+    assert store.put_manifest(data, MANIFEST_V1, None) == mdigest  # by digest
+    store.tags_page_size = 2
+    for tag in ("v2", "v3", "latest", "z"):
+        store.put_manifest(data, MANIFEST_V1, tag)
+    assert sorted(store.list_tags()) == ["latest", "v1", "v2", "v3", "z"]
+    assert RegistryStore(registry.host, "never/pushed").list_tags() == []
+
+
+def test_referrers_api_is_none_on_distribution_2_8(registry: RegistryServer) -> None:
+    store = RegistryStore(registry.host, "models/ref")
+    store.put_blob_bytes(EMPTY_JSON)
+    data = canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_V1,
+                           "config": {"mediaType": EMPTY_V1, "digest": EMPTY_DIGEST, "size": 2},
+                           "layers": []})
+    subject = store.put_manifest(data, MANIFEST_V1, "s")
+    assert store.referrers_api(subject) is None
+
+
+def test_fetch_refuses_blob_swapped_in_registry(registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 2 * MiB)
+    store = RegistryStore(registry.host, "models/tamper")
+    store.put_blob_file(src, digest, size)
+    stored = blob_path(registry.storage_dir, digest)
+    tampered = bytearray(stored.read_bytes())
+    tampered[1000] ^= 0xFF
+    stored.write_bytes(bytes(tampered))
+    with pytest.raises(DigestMismatchError) as e:
+        store.fetch_blob(digest, size, io.BytesIO())
+    assert digest in str(e.value) and registry.host in str(e.value)
+    stored.write_bytes(bytes(tampered) + b"more")  # longer than the manifest says
+    with pytest.raises(DigestMismatchError):
+        store.fetch_blob(digest, size, io.BytesIO())
+    with pytest.raises(DigestMismatchError):
+        store.get_blob_bytes(digest)
+
+
+def test_get_manifest_refuses_manifest_swapped_in_registry(registry: RegistryServer) -> None:
+    store = RegistryStore(registry.host, "models/tamper-manifest")
+    store.put_blob_bytes(EMPTY_JSON)
+    data = canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_V1,
+                           "config": {"mediaType": EMPTY_V1, "digest": EMPTY_DIGEST, "size": 2},
+                           "layers": [], "annotations": {"a": "1"}})
+    mdigest = store.put_manifest(data, MANIFEST_V1, "v1")
+    blob_path(registry.storage_dir, mdigest).write_bytes(data.replace(b'"1"', b'"2"'))
+    with pytest.raises(DigestMismatchError):
+        store.get_manifest(mdigest)
+    with pytest.raises(DigestMismatchError):
+        store.get_manifest("v1")
+
+
+def test_upload_refuses_file_changed_since_hashing(registry: RegistryServer,
+                                                   tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 1 * MiB)
+    store = RegistryStore(registry.host, "models/changed")
+    with pytest.raises(InputError):
+        store.put_blob_file(src, digest, size + 1)
+    src.write_bytes(os.urandom(size))  # same size, other content
+    with pytest.raises(DigestMismatchError):
+        store.put_blob_file(src, digest, size)
+    assert not store.has_blob(digest)
+
+
+def test_registry_stopped_mid_upload_then_next_push_completes(registry: RegistryServer,
+                                                             tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 64 * MiB)
+    store = RegistryStore(registry.host, "models/crash", retries=2)
+
+    def kill_midway(_n: int) -> None:
+        if registry.running:
+            registry.kill()
+
+    with pytest.raises(RegistryUnreachableError) as e:
+        store.put_blob_file(src, digest, size, kill_midway)
+    assert registry.host in str(e.value)
+    assert not blob_path(registry.storage_dir, digest).exists()
+    registry.start()
+    sent: list[int] = []
+    assert store.put_blob_file(src, digest, size, sent.append) is True
+    out = tmp_path / "back.bin"
+    with open(out, "wb") as f:
+        store.fetch_blob(digest, size, f)
+    assert file_digest(out) == digest
+
+
+def test_unreachable_registry_is_a_clear_error() -> None:
+    host = f"127.0.0.1:{free_port()}"
+    store = RegistryStore(host, "models/x", retries=2)
+    with pytest.raises(RegistryUnreachableError) as e:
+        store.has_blob(EMPTY_DIGEST)
+    assert f"cannot reach registry {host}: connection refused" in str(e.value)
+
+
+# -- TLS and authentication -------------------------------------------------------------------
+
+
+def auth_store(reg: RegistryServer, **kw: object) -> RegistryStore:
+    kw.setdefault("ca_file", str(reg.ca_file))
+    return RegistryStore(reg.host, "secure/model", **kw)  # type: ignore[arg-type]
+
+
+def test_tls_and_password_round_trip(auth_registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 3 * MiB)
+    store = auth_store(auth_registry, username=auth_registry.username,
+                       password=auth_registry.password)
+    assert store.put_blob_file(src, digest, size)
+    out = io.BytesIO()
+    store.fetch_blob(digest, size, out)
+    assert out.getvalue() == src.read_bytes()
+    chunked = auth_store(auth_registry, username=auth_registry.username,
+                         password=auth_registry.password, upload_mode="chunked",
+                         chunk_size=1 * MiB)
+    src2 = tmp_path / "w2.bin"
+    digest2, size2 = make_file(src2, 3 * MiB + 1)
+    assert chunked.put_blob_file(src2, digest2, size2)
+
+
+def test_wrong_password_is_refused_clearly(auth_registry: RegistryServer) -> None:
+    store = auth_store(auth_registry, username=auth_registry.username, password="wrong")
+    with pytest.raises(AuthError) as e:
+        store.has_blob(EMPTY_DIGEST)
+    msg = str(e.value)
+    assert auth_registry.host in msg and "refused the credentials" in msg
+
+
+def test_missing_credentials_are_refused_clearly(auth_registry: RegistryServer,
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no config.json there
+    with pytest.raises(AuthError) as e:
+        auth_store(auth_registry).resolve("latest")
+    msg = str(e.value)
+    assert auth_registry.host in msg and "no credentials" in msg and "docker login" in msg
+
+
+def test_tls_without_the_ca_is_a_clear_error(auth_registry: RegistryServer) -> None:
+    store = RegistryStore(auth_registry.host, "secure/model", insecure=False,
+                          username=auth_registry.username, password=auth_registry.password)
+    with pytest.raises(RegistryUnreachableError) as e:
+        store.has_blob(EMPTY_DIGEST)
+    assert "certificate verify failed" in str(e.value)
+    assert "--ca-file" in str(e.value)
+
+
+def test_credentials_from_docker_config(auth_registry: RegistryServer, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    auth = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode())
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {auth_registry.host: {"auth": auth.decode()}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    store = auth_store(auth_registry)
+    assert store.put_blob_bytes(EMPTY_JSON) == EMPTY_DIGEST
+    assert store.has_blob(EMPTY_DIGEST)
+    before = (tmp_path / "config.json").read_text()
+    assert (tmp_path / "config.json").read_text() == before  # never written
+
+
+def test_credentials_from_credential_helper(auth_registry: RegistryServer, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-modelsealtest"
+    answer = json.dumps({"ServerURL": auth_registry.host, "Username": auth_registry.username,
+                         "Secret": auth_registry.password})
+    helper.write_text(f"#!/bin/sh\nread host\n[ \"$host\" = \"{auth_registry.host}\" ] "
+                      f"|| {{ echo 'credentials not found in native keychain'; exit 1; }}\n"
+                      f"echo '{answer}'\n")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    cfgdir = tmp_path / "docker"
+    cfgdir.mkdir()
+    (cfgdir / "config.json").write_text(json.dumps({"credsStore": "modelsealtest"}))
+    store = auth_store(auth_registry, docker_config=str(cfgdir / "config.json"))
+    assert store.put_blob_bytes(EMPTY_JSON) == EMPTY_DIGEST
+    (cfgdir / "config.json").write_text(json.dumps(
+        {"credHelpers": {auth_registry.host: "modelsealtest"}}))
+    store = auth_store(auth_registry, docker_config=str(cfgdir / "config.json"))
+    assert store.has_blob(EMPTY_DIGEST)
+
+
+def test_open_registry_store_from_ref(registry: RegistryServer) -> None:
+    ref = parse_ref(f"{registry.host}/org/model:v1")
+    store = open_registry_store(ref, RegistryOptions(upload_mode="chunked"))
+    assert store.describe() == f"{registry.host}/org/model"
+    assert store.scheme == "http"
+    assert store.resolve("v1") is None
+    remote = open_registry_store(parse_ref("registry.example.com/org/model:v1"))
+    assert remote.scheme == "https"
+    assert open_registry_store(parse_ref("registry.example.com/m:v1"),
+                               RegistryOptions(insecure=True)).scheme == "http"
+    with pytest.raises(UsageError):
+        open_registry_store(parse_ref("oci:/tmp/x:v1"))
