@@ -128,9 +128,12 @@ def open_ref(text: str, opts: dict[str, Any], default_tag: str | None = "latest"
 
 
 def console(stderr: bool = False) -> Any:
+    """A rich console; wide when output goes to a file or pipe, so digests stay whole."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def emit_json(obj: Any) -> None:
@@ -326,7 +329,7 @@ def inspect(ref: str, json_mode: bool, **kw: Any) -> None:
             c.print(f"  {k}: {v}")
         t = Table(show_lines=False, box=None)
         for col in ("file", "size", "role", "digest"):
-            t.add_column(col, overflow="fold", no_wrap=col == "digest")
+            t.add_column(col, overflow="fold", no_wrap=col in ("digest", "role", "size"))
         from modelseal.modelpack import ROLE_BY_MEDIA_TYPE
 
         for la in m.layers:
