@@ -256,7 +256,8 @@ def test_round_trip_of_a_large_file(registry: RegistryServer, tmp_path: Path) ->
     out = tmp_path / "out"
     pull(store, ref, out)
     assert (out / "weights.bin").stat().st_size == 105 << 20
-    assert subprocess.run(["cmp", str(src / "weights.bin"), str(out / "weights.bin")]).returncode == 0
+    cmp = subprocess.run(["cmp", str(src / "weights.bin"), str(out / "weights.bin")])
+    assert cmp.returncode == 0
 
 
 class StopRegistryMidway(Progress):

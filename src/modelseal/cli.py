@@ -231,6 +231,10 @@ def human_size(n: float) -> str:
 @click.option("--follow-symlinks", is_flag=True,
               help="Record the content of symlinks that stay inside the model directory.")
 @click.option("--no-cache", is_flag=True, help="Re-hash every file (ignore the digest cache).")
+@click.option("--signer", help="Sign the package step (in-toto link + model-signing signature) "
+              "with this key file or signer URI.")
+@click.option("--attestations", "attestations_dir", type=click.Path(exists=True),
+              help="Attach every bundle in this directory (e.g. .modelseal/attestations).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
 def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
@@ -260,19 +264,70 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
 
             md.descriptor["name"] = Path(model_dir).resolve().name
         r, store = open_ref(ref, opts)
+        signer = None
+        if kw["signer"]:
+            from modelseal.attest.signers import load_signer
+
+            signer = load_signer(kw["signer"])  # before any upload: a bad key fails early
+        bundles = []
+        if kw["attestations_dir"]:
+            from modelseal.attestations import bundle_files
+
+            bundles = bundle_files([kw["attestations_dir"]])
         cache = None if kw["no_cache"] else DigestCache(default_cache_path())
         result = do_push(model_dir, store, r, md,
                          role_overrides=parse_role_overrides(kw["role_overrides"]),
                          allow_retag=kw["allow_retag"], follow_symlinks=kw["follow_symlinks"],
                          cache=cache, progress=make_progress(json_mode))
+        attached = _attach_after_push(store, result, signer, bundles, model_dir, ref, md,
+                                      kw["attestations_dir"])
         if json_mode:
-            emit_json(result.to_dict())
+            emit_json({**result.to_dict(), "attached": attached})
         else:
             c = console()
             state = "unchanged" if result.unchanged else (
                 f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)})")
             c.print(f"pushed {result.files} files ({human_size(result.bytes_total)}), {state}")
             c.print(f"{r.base}@{result.digest}", soft_wrap=True)
+            if attached:
+                c.print(f"{len(attached)} attestations attached")
+
+
+def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[Any],
+                       model_dir: str, ref: str, md: Any,
+                       attestations_dir: str | None) -> list[str]:
+    """Sign the package step and attach attestations; returns the referrer digests."""
+    if signer is None and not bundles:
+        return []
+    from pathlib import Path
+
+    from modelseal.attestations import (
+        attach_bundle,
+        attach_bundles,
+        sign_package_step,
+        subject_of,
+    )
+    from modelseal.transfer import fetch_model_manifest
+
+    subject = subject_of(store, result.digest)
+    out = [a.descriptor.digest for a in attach_bundles(store, subject, bundles)]
+    if signer is not None:
+        built = result.manifest
+        if result.unchanged:  # sign what is in the store, not what we would have written
+            from modelseal.refs import parse_ref
+
+            m = fetch_model_manifest(store, parse_ref(ref).with_digest(result.digest))
+            files = m.layers
+        else:
+            files = built.layers
+        signed = sign_package_step(files, signer, command=["modelseal", "push", model_dir, ref],
+                                   model_name=str(md.descriptor.get("name", "model")))
+        sig_dir = Path(attestations_dir or ".modelseal/attestations")
+        sig_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in signed.items():
+            (sig_dir / name).write_bytes(data)
+            out.append(attach_bundle(store, subject, data, name).descriptor.digest)
+    return out
 
 
 @main.command()

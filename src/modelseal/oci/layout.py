@@ -152,8 +152,8 @@ class LayoutStore:
             raise InputError(f"cannot read {path}: {e.strerror or e}") from e
         return True
 
-    def _ingest(self, src: io.RawIOBase | io.BufferedIOBase, digest: str, size: int | None, dest: Path,
-                progress: ProgressFn | None, source: str) -> None:
+    def _ingest(self, src: io.RawIOBase | io.BufferedIOBase, digest: str, size: int | None,
+                dest: Path, progress: ProgressFn | None, source: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -166,8 +166,8 @@ class LayoutStore:
             raise
 
     @staticmethod
-    def _copy_verified(src: io.RawIOBase | io.BufferedIOBase, out: BinaryIO, digest: str, size: int | None,
-                       progress: ProgressFn | None, source: str) -> None:
+    def _copy_verified(src: io.RawIOBase | io.BufferedIOBase, out: BinaryIO, digest: str,
+                       size: int | None, progress: ProgressFn | None, source: str) -> None:
         h = hashlib.sha256()
         buf = bytearray(CHUNK)
         view = memoryview(buf)
