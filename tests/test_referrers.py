@@ -1,0 +1,110 @@
+"""Attestations attached as OCI referrers: nothing lost under concurrency, nothing lost to
+garbage collection, found through the fallback tag on Debian's registry and the layout dir."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from modelseal.attestations import subject_of
+from modelseal.modelpack import ModelMetadata
+from modelseal.oci import open_store
+from modelseal.oci.referrers import attach, fallback_tag, fetch_referrer_blob, list_referrers
+from modelseal.oci.store import Store
+from modelseal.refs import parse_ref
+from modelseal.transfer import push
+from registry_server import REGISTRY_BIN, RegistryServer
+
+ART = "application/vnd.example.note.v1+json"
+
+
+def _model(tmp_path: Path, ref_text: str) -> tuple[Store, str]:
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(1000))
+    ref = parse_ref(ref_text)
+    store = open_store(ref)
+    result = push(src, store, ref, ModelMetadata({"name": "m"}))
+    return store, result.digest
+
+
+def _attach_one(args: tuple[str, str, int]) -> str:
+    ref_text, subject_digest, i = args
+    ref = parse_ref(ref_text)
+    store = open_store(ref)
+    subject = subject_of(store, subject_digest)
+    att = attach(store, subject, artifact_type=ART, blob=json.dumps({"n": i}).encode(),
+                 blob_media_type="application/json")
+    return att.descriptor.digest
+
+
+@pytest.mark.parametrize("backend", ["registry", "oci"])
+def test_sixteen_concurrent_attachers_lose_nothing(backend: str, tmp_path: Path,
+                                                   request: pytest.FixtureRequest) -> None:
+    if backend == "registry":
+        reg: RegistryServer = request.getfixturevalue("registry")
+        ref_text = f"{reg.host}/models/race:v1"
+    else:
+        ref_text = f"oci:{tmp_path / 'layout'}:v1"
+    store, digest = _model(tmp_path, ref_text)
+    with multiprocessing.get_context("spawn").Pool(16) as pool:
+        attached = pool.map(_attach_one, [(ref_text, digest, i) for i in range(16)])
+    assert len(set(attached)) == 16
+    found = {d.digest for d in list_referrers(store, digest, ART)}
+    assert set(attached) <= found
+    blobs = {json.loads(fetch_referrer_blob(store, d, digest)[0])["n"]
+             for d in list_referrers(store, digest, ART)}
+    assert blobs == set(range(16))
+
+
+def test_referrers_survive_garbage_collection(registry: RegistryServer, tmp_path: Path) -> None:
+    store, digest = _model(tmp_path, f"{registry.host}/models/gc:v1")
+    subject = subject_of(store, digest)
+    mine = {attach(store, subject, artifact_type=ART, blob=b'{"n": %d}' % i,
+                   blob_media_type="application/json").descriptor.digest for i in range(3)}
+    registry.stop()
+    gc = subprocess.run([REGISTRY_BIN, "garbage-collect", "--delete-untagged",
+                         str(registry.config_file)], capture_output=True, text=True)
+    assert gc.returncode == 0, gc.stderr
+    registry.start()
+    store = open_store(parse_ref(f"{registry.host}/models/gc:v1"))
+    found = list_referrers(store, digest, ART)
+    assert {d.digest for d in found} == mine
+    for d in found:
+        fetch_referrer_blob(store, d, digest)
+
+
+def test_referrer_found_by_its_tag_when_the_fallback_index_lost_it(registry: RegistryServer,
+                                                                   tmp_path: Path) -> None:
+    store, digest = _model(tmp_path, f"{registry.host}/models/lost:v1")
+    subject = subject_of(store, digest)
+    a = attach(store, subject, artifact_type=ART, blob=b"{}", blob_media_type="application/json")
+    # A racing writer overwrote the index without our entry:
+    store.put_manifest(json.dumps({"schemaVersion": 2, "manifests": [],
+                                   "mediaType": "application/vnd.oci.image.index.v1+json"}
+                                  ).encode(), "application/vnd.oci.image.index.v1+json",
+                       fallback_tag(digest))
+    assert [d.digest for d in list_referrers(store, digest)] == [a.descriptor.digest]
+
+
+def test_referrer_of_another_model_is_refused_when_fetched(registry: RegistryServer,
+                                                            tmp_path: Path) -> None:
+    store, digest = _model(tmp_path, f"{registry.host}/models/a:v1")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.bin").write_bytes(b"other")
+    r2 = parse_ref(f"{registry.host}/models/a:v2")
+    d2 = push(other, store, r2, ModelMetadata({"name": "o"})).digest
+    a = attach(store, subject_of(store, d2), artifact_type=ART, blob=b"{}",
+               blob_media_type="application/json")
+    from modelseal.errors import StoreError
+
+    with pytest.raises(StoreError, match="not " + digest):
+        fetch_referrer_blob(store, a.descriptor, digest)
+
+
