@@ -4,6 +4,8 @@
   ``.start()``, ``.stop()`` (restart keeps port and storage).
 - ``auth_registry``: TLS with a throwaway CA (``.ca_file``) and htpasswd (``.username``,
   ``.password``), fresh for each test.
+- ``token_registry``: plain HTTP with Bearer token auth from a small token service
+  (``.token_server``, which records the token requests), same credentials attributes.
 - ``blob_path(storage_dir, digest)``: where the registry keeps a blob, to tamper with it.
 """
 
@@ -14,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from registry_server import REGISTRY_BIN, RegistryServer, blob_path
+from registry_server import REGISTRY_BIN, RegistryServer, TokenServer, blob_path
 
-__all__ = ["RegistryServer", "blob_path"]
+__all__ = ["RegistryServer", "TokenServer", "blob_path"]
 
 @pytest.fixture
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
@@ -44,3 +46,20 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
     finally:
         server.stop()
 
+
+
+@pytest.fixture
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A registry with Docker token auth (Bearer), user ``modelseal`` / ``t0ken-pass``."""
+    if shutil.which(REGISTRY_BIN) is None:
+        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+    workdir = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenServer(workdir / "tokens", "modelseal", "t0ken-pass")
+    tokens.start()
+    server = RegistryServer(workdir, token_server=tokens)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        tokens.stop()

@@ -97,7 +97,8 @@ class RegistryServer:
     """One ``docker-registry`` process. ``start()`` / ``stop()`` keep the port and storage."""
 
     def __init__(self, workdir: Path, *, tls: bool = False,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None,
+                 token_server: TokenServer | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.storage_dir = self.workdir / "storage"
@@ -135,6 +136,10 @@ class RegistryServer:
             htpasswd.write_bytes(out.strip() + b"\n")
             lines += ["auth:", "  htpasswd:", "    realm: modelseal-test",
                       f"    path: {htpasswd}"]
+        self.token_server = token_server
+        if token_server is not None:
+            self.username, self.password = token_server.username, token_server.password
+            lines += token_server.config_lines()
         self.config_file.write_text("\n".join(lines) + "\n")
 
     @property
@@ -213,3 +218,111 @@ class RegistryServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class TokenServer:
+    """A small Docker token service (``auth.token``) for Bearer-auth tests, on 127.0.0.1.
+
+    It follows the Docker token spec: Basic credentials in, a JWT (ES256, ``x5c`` header)
+    granting the requested scope out. Every request is recorded in ``.requests``.
+    """
+
+    service = "modelseal-test"
+    issuer = "modelseal-test-issuer"
+
+    def __init__(self, workdir: Path, username: str, password: str) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.username, self.password = username, password
+        self.requests: list[dict[str, str]] = []
+        now = datetime.datetime.now(datetime.UTC)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelseal token signer")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(self._key, hashes.SHA256()))
+        self._cert_der = cert.public_bytes(serialization.Encoding.DER)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.cert_file = workdir / "token-signer.pem"
+        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.port = free_port()
+        self.realm = f"http://127.0.0.1:{self.port}/token"
+        self._httpd: object | None = None
+
+    def _jwt(self, scope: str) -> str:
+        import json
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        def b64(b: bytes) -> str:
+            return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+        access = []
+        for item in scope.split():
+            kind, _, rest = item.partition(":")
+            repo, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": repo, "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"alg": "ES256", "typ": "JWT",
+                  "x5c": [base64.b64encode(self._cert_der).decode()]}
+        claims = {"iss": self.issuer, "sub": self.username, "aud": self.service,
+                  "exp": now + 300, "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(),
+                  "access": access}
+        signing_input = (b64(json.dumps(header).encode()) + "."
+                         + b64(json.dumps(claims).encode()))
+        der = self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def start(self) -> None:
+        import http.server
+        import json
+        import threading
+        import urllib.parse
+
+        server = self
+        expected = "Basic " + base64.b64encode(
+            f"{self.username}:{self.password}".encode()).decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                auth = self.headers.get("Authorization", "")
+                server.requests.append({**query, "authorization": auth.split(" ")[0]})
+                if auth != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": server._jwt(query.get("scope", "")),
+                                   "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._httpd = httpd
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()  # type: ignore[attr-defined]
+            httpd.server_close()  # type: ignore[attr-defined]
+
+    def config_lines(self) -> list[str]:
+        return ["auth:", "  token:", f"    realm: {self.realm}",
+                f"    service: {self.service}", f"    issuer: {self.issuer}",
+                f"    rootcertbundle: {self.cert_file}"]

@@ -350,3 +350,30 @@ def test_open_registry_store_from_ref(registry: RegistryServer) -> None:
                                RegistryOptions(insecure=True)).scheme == "http"
     with pytest.raises(UsageError):
         open_registry_store(parse_ref("oci:/tmp/x:v1"))
+
+
+def test_bearer_token_auth_round_trip(token_registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, 3 * MiB)
+    store = RegistryStore(token_registry.host, "tok/model", username=token_registry.username,
+                          password=token_registry.password)
+    assert store.put_blob_file(src, digest, size)
+    out = io.BytesIO()
+    store.fetch_blob(digest, size, out)
+    assert out.getvalue() == src.read_bytes()
+    data = manifest_for(digest, size)
+    store.put_blob_bytes(EMPTY_JSON)
+    assert store.resolve(store.put_manifest(data, MANIFEST_V1, "v1")) is not None
+    assert store.list_tags() == ["v1"]
+    assert token_registry.token_server is not None
+    reqs = token_registry.token_server.requests
+    assert reqs and all(r["authorization"] == "Basic" for r in reqs)
+    assert any("push" in r.get("scope", "") for r in reqs)
+
+
+def test_bearer_wrong_password_is_refused_clearly(token_registry: RegistryServer) -> None:
+    store = RegistryStore(token_registry.host, "tok/model", username="modelseal",
+                          password="nope")
+    with pytest.raises(AuthError) as e:
+        store.has_blob(EMPTY_DIGEST)
+    assert "refused the credentials" in str(e.value)
