@@ -144,13 +144,14 @@ def _walk_files(root: Path) -> list[Path]:
 def model_info_from_dir(root: Path, name: str, version: str | None = None) -> ModelInfo:
     """Hash every file of a model directory into a :class:`ModelInfo`."""
     from modelseal.digest import hash_files
+    from modelseal.modelpack import scan_model_dir
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"model directory {root} does not exist or is not a directory")
-    paths = _walk_files(root)
-    files = [ModelFile(d.path.relative_to(root).as_posix(), d.sha256, d.size)
-             for d in hash_files(paths)]
+    found = scan_model_dir(root, follow_symlinks=True)  # the files `modelseal push` packages
+    files = [ModelFile(f.relpath, d.sha256, d.size)
+             for f, d in zip(found, hash_files([f.path for f in found]), strict=True)]
     return ModelInfo(name=name, version=version, files=files)
 
 
@@ -854,13 +855,15 @@ def validate_bom(doc: dict[str, Any], spec_version: str | None = None) -> None:
 
 
 def serialize_bom(bom_dict: dict[str, Any], fmt: str = "json") -> bytes:
-    """The bytes to write or push: ``json`` (stable, indented) or ``xml``."""
+    """The bytes to write or push. Only ``json``: ``xml`` raises :class:`UsageError` (see
+    docs/bom-and-safety.md)."""
     if fmt == "json":
         return (json.dumps(bom_dict, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     if fmt == "xml":
-        from modelseal._bom_xml import to_xml
-
-        return to_xml(bom_dict)
+        raise UsageError(
+            "CycloneDX XML is not offered: cyclonedx-python-lib's XML writer does not model "
+            "modelCard, data or formulation, so an XML ML-BOM would silently lose them",
+            hint="use --format json (the format the attestation and referrer carry)")
     raise UsageError(f"unknown BOM format {fmt!r}; choose json or xml")
 
 

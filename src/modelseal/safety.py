@@ -215,34 +215,21 @@ def _rel(root: Path, p: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
-def _walk(root: Path) -> list[Path]:
-    out: list[Path] = []
-    for base, dirs, names in os.walk(root):
-        dirs.sort()
-        for n in sorted(names):
-            out.append(Path(base) / n)
-        for d in list(dirs):
-            if (Path(base) / d).is_symlink():
-                out.append(Path(base) / d)  # checked (and refused if it escapes) below
-                dirs.remove(d)
-    return out
-
-
 def _resolve_files(root: Path, files: list[Path] | None) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"model directory {root} does not exist or is not a directory")
+    if files is None:  # the same files `modelseal push` packages
+        from modelseal.modelpack import scan_model_dir
+
+        return [root / f.relpath for f in scan_model_dir(root, follow_symlinks=True)]
     rroot = root.resolve()
-    cand = _walk(root) if files is None else [p if p.is_absolute() else root / p for p in files]
     out: list[Path] = []
-    for p in cand:
+    for p in (p if p.is_absolute() else root / p for p in files):
         try:
-            target = p.resolve()
-            target.relative_to(rroot)
+            p.resolve().relative_to(rroot)
         except ValueError as e:
             raise UnsafePathError(f"{p} is outside the model directory {root}") from e
-        if not target.is_file():
-            if files is None and target.is_dir():
-                raise UnsafePathError(f"{p} is a symlink to a directory; modelseal refuses it")
+        if not p.is_file():
             raise InputError(f"{p} is not a regular file")
         out.append(p)
     return out
