@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the embedded default (an OCI image-layout directory):
-# make a small model, package and push it, inspect it, pull it back and compare.
+# run a small ML pipeline whose every step signs in-toto attestations, package and push the
+# model with them, list them, inspect the model, pull it back and compare.
 # Everything goes under ./demo-out (removed and recreated on each run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,31 +12,80 @@ export MODELSEAL_CACHE_DIR="$OUT/cache"
 STORE="oci:$OUT/store"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1. a small model (made by the demo itself)"
-python - <<'PY'
-import json, os, struct
-os.makedirs("model", exist_ok=True)
-# a real safetensors file: 8-byte header length, JSON header, raw little-endian float32 data
-data = b"".join(struct.pack("<f", i / 100) for i in range(4096))
+step "1. signing keys, one per person/role"
+mkdir -p keys
+for who in alice bob carol erin; do modelseal keygen "keys/$who" >/dev/null; done
+ls keys
+
+step "2. the pipeline's code (the demo writes a tiny one)"
+mkdir -p pipeline
+cat > pipeline/prepare_data.py <<'PY'
+import csv, os, random
+random.seed(7)
+os.makedirs("data", exist_ok=True)
+with open("data/train.csv", "w", newline="") as f:
+    w = csv.writer(f); w.writerow(["x", "y"])
+    for _ in range(256):
+        x = random.random(); w.writerow([f"{x:.6f}", int(x > 0.5)])
+print("wrote data/train.csv")
+PY
+cat > pipeline/train.py <<'PY'
+import csv, json, os, struct
+rows = list(csv.DictReader(open("data/train.csv")))
+w = sum(float(r["x"]) * (2 * int(r["y"]) - 1) for r in rows) / len(rows)
+os.makedirs("model/src", exist_ok=True)
+# a real safetensors file: 8-byte header length, JSON header, little-endian float32 data
+data = b"".join(struct.pack("<f", w * (i % 7)) for i in range(4096))
 header = json.dumps({"dense.weight": {"dtype": "F32", "shape": [64, 64],
                                       "data_offsets": [0, len(data)]}}).encode()
 with open("model/model.safetensors", "wb") as f:
     f.write(struct.pack("<Q", len(header)) + header + data)
 json.dump({"architectures": ["TinyMLP"], "hidden_size": 64}, open("model/config.json", "w"))
 json.dump({"version": "1.0", "model": {"vocab": {"a": 0, "b": 1}}}, open("model/tokenizer.json", "w"))
-open("model/README.md", "w").write("---\nlicense: apache-2.0\npipeline_tag: text-classification\n---\n# tiny-mlp\nA demo model.\n")
-os.makedirs("model/src", exist_ok=True)
-open("model/src/train.py", "w").write("print('training')\n")
+open("model/README.md", "w").write("---\nlicense: apache-2.0\npipeline_tag: text-classification\n"
+                                   "datasets: [demo-train]\n---\n# tiny-mlp\nA demo model.\n")
+open("model/src/inference.py", "w").write("def predict(x):\n    return int(x > 0.5)\n")
+print("trained model/, weight", round(w, 4))
 PY
-find model -type f | sort
+cat > pipeline/evaluate.py <<'PY'
+import csv, json
+rows = list(csv.DictReader(open("data/train.csv")))
+acc = sum(int(float(r["x"]) > 0.5) == int(r["y"]) for r in rows) / len(rows)
+json.dump({"accuracy": acc, "f1": acc, "slices": {"x<0.5": {"accuracy": acc}}}, open("metrics.json", "w"))
+print("accuracy", acc)
+PY
+ls pipeline
 
-step "2. push it to $STORE:v1"
+step "3. prepare-data step (signed by alice)"
+modelseal run --step prepare-data --signer keys/alice.key --materials pipeline/prepare_data.py \
+  --products data -- python pipeline/prepare_data.py
+
+step "4. train step (signed by bob) + SLSA training provenance"
+modelseal run --step train --signer keys/bob.key --materials data --materials pipeline/train.py \
+  --products model -- python pipeline/train.py
+modelseal attest provenance --signer keys/bob.key --base-dir model --subject . \
+  --attestations-dir "$OUT/.modelseal/attestations" --dataset "$OUT/data/train.csv" --param learning_rate=0.01 --param epochs=3 \
+  --code-repo https://example.com/demo/tiny-mlp.git --code-commit 0123456789abcdef0123456789abcdef01234567
+
+step "5. evaluate step (signed by carol) + test-result attestation with thresholds"
+modelseal run --step evaluate --signer keys/carol.key --materials model --materials data \
+  --products metrics.json -- python pipeline/evaluate.py
+modelseal attest evaluation --signer keys/carol.key --metrics "$OUT/metrics.json" \
+  --attestations-dir "$OUT/.modelseal/attestations" \
+  --threshold 'accuracy>=0.9' --base-dir model --subject .
+ls .modelseal/attestations
+
+step "6. package and push to $STORE:v1 (package step signed by erin), attaching every attestation"
+modelseal push model "$STORE:v1" --name tiny-mlp --version 1.0.0 --architecture mlp --format safetensors \
+  --signer keys/erin.key --attestations .modelseal/attestations
+
+step "7. the attestations that travel with the model"
+modelseal attestations "$STORE:v1"
+
+step "8. push again: unchanged content is a no-op"
 modelseal push model "$STORE:v1" --name tiny-mlp --version 1.0.0 --architecture mlp --format safetensors
 
-step "3. push again: unchanged content is a no-op"
-modelseal push model "$STORE:v1" --name tiny-mlp --version 1.0.0 --architecture mlp --format safetensors
-
-step "4. change a file and push to the same tag: refused (tags never move silently)"
+step "9. change a file and push to the same tag: refused (tags never move silently)"
 cp -r model model-changed; echo "changed" >> model-changed/README.md
 if modelseal push model-changed "$STORE:v1" --name tiny-mlp --version 1.0.0 --architecture mlp --format safetensors; then
   echo "UNEXPECTED: retag was accepted"; exit 1
@@ -43,10 +93,10 @@ else
   echo "(refused as expected, exit code $?)"
 fi
 
-step "5. inspect"
+step "10. inspect"
 modelseal inspect "$STORE:v1"
 
-step "6. pull it back and compare byte for byte"
+step "11. pull it back and compare byte for byte"
 modelseal pull "$STORE:v1" pulled
 diff -r model pulled && echo "pulled copy is identical to the original"
 

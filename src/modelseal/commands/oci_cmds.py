@@ -78,8 +78,10 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
         for col in ("predicate type", "signer (claimed)", "created", "digest"):
             t.add_column(col, overflow="fold", no_wrap=col in ("digest", "created"))
         for i in infos:
-            t.add_row(i.predicate_type or "?", i.signer or "?", i.created or "?",
-                      i.descriptor.digest)
+            signer = i.signer or "?"
+            if len(signer) == 64 and all(ch in "0123456789abcdef" for ch in signer):
+                signer = f"key {signer[:16]}"  # a keyid; --json has it whole
+            t.add_row(i.predicate_type or "?", signer, i.created or "?", i.descriptor.digest)
         c = console()
         c.print(f"{r.base}@{digest}", soft_wrap=True)
         c.print(t)
