@@ -318,9 +318,11 @@ def _statement_of(payload_type: str, payload: bytes) -> dict[str, Any]:
 
 
 def _verify_keyed(pb: ParsedBundle, keys: Mapping[str, Key]) -> str:
+    from modelseal.attest.signers import sslib_signer
+
+    Signature = sslib_signer().Signature
     from securesystemslib.exceptions import UnverifiedSignatureError
     from securesystemslib.exceptions import VerificationError as SslibVerificationError
-    from securesystemslib.signer import Signature
 
     claimed = pb.hint or pb.signatures[0][0] or "(none)"
     if not keys:

@@ -17,6 +17,7 @@ Only this module reads environment variables for secrets; everything else takes 
 from __future__ import annotations
 
 import getpass
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -40,6 +41,35 @@ ALGORITHMS: tuple[Algorithm, ...] = ("ecdsa-p256", "ecdsa-p384", "ed25519")
 
 KMS_SCHEMES = ("gcpkms", "awskms", "azurekms", "hv")
 KNOWN_SCHEMES = ("file2", "hsm", "sigstore", *KMS_SCHEMES)
+
+
+class _DeferAWS:
+    """Import finder that makes ``boto3``/``botocore`` look absent, for a moment."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+        if name.split(".")[0] in ("boto3", "botocore"):
+            raise ImportError(f"{name} deferred by modelseal")
+        return None
+
+
+def sslib_signer() -> Any:
+    """``securesystemslib.signer``, imported without boto3.
+
+    Its package __init__ imports every backend, and boto3 alone costs ~0.3 s: more than hashing
+    a model's small files. The AWS backend is reloaded with boto3 when an ``awskms:`` URI is
+    actually used (see ``_load_kms_signer``).
+    """
+    if "securesystemslib.signer" not in sys.modules and "boto3" not in sys.modules:
+        finder = _DeferAWS()
+        sys.meta_path.insert(0, finder)
+        try:
+            importlib.import_module("securesystemslib.signer")
+        finally:
+            sys.meta_path.remove(finder)
+    import securesystemslib.signer as mod
+
+    return mod
 
 
 def _interactive() -> bool:
@@ -123,14 +153,15 @@ def keygen(
 def load_public_key(path: str | os.PathLike[str]) -> Key:
     """A securesystemslib key from a PEM public key (SPKI) file or a certificate-less PEM."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    from securesystemslib.signer import SSlibKey
 
+    SSlibKey = sslib_signer().SSlibKey
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise InputError(f"cannot read public key {path}: {e.strerror or e}") from e
     try:
-        return SSlibKey.from_crypto(load_pem_public_key(data))
+        key: Key = SSlibKey.from_crypto(load_pem_public_key(data))
+        return key
     except (ValueError, TypeError) as e:
         raise InputError(f"{path} is not a PEM public key of a supported type: {e}") from e
 
@@ -138,10 +169,11 @@ def load_public_key(path: str | os.PathLike[str]) -> Key:
 def public_key_from_pem(pem: bytes) -> Key:
     """A securesystemslib key from PEM bytes."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    from securesystemslib.signer import SSlibKey
 
+    SSlibKey = sslib_signer().SSlibKey
     try:
-        return SSlibKey.from_crypto(load_pem_public_key(pem))
+        key: Key = SSlibKey.from_crypto(load_pem_public_key(pem))
+        return key
     except (ValueError, TypeError) as e:
         raise InputError(f"not a PEM public key of a supported type: {e}") from e
 
@@ -164,7 +196,8 @@ def public_key_pem(key: Key) -> str:
 def _load_file_signer(path: str, *, passphrase_env: str, prompt: bool | None) -> Signer:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from securesystemslib.signer import CryptoSigner
+
+    CryptoSigner = sslib_signer().CryptoSigner
 
     label = f"key file {path}"
     try:
@@ -196,7 +229,8 @@ def _load_file_signer(path: str, *, passphrase_env: str, prompt: bool | None) ->
     elif not isinstance(priv, ed25519.Ed25519PrivateKey):
         raise SigningError(f"{label}: {type(priv).__name__} keys are not supported",
                            hint="use ECDSA P-256, P-384 or Ed25519")
-    return CryptoSigner(priv)
+    signer: Signer = CryptoSigner(priv)
+    return signer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,9 +249,9 @@ def pkcs11_lib_path() -> str:
 
 
 def _hsm_signer_class() -> type[Signer]:
-    from securesystemslib.signer import HSMSigner
+    base: Any = sslib_signer().HSMSigner
 
-    class _HSMSigner(HSMSigner):
+    class _HSMSigner(base):  # type: ignore[misc]
         """HSMSigner that finds its module without requiring PYKCS11LIB to be set."""
 
         @classmethod
@@ -284,9 +318,11 @@ def _load_hsm_signer(uri: str, *, prompt: bool | None) -> Signer:
 
 
 def _keyless_signer_class() -> type[Signer]:
-    from securesystemslib.signer import Signature, Signer
+    mod = sslib_signer()
+    base: Any = mod.Signer
+    signature_cls: Any = mod.Signature
 
-    class KeylessSigner(Signer):
+    class KeylessSigner(base):  # type: ignore[misc]
         """Sigstore keyless signer holding an OIDC token and a client trust config.
 
         ``sign()`` behaves like securesystemslib's SigstoreSigner (a message signature whose
@@ -329,9 +365,10 @@ def _keyless_signer_class() -> type[Signer]:
             with self._context().signer(self._token) as s:
                 bundle = s.sign_artifact(payload)
             bundle_json = json.loads(bundle.to_json())
-            return Signature(self._public_key.keyid,
-                             bundle_json["messageSignature"]["signature"],
-                             {"bundle": bundle_json})
+            sig: Signature = signature_cls(self._public_key.keyid,
+                                           bundle_json["messageSignature"]["signature"],
+                                           {"bundle": bundle_json})
+            return sig
 
         def sign_dsse(self, statement_json: bytes) -> bytes:
             """Sign an in-toto Statement keylessly; the Sigstore bundle v0.3 as JSON bytes."""
@@ -367,7 +404,7 @@ def load_client_trust_config(spec: str | os.PathLike[str] | None, *, offline: bo
 
 def _load_sigstore_signer(uri: str, *, prompt: bool | None,
                           trust_config: str | os.PathLike[str] | None) -> Signer:
-    from securesystemslib.signer import SigstoreSigner
+    SigstoreSigner = sslib_signer().SigstoreSigner
     from sigstore.oidc import IdentityError, IdentityToken, Issuer, detect_credential
 
     label = f"Sigstore keyless signer {uri}"
@@ -415,13 +452,14 @@ def is_keyless(signer: Signer) -> bool:
 
 
 def _load_kms_signer(uri: str, public_key: Key | None) -> Signer:
-    from securesystemslib.signer import (
-        AWSSigner,
-        AzureSigner,
-        GCPSigner,
-        Signer,
-        VaultSigner,
-    )
+    mod = sslib_signer()
+    GCPSigner, AzureSigner, VaultSigner = mod.GCPSigner, mod.AzureSigner, mod.VaultSigner
+    AWSSigner = mod.AWSSigner
+    if uri.startswith("awskms:") and "boto3" not in sys.modules:
+        # imported without boto3 by sslib_signer(): load the real backend now
+        aws = importlib.reload(importlib.import_module("securesystemslib.signer._aws_signer"))
+        AWSSigner = aws.AWSSigner
+        mod.SIGNER_FOR_URI_SCHEME[AWSSigner.SCHEME] = AWSSigner
 
     label = f"KMS signer {uri}"
     parsed = parse.urlparse(uri)
