@@ -1,0 +1,224 @@
+"""Model safety: files that would run code when loaded are found and named, nothing is loaded.
+
+Every malicious file here is built with ``pickle.dumps`` (which calls ``__reduce__`` but never
+the callable it returns) or by hand, and is never unpickled.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from modelseal.safety import (
+    SAFETY_PREDICATE,
+    SafetyReport,
+    safety_predicate,
+    safety_subjects,
+    scan_model,
+    unsafe_findings,
+)
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("echo pwned",))
+
+
+EVIL = pickle.dumps(_Evil(), protocol=2)
+SYSTEM = {"os.system", "posix.system", "nt.system"}
+
+
+def _safetensors(path: Path) -> None:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 8)
+
+
+def _npy(path: Path, descr: str, payload: bytes) -> None:
+    header = repr({"descr": descr, "fortran_order": False, "shape": (1,)}).encode()
+    pad = 64 - (10 + len(header) + 1) % 64
+    header += b" " * pad + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload)
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    root = tmp_path / "model"
+    (root / "weights").mkdir(parents=True)
+    (root / "evil.pkl").write_bytes(EVIL)
+    with zipfile.ZipFile(root / "weights" / "pytorch_model.bin", "w") as z:
+        z.writestr("archive/data.pkl", EVIL)
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/data/0", b"\x00" * 16)
+    (root / "benign.pkl").write_bytes(pickle.dumps({"layers": [1, 2, 3], "names": ["a"]}))
+    _safetensors(root / "weights" / "model.safetensors")
+    (root / "config.json").write_text('{"hidden": 4}')
+    return root
+
+
+def _by_path(root: Path) -> dict[str, object]:
+    return {f.path: f for f in scan_model(root).files}
+
+
+def test_malicious_pickle_is_unsafe_and_names_os_system(model: Path) -> None:
+    r = scan_model(model)
+    evil = next(f for f in r.files if f.path == "evil.pkl")
+    assert evil.verdict == "unsafe"
+    assert evil.format == "pickle"
+    assert {x.callable for x in evil.findings if x.severity == "dangerous"} & SYSTEM
+    assert not r.ok
+
+
+def test_malicious_pickle_hidden_in_pytorch_zip_checkpoint(model: Path) -> None:
+    ckpt = next(f for f in scan_model(model).files if f.path == "weights/pytorch_model.bin")
+    assert ckpt.verdict == "unsafe"
+    assert ckpt.format == "pytorch-zip"
+    hit = next(x for x in ckpt.findings if x.severity == "dangerous")
+    assert hit.callable in SYSTEM
+    assert hit.member == "archive/data.pkl"
+
+
+def test_benign_pickle_is_safe(model: Path) -> None:
+    f = next(f for f in scan_model(model).files if f.path == "benign.pkl")
+    assert (f.format, f.verdict) == ("pickle", "safe")
+    assert not [x for x in f.findings if x.severity != "innocuous"]
+
+
+def test_safetensors_and_json_are_no_code_formats(model: Path) -> None:
+    files = {f.path: f for f in scan_model(model).files}
+    st = files["weights/model.safetensors"]
+    assert (st.format, st.verdict) == ("safetensors", "no-code-format")
+    assert files["config.json"].verdict == "no-code-format"
+
+
+def test_every_file_has_its_sha256_and_a_relative_path(model: Path) -> None:
+    import hashlib
+
+    for f in scan_model(model).files:
+        assert not f.path.startswith("/") and ".." not in f.path.split("/")
+        assert f.sha256 == hashlib.sha256((model / f.path).read_bytes()).hexdigest()
+
+
+def test_pickle_renamed_to_safetensors_is_still_scanned(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(EVIL)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe" and f.format == "pickle"
+
+
+def test_bogus_safetensors_header_is_unknown_not_trusted(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"\xff" * 64)
+    assert scan_model(tmp_path).files[0].verdict == "unknown"
+
+
+def test_protocol0_pickle_with_an_innocent_name_is_found(tmp_path: Path) -> None:
+    (tmp_path / "weights.dat2").write_bytes(pickle.dumps(_Evil(), protocol=0))
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+
+
+def test_legacy_pytorch_pickle_is_unsafe(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(pickle.dumps(_Evil(), protocol=2))
+    assert scan_model(tmp_path).files[0].verdict == "unsafe"
+
+
+def test_compressed_joblib_is_decompressed_and_scanned(tmp_path: Path) -> None:
+    (tmp_path / "clf.joblib").write_bytes(gzip.compress(EVIL))
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict) == ("pickle+gzip", "unsafe")
+
+
+def test_numpy_object_array_is_scanned_and_numeric_array_is_safe(tmp_path: Path) -> None:
+    _npy(tmp_path / "obj.npy", "|O", EVIL)
+    _npy(tmp_path / "num.npy", "<f4", b"\x00" * 4)
+    with zipfile.ZipFile(tmp_path / "arrays.npz", "w") as z:
+        z.write(tmp_path / "obj.npy", "x.npy")
+    files = {f.path: f for f in scan_model(tmp_path).files}
+    assert files["obj.npy"].verdict == "unsafe"
+    assert files["num.npy"].verdict == "safe"
+    assert files["arrays.npz"].verdict == "unsafe"
+    assert files["arrays.npz"].findings[0].member == "x.npy"
+
+
+def test_unknown_global_is_suspicious_not_safe(tmp_path: Path) -> None:
+    (tmp_path / "odd.pkl").write_bytes(b"\x80\x02cmymodule\nMyClass\nq\x00)\x81q\x01.")
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "suspicious"
+    assert f.findings[0].callable == "mymodule.MyClass"
+
+
+def test_garbage_with_pickle_extension_is_unknown(tmp_path: Path) -> None:
+    (tmp_path / "broken.pkl").write_bytes(b"\xff\xfe not a pickle")
+    assert scan_model(tmp_path).files[0].verdict == "unknown"
+
+
+def test_python_source_is_recorded_as_unknown_code(tmp_path: Path) -> None:
+    (tmp_path / "modeling.py").write_text("import os\n")
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict) == ("python-source", "unknown")
+
+
+def test_explicit_file_outside_root_is_refused(tmp_path: Path, model: Path) -> None:
+    from modelseal.errors import UnsafePathError
+
+    (tmp_path / "outside.pkl").write_bytes(EVIL)
+    with pytest.raises(UnsafePathError):
+        scan_model(model, [Path("../outside.pkl")])
+
+
+def test_predicate_round_trip_and_unsafe_findings(model: Path) -> None:
+    report = scan_model(model)
+    pred = json.loads(json.dumps(safety_predicate(report)))
+    assert pred["result"] == "FAILED"
+    assert pred["scanner"]["name"] == "picklescan" and pred["scanner"]["version"]
+    assert pred["summary"]["unsafe"] == 2
+    assert SafetyReport.from_dict(pred).to_dict() == report.to_dict()
+    msgs = unsafe_findings(pred)
+    assert len(msgs) == 2
+    assert any(m.startswith("evil.pkl imports ") and m.endswith(" (unsafe)")
+               and m.split()[2] in SYSTEM for m in msgs)
+    assert any(m.startswith("weights/pytorch_model.bin (archive/data.pkl) imports ")
+               for m in msgs)
+    subjects = safety_subjects(report)
+    assert {s["name"] for s in subjects} == {f.path for f in report.files}
+    assert SAFETY_PREDICATE.startswith("https://")
+
+
+def test_clean_model_passes(model: Path) -> None:
+    (model / "evil.pkl").unlink()
+    (model / "weights" / "pytorch_model.bin").unlink()
+    pred = safety_predicate(scan_model(model))
+    assert pred["result"] == "PASSED"
+    assert unsafe_findings(pred) == []
+
+
+def test_unsafe_findings_fails_closed_on_malformed_predicate() -> None:
+    assert unsafe_findings({})
+    assert unsafe_findings({"files": [{"path": "a.pkl", "verdict": "weird"}]})
+    assert unsafe_findings({"files": [{"verdict": "safe"}]})
+
+
+def test_scan_command_exits_non_zero_and_names_the_callable(model: Path) -> None:
+    from modelseal.commands.bom_cmds import scan
+
+    res = CliRunner().invoke(scan, [str(model), "--json"])
+    assert res.exit_code == 10
+    pred = json.loads(res.stdout)
+    assert pred["result"] == "FAILED"
+    assert "evil.pkl imports" in res.stderr
+
+
+def test_scan_command_passes_a_clean_model(model: Path) -> None:
+    from modelseal.commands.bom_cmds import scan
+
+    (model / "evil.pkl").unlink()
+    (model / "weights" / "pytorch_model.bin").unlink()
+    res = CliRunner().invoke(scan, [str(model)])
+    assert res.exit_code == 0, res.output
+    assert "benign.pkl" in res.stdout
