@@ -1,6 +1,6 @@
 """A repository in an OCI registry, as a :class:`~modelseal.oci.store.Store`.
 
-Built on oras-py's ``Registry`` (URLs, session, tag pagination), extended in ONE place,
+Built on oras-py's ``Registry`` (its session and cookie policy), extended in ONE place,
 :class:`_OrasRegistry`, for what oras-py 0.2.43 lacks:
 
 - authentication: Basic and Bearer token challenges told apart (a Basic realm is not a token
@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import oras.container
 import oras.provider
 import requests
 import requests.adapters
@@ -448,7 +447,7 @@ class RegistryStore:
         self._reg = _OrasRegistry(host, scheme=scheme, verify=ca_file or True,
                                   credentials=creds, docker_config=docker_config,
                                   retries=self.retries)
-        self._container = oras.container.Container(repository, registry=host)
+        # not oras.container.Container: it takes a first component with a dot for a host
         self._base = f"{scheme}://{host}/v2/{repository}"
 
     # -- names --------------------------------------------------------------------------------
