@@ -108,3 +108,23 @@ def test_referrer_of_another_model_is_refused_when_fetched(registry: RegistrySer
         fetch_referrer_blob(store, a.descriptor, digest)
 
 
+
+
+def test_registry_with_referrers_api_is_read_through_it(registry: RegistryServer,
+                                                        tmp_path: Path) -> None:
+    from referrers_standin import ReferrersStandin
+
+    with ReferrersStandin(registry.url) as standin:
+        store, digest = _model(tmp_path, f"{standin.host}/models/api:v1")
+        subject = subject_of(store, digest)
+        mine = {attach(store, subject, artifact_type=ART, blob=b'{"n": %d}' % i,
+                       blob_media_type="application/json").descriptor.digest for i in range(3)}
+        api = store.referrers_api(digest)
+        assert api is not None and {d.digest for d in api} == mine
+        assert all(d.artifact_type == ART for d in api)
+        # With the API there is no fallback index to maintain...
+        assert store.resolve(fallback_tag(digest)) is None
+        # ...and discovery reads the API.
+        standin.requests.clear()
+        assert {d.digest for d in list_referrers(store, digest, ART)} == mine
+        assert any("/referrers/" in path for _, path in standin.requests)
