@@ -135,7 +135,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python "
+            f"{platform.python_version()}, load average {load} (other work skews timings)")
 
 
 def table(results: Sequence[Result], *, with_throughput: bool = True) -> str:
