@@ -72,12 +72,13 @@ class ModelInfo:
         manifest digest."""
         if not self.manifest_digest:
             return None
-        from packageurl import PackageURL
+        from urllib.parse import quote
 
-        qualifiers = {"repository_url": self.repository} if self.repository else None
-        name = self.name.rsplit("/", 1)[-1].lower()
-        return str(PackageURL(type="oci", name=name, version=self.manifest_digest,
-                              qualifiers=qualifiers))
+        name = quote(self.name.rsplit("/", 1)[-1].lower(), safe="")
+        purl = f"pkg:oci/{name}@{quote(self.manifest_digest, safe='')}"
+        if self.repository:
+            purl += f"?repository_url={quote(self.repository, safe='/:')}"
+        return purl
 
 
 @dataclass
@@ -690,14 +691,16 @@ def build_bom(
     bom_meta.tools.components.add(tool)
     bom = Bom(metadata=bom_meta, components=[*data_comps, *lib_comps], external_references=ext_refs,
               serial_number=uuid.uuid4())
-    if data_comps:
-        bom.register_dependency(model_comp, data_comps)
+    if data_comps or lib_comps:  # the model was formed from its data and its training libraries
+        bom.register_dependency(model_comp, [*data_comps, *lib_comps])
 
     try:
         text = make_outputter(bom, OutputFormat.JSON, sv).output_as_string()
     except Exception as e:  # the library refuses models it cannot express
         raise BomValidationError(f"cannot serialize the BOM: {e}") from e
     doc: dict[str, Any] = json.loads(text)
+    if purl:  # purl-spec's OCI form spells sha256%3A; packageurl-python writes a bare colon
+        doc["metadata"]["component"]["purl"] = purl
     _add_unmodeled(doc, card=card, datasets=datasets, metrics=list(metrics or []),
                    steps=steps, dists=dists if environment_files else [])
     validate_bom(doc, spec_version)
