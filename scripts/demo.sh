@@ -64,14 +64,13 @@ step "4. train step (signed by bob) + SLSA training provenance"
 modelseal run --step train --signer keys/bob.key --materials data --materials pipeline/train.py \
   --products model -- python pipeline/train.py
 modelseal attest provenance --signer keys/bob.key --base-dir model --subject . \
-  --attestations-dir "$OUT/.modelseal/attestations" --dataset "$OUT/data/train.csv" --param learning_rate=0.01 --param epochs=3 \
+  --dataset data/train.csv --param learning_rate=0.01 --param epochs=3 \
   --code-repo https://example.com/demo/tiny-mlp.git --code-commit 0123456789abcdef0123456789abcdef01234567
 
 step "5. evaluate step (signed by carol) + test-result attestation with thresholds"
 modelseal run --step evaluate --signer keys/carol.key --materials model --materials data \
   --products metrics.json -- python pipeline/evaluate.py
-modelseal attest evaluation --signer keys/carol.key --metrics "$OUT/metrics.json" \
-  --attestations-dir "$OUT/.modelseal/attestations" \
+modelseal attest evaluation --signer keys/carol.key --metrics metrics.json \
   --threshold 'accuracy>=0.9' --base-dir model --subject .
 ls .modelseal/attestations
 

@@ -232,8 +232,8 @@ def _sign_and_write(st: dict[str, Any], signer: Any, default_name: str,
         if out:
             target = Path(out)
         else:
-            base = Path(kw.get("attestations_dir") or
-                        Path(kw.get("base_dir") or ".") / DEFAULT_ATTESTATIONS_DIR)
+            # --base-dir only says how subjects are named; outputs go where the user is.
+            base = Path(kw.get("attestations_dir") or DEFAULT_ATTESTATIONS_DIR)
             kid = None if is_keyless(signer) else str(signer.public_key.keyid)
             target = base / attestation_filename(kw.get("att_name") or default_name,
                                                  kid or str(signer.public_key.keyid))
@@ -376,7 +376,7 @@ def attest_provenance(**kw: Any) -> None:
             except ValueError:
                 hp[k] = v
         signer = _load_signer(kw)
-        base = kw.get("base_dir")
+        base = None  # datasets and base models are paths as the user typed them
         pred = provenance_predicate(
             hyperparameters=hp,
             datasets=[_descriptor_arg(d, "dataset", base) for d in kw["datasets"]],
@@ -423,7 +423,7 @@ def attest_evaluation(**kw: Any) -> None:
         if not isinstance(metrics, dict):
             raise InputError(f"metrics {kw['metrics']} must be a JSON object")
         signer = _load_signer(kw)
-        base = kw.get("base_dir")
+        base = None  # metrics and datasets are paths as the user typed them
         metrics_rd = _descriptor_arg(kw["metrics"], "metrics", base)
         config = [metrics_rd, *(_descriptor_arg(d, "dataset", base) for d in kw["datasets"])]
         pred = evaluation_predicate(metrics, ths, configuration=config, url=kw["url"])

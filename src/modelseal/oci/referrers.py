@@ -131,9 +131,9 @@ def list_referrers(store: Store, subject_digest: str, artifact_type: str | None 
 
     if missing:
         with ThreadPoolExecutor(max_workers=workers) as ex:
-            for d in ex.map(describe, missing):
-                if d is not None:
-                    found[d.digest] = d
+            for maybe in ex.map(describe, missing):
+                if maybe is not None:
+                    found[maybe.digest] = maybe
     out = list(found.values())
     if artifact_type:
         out = [d for d in out if d.artifact_type == artifact_type]
