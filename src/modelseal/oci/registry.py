@@ -408,7 +408,25 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         if resp.status_code in RETRY_STATUSES:
             return RegistryUnreachableError(
                 f"registry {self.host} kept failing on {what} ({detail})")
+        if resp.status_code == 400 and self._speaks_https(resp):
+            return RegistryUnreachableError(
+                f"registry {self.host} speaks HTTPS, but modelseal used plain HTTP "
+                "(the default for localhost/127.0.0.1)",
+                hint="pass --ca-file with the registry's CA certificate to use HTTPS")
         return StoreError(f"registry {self.host} refused {what} ({detail})")
+
+    def _speaks_https(self, resp: requests.Response) -> bool:
+        """Did a plain-HTTP request reach a TLS port? (Go answers 400 with this text.)"""
+        marker = b"HTTP request to an HTTPS server"
+        if not resp.url.startswith("http://"):
+            return False
+        if marker in (resp.content or b""):
+            return True
+        try:  # a HEAD answer has no body: ask once more with GET
+            probe = self.http.get(f"http://{self.host}/v2/", timeout=5)
+            return marker in probe.content
+        except requests.RequestException:
+            return False
 
     def _check_200_response(self, response: requests.Response) -> None:
         if response.status_code not in (200, 201, 202):
