@@ -1,0 +1,472 @@
+"""The security decision: may this model run? Pure: no network, no files, no clock unless
+``now`` is left out. Fed the signed layout's bytes, the keys the policy trusts to have signed
+it, the model's (filepath, digest) pairs from its manifest, and the attestations' bytes.
+
+In the order in-toto's ``in_toto_verify`` works (DESIGN.md section 3):
+
+1. the layout's signatures (``verify_metadata_signatures``: every trusted key signed);
+2. its expiry (``verify_layout_expiration``);
+3. every bundle's DSSE signature, keyed or keyless (Sigstore, offline, against the policy's
+   trusted root), with the layout's functionary keys; links by keys not authorized for their
+   step are set aside, as in-toto's ``verify_link_signature_thresholds`` does, and named;
+4. per step: ``threshold`` distinct authorized keys (Sigstore identities are keys too);
+5. ``verify_threshold_constraints``: the threshold signers report identical artifacts;
+6. ``reduce_chain_links`` and ``verify_all_item_rules``: the layout's artifact rules;
+7. the final products: the final step's products are exactly the manifest's (filepath,
+   digest) pairs, so the weights are never downloaded to decide;
+8. the policy's requirements (required predicates bound to this model by their subjects,
+   distinct signers, age, stage, model safety).
+
+Link Statements become ``in_toto.models.link.Link`` objects so that in-toto's own rule
+functions judge them; the rule semantics are in-toto's, not re-implemented here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from modelseal.errors import InputError, VerificationError
+from modelseal.layout import (
+    LINK_PREDICATE,
+    SLSA_PROVENANCE_PREDICATE,
+    TrustedLayout,
+    check_layout,
+    describe_key,
+    is_sigstore_key,
+    iso,
+    key_from_dict,
+    parse_time,
+    verify_layout,
+)
+from modelseal.verify.policy import (
+    AllOf,
+    Attestation,
+    DistinctSigners,
+    Facts,
+    Requirement,
+)
+from modelseal.verify.result import (
+    Ignored,
+    Refusal,
+    RequirementOutcome,
+    StepOutcome,
+    VerificationResult,
+)
+
+if TYPE_CHECKING:
+    from in_toto.models.link import Link
+    from securesystemslib.signer import Key
+
+_ARTIFACTS = re.compile(r"matched the following artifacts: (\[.*?\])")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One attestation as fetched: its id (referrer manifest digest), the bundle's bytes, and
+    the referrer's ``created`` annotation (not signed)."""
+
+    id: str
+    bundle: bytes
+    created: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What the manifest says the model is: its digest and {filepath: "sha256:..."}."""
+
+    digest: str
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def hexes(self) -> dict[str, str]:
+        return {p: d.partition(":")[2] if ":" in d else d for p, d in self.files.items()}
+
+
+def provenance_to_link(step: str, st: Mapping[str, Any]) -> Link:
+    """A SLSA provenance v1 Statement as the Link of ``step``: materials are the resolved
+    dependencies with a sha256 digest, products the subjects."""
+    from in_toto.models.link import Link
+
+    def digests(rds: Any) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for rd in rds or []:
+            if not isinstance(rd, Mapping) or not isinstance(rd.get("digest"), Mapping):
+                continue
+            name = rd.get("name") or rd.get("uri")
+            d = rd["digest"].get("sha256")
+            if isinstance(name, str) and isinstance(d, str):
+                out[name] = {"sha256": d}
+        return out
+
+    pred = st.get("predicate") or {}
+    bd = pred.get("buildDefinition") if isinstance(pred, Mapping) else None
+    deps = bd.get("resolvedDependencies") if isinstance(bd, Mapping) else None
+    return Link(name=step, materials=digests(deps), products=digests(st.get("subject")),
+                byproducts={}, command=[], environment={})
+
+
+def _signed_time(st: Mapping[str, Any], bundle_raw: Mapping[str, Any] | None,
+                 keyless: bool) -> datetime | None:
+    """A time covered by a signature: the predicate's own timestamps, or (keyless) the
+    transparency log's integrated time."""
+    pred = st.get("predicate")
+    if isinstance(pred, Mapping):
+        meta = ((pred.get("runDetails") or {}).get("metadata") or {}) if isinstance(
+            pred.get("runDetails"), Mapping) else {}
+        for v in (meta.get("finishedOn") if isinstance(meta, Mapping) else None,
+                  pred.get("timeVerified"), pred.get("timestamp"), pred.get("time")):
+            if isinstance(v, str):
+                try:
+                    return parse_time(v)
+                except InputError:
+                    continue
+    if keyless and bundle_raw is not None:
+        for e in (bundle_raw.get("verificationMaterial") or {}).get("tlogEntries") or []:
+            t = e.get("integratedTime") if isinstance(e, Mapping) else None
+            if t and str(t).isdigit() and int(t) > 0:
+                return datetime.fromtimestamp(int(t), UTC)
+    return None
+
+
+def _artifact_diff(a: Link, b: Link) -> str:
+    for kind in ("materials", "products"):
+        x, y = getattr(a, kind), getattr(b, kind)
+        for p in sorted(set(x) | set(y)):
+            if x.get(p) != y.get(p):
+                return f"{kind[:-1]} {p}"
+    return "artifacts"
+
+
+def decide(
+    layout_bytes: bytes,
+    layout_keys: Mapping[str, Key],
+    model: ModelView,
+    evidence: Sequence[Evidence],
+    *,
+    trusted_root: Any = None,
+    requirement: Requirement | None = None,
+    final_step: str | None = None,
+    now: datetime | None = None,
+    layout_source: str = "",
+    ref: str = "",
+) -> VerificationResult:
+    """Decide whether ``model`` may run. Never raises for a refusal: the result says why."""
+    now = now or datetime.now(UTC)
+    res = VerificationResult(subject=model.digest, ref=ref, layout=layout_source,
+                             verified_at=iso(now), attestations_seen=len(evidence))
+    # 1. layout signatures
+    try:
+        tl = verify_layout(layout_bytes, layout_keys)
+    except VerificationError as e:
+        for r in e.reasons:
+            res.refuse(r, rule="layout signature")
+        return res
+    res.layout_digest = tl.digest
+    _check_layout_itself(tl, res, now)
+    if res.refusals and not tl.layout.steps:
+        return res
+
+    # 3. bundles
+    atts, unauthorized = _verify_bundles(tl, evidence, trusted_root, res)
+
+    # 4.-6. steps
+    facts = Facts(manifest_digest=model.digest, files=model.hexes(), now=now,
+                  attestations=atts,
+                  step_keys={s.name: list(s.pubkeys) for s in tl.layout.steps},
+                  key_names={k: describe_key(k, d) for k, d in tl.layout.keys.items()})
+    chain = _steps(tl, atts, unauthorized, facts, res)
+
+    # 7. final products
+    final = final_step or tl.final_step
+    if final not in {s.name for s in tl.layout.steps}:
+        res.refuse(f"the final step {final!r} is not a step of the layout", rule="final products")
+    elif chain.get(final):
+        _final_products(final, next(iter(chain[final].values())), facts.files, res)
+
+    # 8. policy (and the layout's own separation of duties)
+    reqs: list[Requirement] = [DistinctSigners(a, b) for a, b in tl.separation_of_duties]
+    if requirement is not None:
+        reqs += list(requirement.requirements) if isinstance(requirement, AllOf) else [
+            requirement]
+    seen: set[str] = set()
+    for req in reqs:
+        if req.name in seen:
+            continue
+        seen.add(req.name)
+        out = req.check(facts)
+        res.requirements.append(RequirementOutcome(
+            req.name, not out, "; ".join(x.message for x in out) if out else "ok"))
+        res.refusals.extend(out)
+    return res
+
+
+def _check_layout_itself(tl: TrustedLayout, res: VerificationResult, now: datetime) -> None:
+    from in_toto.exceptions import LayoutExpiredError
+    from in_toto.verifylib import verify_layout_expiration
+
+    # 2. expiry: in-toto's check (wall clock), and against ``now`` when it was given
+    try:
+        verify_layout_expiration(tl.layout)
+        if parse_time(tl.layout.expires) <= now:
+            raise LayoutExpiredError("Layout expired")
+    except LayoutExpiredError:
+        res.refuse(f"the layout expired on {tl.layout.expires}: the layout owner must sign a "
+                   "new one", rule="layout expiration")
+    if tl.layout.inspect:
+        names = ", ".join(i.name for i in tl.layout.inspect)
+        res.refuse(f"the layout has inspections ({names}); modelseal decides from metadata "
+                   "only and does not run them", rule="inspections")
+    for f in check_layout(tl.doc, now=now).findings:
+        if f.code not in ("expired",):
+            res.warnings.append(f"layout check: {f.message}")
+
+
+def _verify_bundles(tl: TrustedLayout, evidence: Sequence[Evidence], trusted_root: Any,
+                    res: VerificationResult) -> tuple[list[Attestation], dict[str, list[Refusal]]]:
+    """Verify every bundle against the layout's keys; (verified, refusals per claimed step)."""
+    from modelseal.attest.bundle import KeylessIdentity, parse_bundle, verify_bundle
+
+    keyed: dict[str, Key] = {}
+    keyless: dict[KeylessIdentity, str] = {}
+    for kid, d in tl.layout.keys.items():
+        if is_sigstore_key(d):
+            kv = d.get("keyval") or {}
+            keyless[KeylessIdentity(str(kv.get("identity")), str(kv.get("issuer")))] = kid
+        else:
+            keyed[kid] = key_from_dict(kid, d)
+    names = {k: describe_key(k, d) for k, d in tl.layout.keys.items()}
+    atts: list[Attestation] = []
+    unauthorized: dict[str, list[Refusal]] = {}
+    seen: set[str] = set()
+    for ev in evidence:
+        claimed: list[str] = []
+        ptype, raw = None, None
+        try:
+            pb = parse_bundle(ev.bundle)
+            if pb.bundle_digest in seen:
+                continue  # the same bundle attached twice
+            seen.add(pb.bundle_digest)
+            ptype, raw = pb.predicate_type, pb.raw
+            st = pb.statement or {}
+            if ptype == LINK_PREDICATE:
+                claimed = [str((st.get("predicate") or {}).get("name") or "")]
+            elif ptype:
+                claimed = [s.name for s in tl.layout.steps if ptype in tl.step_predicates(s.name)]
+            claimed_by = pb.signer_hint
+        except InputError as e:
+            res.ignored.append(Ignored(ev.id, f"not a Sigstore bundle: {e}"))
+            continue
+        try:
+            vs = verify_bundle(ev.bundle, keys=keyed, keyless=list(keyless),
+                               trusted_root=trusted_root)
+        except VerificationError as e:
+            for step in claimed or [""]:
+                why = (f"attestation {ev.id[:19]}" + (f" for step {step}" if step else "")
+                       + f" was refused: {e.message}")
+                if step:
+                    unauthorized.setdefault(step, []).append(Refusal(
+                        why, step=step, rule="signature", key=claimed_by, attestation=ev.id))
+            res.ignored.append(Ignored(ev.id, why, ptype))
+            continue
+        if vs.keyid is not None:
+            kid = vs.keyid
+        else:
+            kid = keyless[KeylessIdentity(str(vs.identity), str(vs.issuer))]
+        t = _signed_time(vs.statement, raw, vs.keyid is None)
+        signed = t is not None
+        if t is None and ev.created:
+            try:
+                t = parse_time(ev.created)
+            except InputError:
+                t = None
+        atts.append(Attestation(ev.id, vs.predicate_type, vs.statement, kid,
+                                names.get(kid, kid), t, signed))
+    return atts, unauthorized
+
+
+def _steps(tl: TrustedLayout, atts: list[Attestation], unauthorized: dict[str, list[Refusal]],
+           facts: Facts, res: VerificationResult) -> dict[str, dict[str, Link]]:
+    from in_toto.exceptions import RuleVerificationError, ThresholdVerificationError
+    from in_toto.verifylib import (
+        reduce_chain_links,
+        verify_all_item_rules,
+        verify_threshold_constraints,
+    )
+
+    from modelseal.attest.statement import statement_to_link
+
+    steps = {s.name: s for s in tl.layout.steps}
+    chain: dict[str, dict[str, Link]] = {s: {} for s in steps}
+    step_atts: dict[str, list[Attestation]] = {s: [] for s in steps}
+    bad_steps: set[str] = set()
+    # links first: a functionary's link for a step wins over its provenance for that step
+    for att in sorted(atts, key=lambda a: a.predicate_type != LINK_PREDICATE):
+        targets: list[tuple[str, Link]] = []
+        try:
+            if att.predicate_type == LINK_PREDICATE:
+                link = statement_to_link(att.statement)
+                if link.name not in steps:
+                    res.ignored.append(Ignored(att.id, f"link for step {link.name!r}, which "
+                                               "the layout does not have", att.predicate_type))
+                    continue
+                if LINK_PREDICATE in tl.step_predicates(link.name):
+                    targets.append((link.name, link))
+            else:
+                for name in steps:
+                    if (att.predicate_type in tl.step_predicates(name)
+                            and att.predicate_type == SLSA_PROVENANCE_PREDICATE):
+                        targets.append((name, provenance_to_link(name, att.statement)))
+        except InputError as e:
+            res.ignored.append(Ignored(att.id, f"malformed link: {e}", att.predicate_type))
+            continue
+        for name, link in targets:
+            if att.keyid not in steps[name].pubkeys:
+                unauthorized.setdefault(name, []).append(Refusal(
+                    f"attestation {att.id[:19]} for step {name} is signed by "
+                    f"{att.signer}, which the layout does not authorize for {name}",
+                    step=name, rule="authorized functionaries", key=att.keyid,
+                    attestation=att.id))
+                res.ignored.append(Ignored(att.id, f"{att.signer} is not a functionary of step "
+                                           f"{name}", att.predicate_type))
+                continue
+            prev = chain[name].get(att.keyid)
+            if prev is not None and att.predicate_type != LINK_PREDICATE:
+                res.ignored.append(Ignored(att.id, f"{att.signer} also signed a link for step "
+                                           f"{name}; the link counts", att.predicate_type))
+                continue
+            if prev is not None and (prev.materials != link.materials
+                                     or prev.products != link.products):
+                res.refuse(f"step {name}: {att.signer} signed two attestations with different "
+                           f"artifacts ({_artifact_diff(prev, link)} differs)",
+                           step=name, rule="one link per functionary", key=att.keyid,
+                           attestation=att.id)
+                bad_steps.add(name)
+                continue
+            chain[name][att.keyid] = link
+            step_atts[name].append(att)
+
+    for name, s in steps.items():
+        out = StepOutcome(name, int(s.threshold), keyids=sorted(chain[name]),
+                          signers=[facts.name(k) for k in sorted(chain[name])],
+                          attestations=[a.id for a in step_atts[name]])
+        res.steps.append(out)
+        n = len(chain[name])
+        if n < s.threshold:
+            bad_steps.add(name)
+            others = unauthorized.get(name, [])
+            allowed = ", ".join(facts.name(k) for k in s.pubkeys) or "nobody"
+            if n == 0 and not others:
+                res.refuse(f"step {name}: no attestation found (the step is missing; it needs "
+                           f"{s.threshold} signature(s) by {allowed})",
+                           step=name, rule="threshold")
+            else:
+                res.refuse(f"step {name}: threshold {s.threshold} not met: {n} valid "
+                           f"signature(s) by distinct authorized functionaries"
+                           + (f" ({', '.join(out.signers)})" if out.signers else "")
+                           + f"; authorized: {allowed}", step=name, rule="threshold")
+                res.refusals.extend(others)
+            continue
+        try:  # in-toto's check, one step at a time so that each failure is named
+            verify_threshold_constraints(SimpleNamespace(steps=[s]), chain)
+        except ThresholdVerificationError:
+            links = list(chain[name].items())
+            k0, l0 = links[0]
+            k1, l1 = next((k, li) for k, li in links[1:]
+                          if li.materials != l0.materials or li.products != l0.products)
+            res.refuse(f"step {name}: functionaries report different artifacts: "
+                       f"{_artifact_diff(l0, l1)} differs between {facts.name(k0)} and "
+                       f"{facts.name(k1)}", step=name, rule="threshold artifacts", key=k1)
+            bad_steps.add(name)
+    facts.step_signers = {n: sorted(c) for n, c in chain.items() if n not in bad_steps}
+    facts.step_attestations = {n: step_atts[n] for n in chain if n not in bad_steps}
+
+    if bad_steps:
+        res.warnings.append("artifact rules not checked: step(s) "
+                            + ", ".join(sorted(bad_steps)) + " failed")
+    else:
+        reduced = reduce_chain_links(chain)
+        for s in tl.layout.steps:
+            try:
+                verify_all_item_rules([s], reduced)
+            except RuleVerificationError as e:
+                bad_steps.add(s.name)
+                _rule_refusal(s, e, reduced, res)
+    for out in res.steps:
+        out.passed = out.name not in bad_steps
+    return chain
+
+
+def _rule_refusal(step: Any, e: Exception, reduced: Mapping[str, Link],
+                  res: VerificationResult) -> None:
+    """Name the step, rule list, artifact and why it was not consumed."""
+    from in_toto.rulelib import unpack_rule
+    from in_toto.verifylib import RULE_TRACE
+
+    kind = str(RULE_TRACE.get("source_type", "artifacts"))
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    m = _ARTIFACTS.search(first)
+    arts: list[str] = []
+    if m:
+        arts = re.findall(r"'([^']*)'", m.group(1))
+    rules = step.expected_materials if kind == "materials" else step.expected_products
+    own = getattr(reduced[step.name], kind)
+    if not arts:
+        res.refuse(f"step {step.name}: {kind} rule failed: {first}", step=step.name,
+                   rule=f"expected_{kind}")
+        return
+    for art in sorted(arts):
+        why = ""
+        for rule in rules:
+            r = unpack_rule(list(rule))
+            if r["rule_type"] != "match":
+                continue
+            src = art
+            if r["source_prefix"]:
+                pre = r["source_prefix"].rstrip("/") + "/"
+                if not art.startswith(pre):
+                    continue
+                src = art[len(pre):]
+            import fnmatch
+
+            if not fnmatch.fnmatch(src, r["pattern"]):
+                continue
+            dest = f"{r['dest_prefix'].rstrip('/')}/{src}" if r["dest_prefix"] else src
+            other = reduced.get(r["dest_name"])
+            theirs = getattr(other, r["dest_type"]).get(dest) if other is not None else None
+            mine = own.get(art, {}).get("sha256", "?")
+            if theirs is None:
+                why = (f": {dest} is not among the {r['dest_type']} of step {r['dest_name']} "
+                       f"(rule {' '.join(rule)})")
+            else:
+                why = (f": its digest sha256:{mine[:16]}... differs from the "
+                       f"{r['dest_type'][:-1]} {dest} of step {r['dest_name']} "
+                       f"(sha256:{str(theirs.get('sha256', '?'))[:16]}...)")
+            break
+        res.refuse(f"step {step.name}: {kind[:-1]} {art} is disallowed by the layout's rules"
+                   f"{why or ' (no rule allows it)'}", step=step.name,
+                   rule=f"expected_{kind}", artifact=art)
+
+
+def _final_products(final: str, link: Link, files: Mapping[str, str],
+                    res: VerificationResult) -> None:
+    """The final step's products must be exactly the model's files."""
+    products = {p: str(d.get("sha256", "")) for p, d in link.products.items()}
+    rule = "final products"
+    for path in sorted(set(files) - set(products)):
+        res.refuse(f"final products: {path} (sha256:{files[path][:16]}...) is in the model "
+                   f"but step {final} did not produce it", step=final, rule=rule, artifact=path)
+    for path in sorted(set(products) - set(files)):
+        res.refuse(f"final products: step {final} produced {path}, which the model does not "
+                   "have (renamed or removed?)", step=final, rule=rule, artifact=path)
+    for path in sorted(set(products) & set(files)):
+        if products[path] != files[path]:
+            res.refuse(f"final products: {path} in the model is sha256:{files[path][:16]}... "
+                       f"but step {final} produced sha256:{products[path][:16]}... (content "
+                       "swapped)", step=final, rule=rule, artifact=path)
+    for out in res.steps:
+        if out.name == final and any(r.rule == rule for r in res.refusals):
+            out.passed = False

@@ -1,0 +1,194 @@
+"""Verification with I/O: resolve the tag once, fetch the manifest and the referrers, load the
+layout and the trusted root, then let ``decision.decide`` judge. No blob of the weights is
+fetched. Optionally sign a SLSA Verification Summary Attestation and attach it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelseal.errors import InputError, NotFoundError, StoreError, UsageError
+from modelseal.layout import LAYOUT_ARTIFACT_TYPE, LAYOUT_MEDIA_TYPE
+from modelseal.oci.store import EMPTY_JSON, EMPTY_V1, MANIFEST_V1, Store, canonical_json
+from modelseal.refs import Ref
+from modelseal.verify.decision import Evidence, ModelView, decide
+from modelseal.verify.policy import VSA_PREDICATE, Policy
+from modelseal.verify.result import VerificationResult
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Signer
+
+    from modelseal.modelpack import ModelManifest
+    from modelseal.transfer import PullResult
+
+VERIFIER_ID = "https://modelseal.dev/verifier/v1"
+
+
+# ---------------------------------------------------------------------------------------------
+# layouts in files or registries
+
+
+def push_layout(store: Store, signed_layout: bytes, tag: str | None = None) -> str:
+    """Push a signed layout as a small OCI artifact; returns its manifest digest (to pin)."""
+    from modelseal.digest import sha256_bytes
+
+    blob = store.put_blob_bytes(signed_layout)
+    store.put_blob_bytes(EMPTY_JSON)
+    manifest = {
+        "schemaVersion": 2, "mediaType": MANIFEST_V1, "artifactType": LAYOUT_ARTIFACT_TYPE,
+        "config": {"mediaType": EMPTY_V1, "digest": sha256_bytes(EMPTY_JSON), "size": 2},
+        "layers": [{"mediaType": LAYOUT_MEDIA_TYPE, "digest": blob,
+                    "size": len(signed_layout)}],
+    }
+    return store.put_manifest(canonical_json(manifest), MANIFEST_V1, tag)
+
+
+def fetch_layout(store: Store, digest: str) -> bytes:
+    """The signed layout held by the artifact ``digest`` (never a tag: layouts are pinned)."""
+    raw, _, got = store.get_manifest(digest)
+    if got != digest:
+        raise StoreError(f"{store.describe()} returned {got} for layout {digest}")
+    try:
+        doc = json.loads(raw)
+        layers = doc.get("layers") or []
+    except (ValueError, AttributeError) as e:
+        raise InputError(f"layout artifact {digest} is not an OCI manifest") from e
+    chosen = [la for la in layers if la.get("mediaType") == LAYOUT_MEDIA_TYPE] or layers
+    if len(chosen) != 1:
+        raise InputError(f"layout artifact {digest} has {len(chosen)} layers; expected one "
+                         f"({LAYOUT_MEDIA_TYPE})")
+    return store.get_blob_bytes(str(chosen[0]["digest"]), max_size=16 << 20)
+
+
+def load_layout_bytes(policy: Policy, registry_options: Mapping[str, Any] | None = None
+                      ) -> tuple[bytes, str]:
+    """(signed layout bytes, where from) for a policy."""
+    if policy.layout_is_oci:
+        from modelseal.oci import open_store
+        from modelseal.refs import parse_ref
+
+        ref = parse_ref(policy.layout, default_tag=None)
+        if not ref.digest:
+            raise UsageError(f"layout {policy.layout} must be pinned by digest")
+        store = open_store(ref, **dict(registry_options or {}))
+        return fetch_layout(store, ref.digest), str(ref)
+    try:
+        return Path(policy.layout).read_bytes(), policy.layout
+    except FileNotFoundError as e:
+        raise UsageError(f"{policy.source}: layout {policy.layout}: no such file") from e
+    except OSError as e:
+        raise InputError(f"layout {policy.layout} cannot be read: {e.strerror or e}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+def _needs_sigstore(evidence: list[Evidence]) -> bool:
+    return any(b'"certificate"' in e.bundle or b'"x509CertificateChain"' in e.bundle
+               for e in evidence)
+
+
+def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
+                       now: datetime | None = None,
+                       registry_options: Mapping[str, Any] | None = None,
+                       workers: int = 16) -> tuple[VerificationResult, ModelManifest]:
+    """Verify the model at ``ref``; the result and the manifest that was judged (pull exactly
+    that manifest, by digest, so nothing changes between verifying and pulling)."""
+    from modelseal.attest.bundle import load_trusted_root
+    from modelseal.attestations import list_attestations
+    from modelseal.transfer import fetch_model_manifest
+
+    layout_bytes, layout_source = load_layout_bytes(policy, registry_options)
+    digest = store.resolve(ref.reference)  # the one and only tag resolution
+    if digest is None:
+        raise NotFoundError(f"{ref} not found in {store.describe()}")
+    pinned = ref.with_digest(digest)
+    manifest = fetch_model_manifest(store, pinned)
+    infos = list_attestations(store, digest, fetch=True, workers=workers)
+    evidence = [Evidence(i.descriptor.digest, i.bundle, i.created) for i in infos
+                if i.bundle is not None]
+    root = load_trusted_root(policy.trusted_root) if _needs_sigstore(evidence) else None
+    result = decide(layout_bytes, policy.layout_keys, ModelView(manifest.digest, manifest.files),
+                    evidence, trusted_root=root, requirement=policy.requirement(),
+                    final_step=policy.final_step, now=now, layout_source=layout_source,
+                    ref=str(pinned))
+    return result, manifest
+
+
+def verify_model(store: Store, ref: Ref, policy: Policy, **kw: Any) -> VerificationResult:
+    """Verify the model at ``ref`` against ``policy``: the result (check ``.verified``)."""
+    return verify_and_resolve(store, ref, policy, **kw)[0]
+
+
+def pull_verified(store: Store, ref: Ref, target_dir: str | os.PathLike[str], policy: Policy,
+                  *, registry_options: Mapping[str, Any] | None = None,
+                  now: datetime | None = None,
+                  **pull_kw: Any) -> tuple[VerificationResult, PullResult]:
+    """Verify, then pull the very manifest that was verified (per-blob digest checks).
+
+    Raises VerificationError (exit 10) on refusal, before anything is written."""
+    from modelseal.transfer import pull
+
+    result, manifest = verify_and_resolve(store, ref, policy, now=now,
+                                          registry_options=registry_options)
+    result.raise_for_refusal()
+    pulled = pull(store, ref.with_digest(manifest.digest), target_dir, manifest=manifest,
+                  **pull_kw)
+    return result, pulled
+
+
+# ---------------------------------------------------------------------------------------------
+# SLSA verification summary
+
+
+def vsa_statement(result: VerificationResult, ref: Ref, policy: Policy) -> dict[str, Any]:
+    """A SLSA VSA v1 Statement about the model manifest, saying what was verified."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from modelseal.attest.statement import statement
+
+    try:
+        ver = version("modelseal")
+    except PackageNotFoundError:
+        ver = "unknown"
+    policy_digest = {"sha256": policy.digest.partition(":")[2]} if policy.digest else {}
+    inputs = []
+    for step in result.steps:
+        for att in step.attestations:
+            inputs.append({"uri": f"{ref.base}@{att}", "digest": {"sha256": att.partition(":")[2]}})
+    policy_doc: dict[str, Any] = {"uri": policy.source.removeprefix("policy "),
+                                  "digest": policy_digest}
+    if result.layout_digest:
+        policy_doc["layout"] = {"uri": result.layout,
+                                "digest": {"sha256": result.layout_digest.partition(":")[2]}}
+    predicate = {
+        "verifier": {"id": VERIFIER_ID, "version": {"modelseal": ver}},
+        "timeVerified": result.verified_at,
+        "resourceUri": f"{ref.base}@{result.subject}",
+        "policy": policy_doc,
+        "inputAttestations": inputs,
+        "verificationResult": "PASSED" if result.verified else "FAILED",
+        "verifiedLevels": ["MODELSEAL_LAYOUT_VERIFIED"] if result.verified else ["FAILED"],
+        "dependencyLevels": {},
+        "slsaVersion": "1.0",
+    }
+    return statement([(ref.base, result.subject)], VSA_PREDICATE, predicate)
+
+
+def attach_vsa(store: Store, ref: Ref, result: VerificationResult, policy: Policy,
+               signer: Signer) -> str:
+    """Sign the VSA and attach it to the verified manifest; the referrer's digest."""
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attestations import attach_bundle, subject_of
+
+    bundle = sign_statement(vsa_statement(result, ref, policy), signer)
+    subject = subject_of(store, result.subject)
+    attached = attach_bundle(store, subject, bundle, "verification summary")
+    result.vsa = attached.descriptor.digest
+    return attached.descriptor.digest
