@@ -10,10 +10,8 @@ import pytest
 
 from modelseal.attest import bundle, signers, statement
 from modelseal.errors import InputError, SigningError, VerificationError
+from paths import SIGSTORE
 
-SIGSTORE = Path("/work/shared/testdata/sigstore")
-if not SIGSTORE.is_dir():  # the repository layout: ../shared next to the work tree
-    SIGSTORE = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "sigstore"
 DSSE_BUNDLE = SIGSTORE / "a.dsse.staging-rekor-v2.txt.sigstore.json"
 BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
           ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main")

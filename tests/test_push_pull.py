@@ -323,3 +323,12 @@ def test_cli_push_inspect_pull_json(tmp_path: Path) -> None:
     assert "already points at" in p.stderr and pushed["digest"] in p.stderr
     p = cli("pull", "nohost/x", str(tmp_path / "z"))
     assert p.returncode == 2 and "oci:PATH" in p.stderr
+
+
+def test_shipped_config_schema_is_the_modelpack_one() -> None:
+    from importlib import resources
+
+    from paths import MODELPACK_SCHEMA
+
+    shipped = resources.files("modelseal").joinpath("data/modelpack-config-schema.json")
+    assert json.loads(shipped.read_text()) == json.loads(MODELPACK_SCHEMA.read_text())
