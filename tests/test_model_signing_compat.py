@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,34 @@ def test_statement_files_refuses_inconsistent_subject() -> None:
     st["predicate"]["resources"][0]["digest"] = "3" * 64
     with pytest.raises(InputError, match="inconsistent"):
         statement_files(st)
+
+
+def _modelseal(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([sys.executable, "-m", "modelseal.cli", *map(str, args)], cwd=cwd,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"modelseal {args}: {r.stdout}\n{r.stderr}"
+    return r
+
+
+def test_model_signing_accepts_model_pushed_with_signer_and_pulled_from_registry(
+        tmp_path: Path, keypair: tuple[Path, Path], registry: Any) -> None:
+    """The deployer's path: push --signer to the registry, pull, download the model_signing
+    attestation, and verify the pulled directory with model_signing alone."""
+    model = _make_model(tmp_path)
+    for p in (model / ".git" / "HEAD", model / ".gitattributes"):  # push packages every file
+        p.unlink()
+    (model / ".git").rmdir()
+    ref = f"{registry.host}/models/tiny:v1"
+    _modelseal("push", model, ref, "--signer", keypair[0], cwd=tmp_path)
+    _modelseal("pull", ref, tmp_path / "pulled", cwd=tmp_path)
+    _modelseal("attestations", ref, "--predicate-type", PREDICATE_TYPE,
+               "--download", tmp_path / "dl", cwd=tmp_path)
+    [sig] = list((tmp_path / "dl").iterdir())
+    r = _model_signing("verify", "key", "--signature", sig, "--public_key", keypair[1],
+                       tmp_path / "pulled")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the pulled bytes are what was signed: change one and model_signing refuses
+    (tmp_path / "pulled" / "a.txt").write_bytes(b"changed")
+    r = _model_signing("verify", "key", "--signature", sig, "--public_key", keypair[1],
+                       tmp_path / "pulled")
+    assert r.returncode != 0
