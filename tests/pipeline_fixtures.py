@@ -83,8 +83,8 @@ def make_workspace(tmp: Path) -> Path:
     return ws
 
 
-def record_pipeline(ws: Path, signers: Mapping[str, Any]) -> dict[str, bytes]:
-    """Run and sign the five steps; step name -> bundle bytes."""
+def record_statements(ws: Path) -> dict[str, dict[str, Any]]:
+    """Run the five steps for real; step name -> link Statement (unsigned)."""
     model = ws / "model"
     recs = {
         "prepare-data": record_step("prepare-data", [PY, "-c", PREPARE], ["raw"], ["data"],
@@ -96,11 +96,15 @@ def record_pipeline(ws: Path, signers: Mapping[str, Any]) -> dict[str, bytes]:
         "approve": record_step("approve", ["true"], ["model", "eval"], [], base_dir=ws),
     }
     recs["package"] = record_step("package", ["true"], ["."], ["."], base_dir=model)
-    out = {}
     for step, rec in recs.items():
         assert rec.returncode == 0, step
-        out[step] = sign_statement(rec.statement, signers[step])
-    return out
+    return {step: rec.statement for step, rec in recs.items()}
+
+
+def record_pipeline(ws: Path, signers: Mapping[str, Any]) -> dict[str, bytes]:
+    """Run and sign the five steps; step name -> bundle bytes."""
+    return {step: sign_statement(st, signers[step])
+            for step, st in record_statements(ws).items()}
 
 
 def build_layout(functionaries: Mapping[str, Sequence[Any]], owner: Any, *,

@@ -12,7 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelseal.errors import InputError, NotFoundError, StoreError, UsageError
+from modelseal.errors import (
+    AuthError,
+    InputError,
+    NotFoundError,
+    RegistryUnreachableError,
+    StoreError,
+    UsageError,
+)
 from modelseal.layout import LAYOUT_ARTIFACT_TYPE, LAYOUT_MEDIA_TYPE
 from modelseal.oci.store import EMPTY_JSON, EMPTY_V1, MANIFEST_V1, Store, canonical_json
 from modelseal.refs import Ref
@@ -94,6 +101,36 @@ def _needs_sigstore(evidence: list[Evidence]) -> bool:
                for e in evidence)
 
 
+def fetch_evidence(store: Store, subject_digest: str, *,
+                   workers: int = 16) -> tuple[list[Evidence], list[str]]:
+    """Every attestation bundle attached to ``subject_digest``; and notes about referrers that
+    are listed but gone (deleted), which simply do not count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelseal.attestations import BUNDLE_MEDIA_TYPE
+    from modelseal.modelpack import ANN_CREATED
+    from modelseal.oci.referrers import fetch_referrer_blob, list_referrers
+    from modelseal.oci.store import Descriptor
+
+    refs = list_referrers(store, subject_digest, BUNDLE_MEDIA_TYPE, workers=workers)
+
+    def get(d: Descriptor) -> Evidence | str:
+        try:
+            blob, _ = fetch_referrer_blob(store, d, subject_digest)
+        except (RegistryUnreachableError, AuthError):
+            raise
+        except NotFoundError:
+            return f"referrer {d.digest} is listed but no longer in the registry"
+        except StoreError as e:
+            return f"referrer {d.digest} cannot be used: {e.message}"
+        return Evidence(d.digest, blob, d.annotations.get(ANN_CREATED))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        got = list(ex.map(get, refs))
+    return ([g for g in got if isinstance(g, Evidence)],
+            [g for g in got if isinstance(g, str)])
+
+
 def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
                        now: datetime | None = None,
                        registry_options: Mapping[str, Any] | None = None,
@@ -101,7 +138,6 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
     """Verify the model at ``ref``; the result and the manifest that was judged (pull exactly
     that manifest, by digest, so nothing changes between verifying and pulling)."""
     from modelseal.attest.bundle import load_trusted_root
-    from modelseal.attestations import list_attestations
     from modelseal.transfer import fetch_model_manifest
 
     layout_bytes, layout_source = load_layout_bytes(policy, registry_options)
@@ -110,14 +146,13 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
         raise NotFoundError(f"{ref} not found in {store.describe()}")
     pinned = ref.with_digest(digest)
     manifest = fetch_model_manifest(store, pinned)
-    infos = list_attestations(store, digest, fetch=True, workers=workers)
-    evidence = [Evidence(i.descriptor.digest, i.bundle, i.created) for i in infos
-                if i.bundle is not None]
+    evidence, missing = fetch_evidence(store, digest, workers=workers)
     root = load_trusted_root(policy.trusted_root) if _needs_sigstore(evidence) else None
     result = decide(layout_bytes, policy.layout_keys, ModelView(manifest.digest, manifest.files),
                     evidence, trusted_root=root, requirement=policy.requirement(),
                     final_step=policy.final_step, now=now, layout_source=layout_source,
                     ref=str(pinned))
+    result.warnings.extend(missing)
     return result, manifest
 
 
