@@ -119,13 +119,29 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class AttestationRef:
+    """Where an attestation lives and what it says, for a BOM's external references."""
+
+    digest: str | None = None  # "sha256:<hex>" of the attestation (bundle) or its manifest
+    ref: str | None = None  # where it lives: an OCI reference, a URL, a file name
+    predicate_type: str | None = None
+
+
+@dataclass(frozen=True)
 class StepRef:
-    """A pipeline step and the attestation that records it."""
+    """A pipeline step and the attestation that records it (``more``: other attestations
+    about the same step, e.g. the training provenance beside the train link)."""
 
     name: str
     digest: str | None = None  # "sha256:<hex>" of the attestation (bundle) or its manifest
     ref: str | None = None  # where it lives: an OCI reference, a URL, a file name
     predicate_type: str | None = None
+    more: tuple[AttestationRef, ...] = ()
+
+    def attestations(self) -> list[AttestationRef]:
+        """Every attestation of the step that says where it lives or what its digest is."""
+        main = AttestationRef(self.digest, self.ref, self.predicate_type)
+        return [a for a in (main, *self.more) if a.ref or a.digest]
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,13 +693,13 @@ def build_bom(
 
     ext_refs = []
     for st in steps:
-        if st.ref or st.digest:
+        for a in st.attestations():
             ext_refs.append(ExternalReference(
                 type=ExternalReferenceType.ATTESTATION,
-                url=XsUri(st.ref or f"urn:modelseal:attestation:{st.name}"),
-                comment=f"step {st.name}" + (f" ({st.predicate_type})" if st.predicate_type
+                url=XsUri(a.ref or f"urn:modelseal:attestation:{st.name}"),
+                comment=f"step {st.name}" + (f" ({a.predicate_type})" if a.predicate_type
                                              else ""),
-                hashes=[_sha(st.digest.split(":", 1)[-1])] if st.digest else []))
+                hashes=[_sha(a.digest.split(":", 1)[-1])] if a.digest else []))
 
     tool = Component(type=ComponentType.APPLICATION, name="modelseal", version=_own_version())
     bom_meta = BomMetaData(component=model_comp, timestamp=_dt.datetime.now(_dt.UTC).replace(
@@ -808,15 +824,18 @@ def _add_unmodeled(doc: dict[str, Any], *, card: dict[str, Any], datasets: list[
         for i, st in enumerate(steps):
             t: dict[str, Any] = {"bom-ref": _ref_id("task", f"{i}-{st.name}"), "uid": st.name,
                                  "name": st.name, "taskTypes": [_task_type(st.name)]}
-            if st.ref or st.digest:
+            outputs = []
+            for a in st.attestations():
                 er: dict[str, Any] = {
                     "type": "attestation",
-                    "url": st.ref or f"urn:modelseal:attestation:{st.name}"}
-                if st.predicate_type:
-                    er["comment"] = st.predicate_type
-                if st.digest:
-                    er["hashes"] = [{"alg": "SHA-256", "content": st.digest.split(":", 1)[-1]}]
-                t["outputs"] = [{"type": "attestation", "resource": {"externalReference": er}}]
+                    "url": a.ref or f"urn:modelseal:attestation:{st.name}"}
+                if a.predicate_type:
+                    er["comment"] = a.predicate_type
+                if a.digest:
+                    er["hashes"] = [{"alg": "SHA-256", "content": a.digest.split(":", 1)[-1]}]
+                outputs.append({"type": "attestation", "resource": {"externalReference": er}})
+            if outputs:
+                t["outputs"] = outputs
             tasks.append(t)
         deps = [{"ref": tasks[i]["bom-ref"], "dependsOn": [tasks[i - 1]["bom-ref"]]}
                 for i in range(1, len(tasks))]

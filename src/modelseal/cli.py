@@ -356,15 +356,21 @@ def pull(ref: str, target_dir: str, overwrite: bool, json_mode: bool, **kw: Any)
 
 @main.command()
 @click.argument("ref")
+@click.option("--bom", "show_bom", is_flag=True,
+              help="Summarise the ML-BOM attached to REF (datasets, metrics, libraries and "
+                   "licenses, considerations, safety).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
-def inspect(ref: str, json_mode: bool, **kw: Any) -> None:
+def inspect(ref: str, json_mode: bool, show_bom: bool, **kw: Any) -> None:
     """Show what the model at REF holds: files, sizes, digests, media types, annotations."""
     with errors_to_exit(json_mode):
         from modelseal.transfer import fetch_model_manifest
 
         r, store = open_ref(ref, store_kwargs(kw))
         m = fetch_model_manifest(store, r)
+        if show_bom:
+            _inspect_bom(store, r, m.digest, json_mode)
+            return
         config = json.loads(store.get_blob_bytes(m.config.digest))
         if json_mode:
             emit_json({"ref": str(r), "digest": m.digest, "artifactType": m.artifact_type,
@@ -392,6 +398,26 @@ def inspect(ref: str, json_mode: bool, **kw: Any) -> None:
                       ROLE_BY_MEDIA_TYPE.get(la.media_type, la.media_type), la.digest)
         c.print(t)
         c.print(f"{len(m.layers)} files, {human_size(sum(la.size for la in m.layers))}")
+
+
+
+def _inspect_bom(store: Any, r: Any, digest: str, json_mode: bool) -> None:
+    from modelseal.bom import summarize_bom
+    from modelseal.bom_attach import find_attached_bom
+    from modelseal.errors import NotFoundError
+
+    found = find_attached_bom(store, digest)
+    if found is None:
+        raise NotFoundError(f"no ML-BOM is attached to {r.base}@{digest}",
+                            hint="modelseal bom REF --attach --signer KEY")
+    summary = summarize_bom(found.document)
+    if json_mode:
+        emit_json({"ref": str(r), "digest": digest, "source": found.source,
+                   "referrer": found.referrer, "bom": summary})
+        return
+    from modelseal.commands.bom_cmds import print_bom_summary
+
+    print_bom_summary(summary, source=found.source, referrer=found.referrer)
 
 
 if __name__ == "__main__":
