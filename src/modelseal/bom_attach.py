@@ -48,7 +48,9 @@ _PREDICATE_STEP: dict[str, tuple[str, str]] = {
     "https://modelseal.dev/attestation/model-safety/v1": ("scan", "model-safety"),
     "https://model_signing/signature/v1.0": ("deliver", "model-signing"),
 }
-_RANK = {t: i for i, t in enumerate(("build", "test", "scan", "other", "deliver", "release",
+# Order of step kinds when the data flow does not decide: approval comes before packaging,
+# as in DESIGN.md's pipeline (prepare, train, evaluate, approve, package).
+_RANK = {t: i for i, t in enumerate(("build", "test", "scan", "other", "release", "deliver",
                                      "deploy"))}
 
 
@@ -134,7 +136,7 @@ def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
 
     A step's products are what it wrote (products that are not also its materials), so a
     pass-through step such as ``package`` does not seem to feed the steps that read the model.
-    Ties: kind of step (build, test, scan, deliver, release...), then time, then name.
+    Ties: kind of step (build, test, scan, release, deliver...), then time, then name.
     """
     prods, mats = [], []
     for _, f in links:
