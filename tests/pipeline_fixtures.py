@@ -167,8 +167,9 @@ class Pipeline:
 
     def policy(self, **extra: Any) -> Path:
         """Rewrite the policy with extra requirements; its path."""
-        return write_policy(self.policy_path, str(self.layout_path),
-                            self.owner.key_path.with_suffix(".pub"), **extra)
+        layout = str(extra.pop("layout", self.layout_path))
+        return write_policy(self.policy_path, layout, self.owner.key_path.with_suffix(".pub"),
+                            **extra)
 
 
 def honest_pipeline(tmp: Path, registry_host: str, *, repo: str = "models/tiny",

@@ -127,10 +127,13 @@ def layout_check(layout_file: str, separate: tuple[str, ...], soon: str,
         if json_mode:
             emit_json(rep.to_dict())
         else:
+            from rich.markup import escape
+
             c = console()
             for f in rep.findings:
                 colour = "red" if f.level == "error" else "yellow"
-                c.print(f"[{colour}]{f.level}[/] [{f.code}] {f.message}", soft_wrap=True)
+                c.print(f"[{colour}]{f.level}[/] {escape(f'[{f.code}]')} {escape(f.message)}",
+                        soft_wrap=True)
             c.print("layout OK" if rep.ok and not rep.findings else
                     ("layout OK (with warnings)" if rep.ok else
                      f"{sum(f.level == 'error' for f in rep.findings)} error(s)"))
@@ -153,6 +156,7 @@ def layout_push(layout_file: str, ref: str, **kw: Any) -> None:
 
 
 def _print_result(result: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     c = console()
@@ -166,9 +170,10 @@ def _print_result(result: Any) -> None:
                   ", ".join(s.signers) or "-")
     c.print(t)
     for r in result.requirements:
-        c.print(f"{'[green]ok[/]' if r.passed else '[red]failed[/]'}  {r.name}", soft_wrap=True)
+        c.print(f"{'[green]ok[/]' if r.passed else '[red]failed[/]'}  {escape(r.name)}",
+                soft_wrap=True)
     for w in result.warnings:
-        c.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        c.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     if result.vsa:
         c.print(f"verification summary attached: {result.vsa}", soft_wrap=True)
     if result.verified:
@@ -176,7 +181,7 @@ def _print_result(result: Any) -> None:
     else:
         c.print("[bold red]REFUSED[/]")
         for r in result.refusals:
-            c.print(f"  - {r.message}", soft_wrap=True)
+            c.print(f"  - {escape(r.message)}", soft_wrap=True)
 
 
 @click.command()

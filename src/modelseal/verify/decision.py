@@ -118,7 +118,8 @@ def _signed_time(st: Mapping[str, Any], bundle_raw: Mapping[str, Any] | None,
         meta = ((pred.get("runDetails") or {}).get("metadata") or {}) if isinstance(
             pred.get("runDetails"), Mapping) else {}
         for v in (meta.get("finishedOn") if isinstance(meta, Mapping) else None,
-                  pred.get("timeVerified"), pred.get("timestamp"), pred.get("time")):
+                  pred.get("timeVerified"), pred.get("scannedAt"), pred.get("timestamp"),
+                  pred.get("time")):
             if isinstance(v, str):
                 try:
                     return parse_time(v)

@@ -322,7 +322,7 @@ class Policy:
 
     @property
     def layout_is_oci(self) -> bool:
-        return is_oci_ref(self.layout)
+        return not Path(self.layout).is_absolute() and is_oci_ref(self.layout)
 
     def requirement(self) -> AllOf:
         return AllOf(list(self.requirements))
@@ -333,8 +333,8 @@ def is_oci_ref(text: str) -> bool:
     if text.startswith("oci:"):
         return True
     head = text.split("/", 1)[0]
-    return "/" in text and "@sha256:" in text and ("." in head or ":" in head
-                                                   or head == "localhost")
+    return "/" in text and head not in ("", ".", "..") and (
+        "." in head or ":" in head or head == "localhost")
 
 
 def _unknown(d: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -367,26 +367,13 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         return p if Path(p).is_absolute() else str(base / p)
 
     layout = _str(data.get("layout"), f"{source}: layout")
-    if is_oci_ref(layout):
+    if not Path(path(layout)).exists() and is_oci_ref(layout):
         if "@sha256:" not in layout:
-            raise UsageError(f"{source}: layout {layout!r} must be pinned by digest "
-                             "(REF@sha256:...), a tag can move")
+            raise UsageError(f"{source}: layout {layout!r} is not a file, and as an OCI "
+                             "reference it must be pinned by digest (REF@sha256:...): a tag "
+                             "can move")
     else:
         layout = path(layout)
-    raw_keys = data.get("layout_keys")
-    if isinstance(raw_keys, str):
-        raw_keys = [raw_keys]
-    if not isinstance(raw_keys, list) or not raw_keys:
-        raise UsageError(f"{source}: layout_keys must list at least one public key")
-    loader = load_key or load_functionary_key
-    keys: dict[str, Key] = {}
-    for spec in raw_keys:
-        s = _str(spec, f"{source}: layout_keys entry")
-        if s.startswith("sigstore:"):
-            raise UsageError(f"{source}: layout_keys {s!r}: keyless layout signatures are not "
-                             "supported; sign the layout with a key (file, HSM or KMS)")
-        k = loader(s if ":" in s and not Path(path(s)).exists() else path(s))
-        keys[k.keyid] = k
     trusted_root = data.get("trusted_root", "production")
     trusted_root = _str(trusted_root, f"{source}: trusted_root")
     if trusted_root not in ("production", "staging"):
@@ -445,6 +432,20 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
             return out
 
         reqs.append(MaxAge(parse_duration(age), counted))
+    raw_keys = data.get("layout_keys")
+    if isinstance(raw_keys, str):
+        raw_keys = [raw_keys]
+    if not isinstance(raw_keys, list) or not raw_keys:
+        raise UsageError(f"{source}: layout_keys must list at least one public key")
+    loader = load_key or load_functionary_key
+    keys: dict[str, Key] = {}
+    for spec in raw_keys:
+        s = _str(spec, f"{source}: layout_keys entry")
+        if s.startswith("sigstore:"):
+            raise UsageError(f"{source}: layout_keys {s!r}: keyless layout signatures are not "
+                             "supported; sign the layout with a key (file, HSM or KMS)")
+        k = loader(s if ":" in s and not Path(path(s)).exists() else path(s))
+        keys[k.keyid] = k
     return Policy(layout, keys, trusted_root, final_step, reqs, source, pairs)
 
 
