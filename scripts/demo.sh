@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the embedded default (an OCI image-layout directory):
-# run a small ML pipeline whose every step signs in-toto attestations, package and push the
-# model with them, list them, inspect the model, pull it back and compare.
+# run a small ML pipeline whose every step signs in-toto attestations, scan the model for
+# code-executing files, package and push the model with them, list them, attach a signed
+# ML-BOM, inspect the model, pull it back and compare.
 # Everything goes under ./demo-out (removed and recreated on each run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,17 +75,28 @@ modelseal attest evaluation --signer keys/carol.key --metrics metrics.json \
   --threshold 'accuracy>=0.9' --base-dir model --subject .
 ls .modelseal/attestations
 
-step "6. package and push to $STORE:v1 (package step signed by erin), attaching every attestation"
+step "6. model-safety scan (signed by erin): no file of the model may run code when loaded"
+modelseal scan model --signer keys/erin.key
+
+step "7. package and push to $STORE:v1 (package step signed by erin), attaching every attestation"
 modelseal push model "$STORE:v1" --name tiny-mlp --version 1.0.0 --architecture mlp --format safetensors \
   --signer keys/erin.key --attestations .modelseal/attestations
 
-step "7. the attestations that travel with the model"
+step "8. the attestations that travel with the model"
 modelseal attestations "$STORE:v1"
 
-step "8. push again: unchanged content is a no-op"
+step "9. ML-BOM from the pushed model (no weights downloaded), signed by erin, attached twice"
+modelseal bom "$STORE:v1" --signer keys/erin.key --attach --model-card model/README.md \
+  --dataset data/train.csv=demo-train --metrics metrics.json \
+  --environment "$(python -c 'import sys; print(sys.prefix)')"
+
+step "10. what the model is made of, for a person"
+modelseal inspect "$STORE:v1" --bom
+
+step "11. push again: unchanged content is a no-op"
 modelseal push model "$STORE:v1" --name tiny-mlp --version 1.0.0 --architecture mlp --format safetensors
 
-step "9. change a file and push to the same tag: refused (tags never move silently)"
+step "12. change a file and push to the same tag: refused (tags never move silently)"
 cp -r model model-changed; echo "changed" >> model-changed/README.md
 if modelseal push model-changed "$STORE:v1" --name tiny-mlp --version 1.0.0 --architecture mlp --format safetensors; then
   echo "UNEXPECTED: retag was accepted"; exit 1
@@ -92,10 +104,10 @@ else
   echo "(refused as expected, exit code $?)"
 fi
 
-step "10. inspect"
+step "13. inspect"
 modelseal inspect "$STORE:v1"
 
-step "11. pull it back and compare byte for byte"
+step "14. pull it back and compare byte for byte"
 modelseal pull "$STORE:v1" pulled
 diff -r model pulled && echo "pulled copy is identical to the original"
 
