@@ -282,3 +282,37 @@ def test_formulation_follows_the_pipeline_data_flow(tmp_path: Path,
     assert built.safety is None
     tasks = built.document["formulation"][0]["workflows"][0]["tasks"]
     assert [t["name"] for t in tasks] == list(STEPS)
+
+
+def test_metrics_come_from_the_attached_evaluation_when_not_given(
+        work: Path, registry: RegistryServer) -> None:
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.signers import load_signer
+    from modelseal.attest.statement import (
+        TEST_RESULT_PREDICATE,
+        evaluation_predicate,
+        parse_threshold,
+        statement,
+    )
+    from modelseal.attestations import attach_bundle, subject_of
+
+    ref = _pushed(work, registry, scan=False)
+    r = parse_ref(ref)
+    store = open_store(r)
+    digest = store.get_manifest(r.reference)[2]
+    pred = evaluation_predicate({"accuracy": 0.91, "slices": {"short": {"accuracy": 0.8}}},
+                                [parse_threshold("accuracy>=0.9")])
+    files = [(la["annotations"]["org.cncf.model.filepath"], la["digest"].partition(":")[2])
+             for la in json.loads(store.get_manifest(digest)[0])["layers"]]
+    bundle = sign_statement(statement(files, TEST_RESULT_PREDICATE, pred),
+                            load_signer(str(work / "keys" / "erin.key")))
+    att = attach_bundle(store, subject_of(store, digest), bundle)
+    res = _cli("bom", ref, "--json", "-o", "bom.json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["metrics"] == f"attestation {att.descriptor.digest}"
+    card = json.loads((work / "bom.json").read_text())["metadata"]["component"]["modelCard"]
+    got = {(m["type"], m.get("slice"), m["value"])
+           for m in card["quantitativeAnalysis"]["performanceMetrics"]}
+    assert got == {("accuracy", None, "0.91"), ("accuracy", "short", "0.8")}
+    res = _cli("bom", ref, "--metrics", "metrics.json", "--json", "-o", "bom.json")
+    assert json.loads(res.stdout)["metrics"] == "given"

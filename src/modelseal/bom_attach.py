@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from modelseal.safety import SafetyReport
 
 LINK_PREDICATE = "https://in-toto.io/attestation/link/v0.3"
+TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 
 # Attestations that are not links, and the kind of step they belong to (by _task_type).
 _PREDICATE_STEP: dict[str, tuple[str, str]] = {
@@ -266,6 +267,27 @@ def safety_from_attestations(found: Sequence[AttestationInfo],
     return None
 
 
+def metrics_from_attestations(found: Sequence[AttestationInfo]) -> tuple[list[Metric], str] | None:
+    """The metrics of the newest attached evaluation (test-result) attestation, and its
+    referrer digest; None when there is none with numeric metrics. Not verified here."""
+    from modelseal.bom import metrics_from_obj
+
+    for info in sorted(found, key=lambda i: (i.created or "", i.descriptor.digest),
+                       reverse=True):
+        if info.predicate_type != TEST_RESULT_PREDICATE:
+            continue
+        pred = (_statement(info) or {}).get("predicate")
+        mets = pred.get("metrics") if isinstance(pred, Mapping) else None
+        if not isinstance(mets, dict) or not mets:
+            continue
+        try:
+            return metrics_from_obj(mets, f"evaluation attestation {info.descriptor.digest}"), \
+                info.descriptor.digest
+        except InputError:
+            continue
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # build, sign, attach
 
@@ -280,6 +302,7 @@ class RefBom:
     steps: list[StepRef] = field(default_factory=list)
     safety: SafetyReport | None = None
     safety_source: str | None = None  # "scan of DIR" or "attestation sha256:..."
+    metrics_source: str | None = None  # "given" or "attestation sha256:..."
 
 
 def bom_for_ref(store: Store, ref: Ref, *, model_card: dict[str, Any] | None = None,
@@ -290,7 +313,8 @@ def bom_for_ref(store: Store, ref: Ref, *, model_card: dict[str, Any] | None = N
                 environment_files: bool = False) -> RefBom:
     """Build (and strictly validate) the ML-BOM of the model at ``ref``: files from the manifest,
     steps from its attestations, safety from ``scan_dir`` (checked against the manifest) or
-    from its model-safety attestation. Reads only manifests and attestations: no weights."""
+    from its model-safety attestation, metrics as given or else from its evaluation
+    attestation. Reads only manifests and attestations: no weights."""
     from modelseal.attestations import list_attestations
     from modelseal.transfer import fetch_model_manifest
 
@@ -312,10 +336,15 @@ def bom_for_ref(store: Store, ref: Ref, *, model_card: dict[str, Any] | None = N
         got = safety_from_attestations(found, manifest)
         if got is not None:
             safety, source = got[0], f"attestation {got[1]}"
+    metrics_source = "given" if metrics is not None else None
+    if metrics is None:
+        got_m = metrics_from_attestations(found)
+        if got_m is not None:
+            metrics, metrics_source = got_m[0], f"attestation {got_m[1]}"
     doc = build_bom(info, model_card=model_card, datasets=datasets, metrics=metrics,
                     environment=environment, steps=steps, safety=safety,
                     spec_version=spec_version, environment_files=environment_files)
-    return RefBom(doc, pinned, manifest, steps, safety, source)
+    return RefBom(doc, pinned, manifest, steps, safety, source, metrics_source)
 
 
 def bom_subjects(manifest: ModelManifest, ref: Ref) -> list[tuple[str, str]]:

@@ -136,6 +136,8 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
                              hint="give a directory, HOST[:PORT]/REPO[:TAG] or oci:PATH[:TAG]")
         if attach and not is_ref:
             raise UsageError("--attach needs a REF (a pushed model), not a directory")
+        if scan_dir is not None and not is_ref:
+            raise UsageError("--scan DIR is for a REF: a model directory is scanned itself")
         if scan_dir is not None and no_scan:
             raise UsageError("--scan DIR and --no-scan contradict each other")
         if is_ref and steps:
@@ -166,7 +168,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
             if not no_scan:
                 from modelseal.safety import scan_model
 
-                report = scan_model(scan_dir or model_dir)
+                report = scan_model(model_dir)
             doc = build_bom(info, model_card=card, datasets=ds, metrics=mets,
                             environment=environment, steps=step_refs, safety=report,
                             spec_version=spec, environment_files=env_files)
@@ -205,6 +207,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
             "ref": str(built.ref), "digest": built.manifest.digest, "specVersion": spec,
             "components": len(doc.get("components", [])),
             "steps": [s.name for s in built.steps], "safety": built.safety_source,
+            "metrics": built.metrics_source,
             "signed": str(bundle_path) if bundle_path else None, "attached": {}}
         if attach:
             from modelseal.attestations import subject_of
@@ -223,7 +226,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
         note = (f"ML-BOM of {built.ref.base}@{built.manifest.digest}: CycloneDX {spec}, "
                 f"{summary['components']} components, validated; steps: "
                 f"{', '.join(summary['steps']) or 'none found'}; safety: "
-                f"{built.safety_source or 'none'}")
+                f"{built.safety_source or 'none'}; metrics: {built.metrics_source or 'none'}")
         click.echo(note, err=True)
         if output is not None:
             click.echo(f"wrote {output}", err=True)
