@@ -104,7 +104,8 @@ def _write_output(data: bytes, output: Path) -> None:
               help="REF only: attach the BOM to the model, signed (with --signer) and as a "
                    "plain CycloneDX referrer.")
 @click.option("--json", "json_mode", is_flag=True,
-              help="With --attach: print a JSON summary of what was attached.")
+              help="REF only: print a JSON summary of what was built, signed and attached "
+                   "instead of the BOM (use -o to keep the BOM).")
 @registry_options
 def bom(model: str, name: str | None, model_version: str | None, model_card: Path | None,
         datasets: tuple[str, ...], metrics: Path | None, environment: Path | None,
