@@ -141,12 +141,13 @@ def machine() -> str:
 
 
 def table(results: Sequence[Result], *, with_throughput: bool = True) -> str:
-    head = f"{'tool':<50} {'median s':>9} {'GB/s':>7} {'peak RSS MiB':>13}  runs"
+    head = f"{'tool':<50} {'median s':>9} {'best s':>7} {'GB/s':>7} {'peak RSS MiB':>13}  runs"
     lines = [head, "-" * len(head)]
     for r in results:
         gb = f"{r.gbps:7.3f}" if with_throughput and r.nbytes else f"{'-':>7}"
         runs = " ".join(f"{w:.2f}" for w in r.walls)
-        lines.append(f"{r.name:<50} {r.wall:9.3f} {gb} {r.rss_mib:13.1f}  [{runs}]"
+        lines.append(f"{r.name:<50} {r.wall:9.3f} {min(r.walls):7.3f} {gb} {r.rss_mib:13.1f}"
+                     f"  [{runs}]"
                      + (f"  {r.note}" if r.note else ""))
     return "\n".join(lines)
 
