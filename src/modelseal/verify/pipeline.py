@@ -21,11 +21,18 @@ from modelseal.errors import (
     UsageError,
 )
 from modelseal.layout import LAYOUT_ARTIFACT_TYPE, LAYOUT_MEDIA_TYPE
-from modelseal.oci.store import EMPTY_JSON, EMPTY_V1, MANIFEST_V1, Store, canonical_json
+from modelseal.oci.store import (
+    EMPTY_JSON,
+    EMPTY_V1,
+    MANIFEST_V1,
+    Descriptor,
+    Store,
+    canonical_json,
+)
 from modelseal.refs import Ref
 from modelseal.verify.decision import Evidence, ModelView, decide
 from modelseal.verify.policy import VSA_PREDICATE, Policy
-from modelseal.verify.result import VerificationResult
+from modelseal.verify.result import Ignored, VerificationResult
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
@@ -101,18 +108,48 @@ def _needs_sigstore(evidence: list[Evidence]) -> bool:
                for e in evidence)
 
 
-def fetch_evidence(store: Store, subject_digest: str, *,
-                   workers: int = 16) -> tuple[list[Evidence], list[str]]:
-    """Every attestation bundle attached to ``subject_digest``; and notes about referrers that
-    are listed but gone (deleted), which simply do not count."""
+def relevant_predicate_types(layout_bytes: bytes, policy: Policy) -> set[str] | None:
+    """Predicate types the layout's steps and the policy can use; None when unknown.
+
+    Read from the layout before its signature is checked: it only decides which referrers
+    are worth fetching, and a forged layout is refused by the decision anyway."""
+    from modelseal.layout import EXTENSION, LINK_PREDICATE, payload_of
+
+    try:
+        doc = payload_of(json.loads(layout_bytes))
+    except (ValueError, InputError):
+        return None
+    out = {LINK_PREDICATE, *policy.predicate_types()}
+    ext = doc.get(EXTENSION)
+    sp = ext.get("step_predicates") if isinstance(ext, dict) else None
+    if isinstance(sp, dict):
+        out.update(str(t) for types in sp.values() if isinstance(types, list) for t in types)
+    return out
+
+
+def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
+                   predicate_types: set[str] | None = None
+                   ) -> tuple[list[Evidence], list[str], list[Descriptor]]:
+    """Attestation bundles attached to ``subject_digest``: (evidence, notes about referrers
+    listed but gone, referrers not fetched).
+
+    With ``predicate_types``, a referrer whose (unsigned) predicate-type annotation names
+    another type is not fetched: such a label can only hide an attestation, which whoever can
+    write to the registry could also do by deleting it; it can never make a model pass."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from modelseal.attestations import BUNDLE_MEDIA_TYPE
+    from modelseal.attestations import ANN_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE
     from modelseal.modelpack import ANN_CREATED
     from modelseal.oci.referrers import fetch_referrer_blob, list_referrers
-    from modelseal.oci.store import Descriptor
 
     refs = list_referrers(store, subject_digest, BUNDLE_MEDIA_TYPE, workers=workers)
+    skipped: list[Descriptor] = []
+    if predicate_types is not None:
+        keep: list[Descriptor] = []
+        for d in refs:
+            claimed = d.annotations.get(ANN_PREDICATE_TYPE)
+            (keep if claimed is None or claimed in predicate_types else skipped).append(d)
+        refs = keep
 
     def get(d: Descriptor) -> Evidence | str:
         try:
@@ -128,7 +165,7 @@ def fetch_evidence(store: Store, subject_digest: str, *,
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
         got = list(ex.map(get, refs))
     return ([g for g in got if isinstance(g, Evidence)],
-            [g for g in got if isinstance(g, str)])
+            [g for g in got if isinstance(g, str)], skipped)
 
 
 def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
@@ -138,6 +175,7 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
     """Verify the model at ``ref``; the result and the manifest that was judged (pull exactly
     that manifest, by digest, so nothing changes between verifying and pulling)."""
     from modelseal.attest.bundle import load_trusted_root
+    from modelseal.attestations import ANN_PREDICATE_TYPE
     from modelseal.transfer import fetch_model_manifest
 
     layout_bytes, layout_source = load_layout_bytes(policy, registry_options)
@@ -146,13 +184,20 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
         raise NotFoundError(f"{ref} not found in {store.describe()}")
     pinned = ref.with_digest(digest)
     manifest = fetch_model_manifest(store, pinned)
-    evidence, missing = fetch_evidence(store, digest, workers=workers)
+    evidence, missing, skipped = fetch_evidence(
+        store, digest, workers=workers,
+        predicate_types=relevant_predicate_types(layout_bytes, policy))
     root = load_trusted_root(policy.trusted_root) if _needs_sigstore(evidence) else None
     result = decide(layout_bytes, policy.layout_keys, ModelView(manifest.digest, manifest.files),
                     evidence, trusted_root=root, requirement=policy.requirement(),
                     final_step=policy.final_step, now=now, layout_source=layout_source,
                     ref=str(pinned))
     result.warnings.extend(missing)
+    result.attestations_seen += len(skipped)
+    result.ignored.extend(
+        Ignored(d.digest, "its predicate type (as annotated) is used by neither the layout nor "
+                "the policy: not fetched", d.annotations.get(ANN_PREDICATE_TYPE))
+        for d in skipped)
     return result, manifest
 
 

@@ -327,6 +327,16 @@ class Policy:
     def requirement(self) -> AllOf:
         return AllOf(list(self.requirements))
 
+    def predicate_types(self) -> set[str]:
+        """Predicate types the requirements look at (besides the layout's steps)."""
+        out: set[str] = set()
+        for r in self.requirements:
+            if isinstance(r, (RequiredPredicate, ModelSafety)):
+                out.add(r.predicate_type)
+            elif isinstance(r, RequiredStage):
+                out.add(LIFECYCLE_PREDICATE)
+        return out
+
 
 def is_oci_ref(text: str) -> bool:
     """A registry or oci: reference rather than a file path."""
