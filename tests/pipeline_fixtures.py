@@ -65,7 +65,7 @@ class Functionary:
 
 def make_functionaries(tmp: Path, names: Sequence[str]) -> dict[str, Functionary]:
     keys = tmp / "keys"
-    keys.mkdir(exist_ok=True)
+    keys.mkdir(parents=True, exist_ok=True)
     out = {}
     for n in names:
         if not (keys / f"{n}.key").exists():
