@@ -2,7 +2,8 @@
 # The main job, end to end, on the embedded default (an OCI image-layout directory):
 # run a small ML pipeline whose every step signs in-toto attestations, scan the model for
 # code-executing files, package and push the model with them, list them, attach a signed
-# ML-BOM, inspect the model, pull it back and compare.
+# ML-BOM, inspect the model, then verify it against a signed layout and policy, pull only what
+# was verified, and watch two tampered variants be refused.
 # Everything goes under ./demo-out (removed and recreated on each run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,14 +14,14 @@ export MODELSEAL_CACHE_DIR="$OUT/cache"
 STORE="oci:$OUT/store"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1. signing keys, one per person/role"
+step "1. signing keys: the layout owner, and one per pipeline role"
 mkdir -p keys
-for who in alice bob carol erin; do modelseal keygen "keys/$who" >/dev/null; done
+for who in owner alice bob carol dave erin; do modelseal keygen "keys/$who" >/dev/null; done
 ls keys
 
 step "2. the pipeline's code (the demo writes a tiny one)"
-mkdir -p pipeline
-cat > pipeline/prepare_data.py <<'PY'
+mkdir -p code
+cat > code/prepare_data.py <<'PY'
 import csv, os, random
 random.seed(7)
 os.makedirs("data", exist_ok=True)
@@ -30,7 +31,7 @@ with open("data/train.csv", "w", newline="") as f:
         x = random.random(); w.writerow([f"{x:.6f}", int(x > 0.5)])
 print("wrote data/train.csv")
 PY
-cat > pipeline/train.py <<'PY'
+cat > code/train.py <<'PY'
 import csv, json, os, struct
 rows = list(csv.DictReader(open("data/train.csv")))
 w = sum(float(r["x"]) * (2 * int(r["y"]) - 1) for r in rows) / len(rows)
@@ -48,31 +49,35 @@ open("model/README.md", "w").write("---\nlicense: apache-2.0\npipeline_tag: text
 open("model/src/inference.py", "w").write("def predict(x):\n    return int(x > 0.5)\n")
 print("trained model/, weight", round(w, 4))
 PY
-cat > pipeline/evaluate.py <<'PY'
-import csv, json
+cat > code/evaluate.py <<'PY'
+import csv, json, os
+os.makedirs("eval", exist_ok=True)
 rows = list(csv.DictReader(open("data/train.csv")))
 acc = sum(int(float(r["x"]) > 0.5) == int(r["y"]) for r in rows) / len(rows)
-json.dump({"accuracy": acc, "f1": acc, "slices": {"x<0.5": {"accuracy": acc}}}, open("metrics.json", "w"))
+json.dump({"accuracy": acc, "f1": acc, "slices": {"x<0.5": {"accuracy": acc}}}, open("eval/metrics.json", "w"))
 print("accuracy", acc)
 PY
-ls pipeline
+ls code
 
 step "3. prepare-data step (signed by alice)"
-modelseal run --step prepare-data --signer keys/alice.key --materials pipeline/prepare_data.py \
-  --products data -- python pipeline/prepare_data.py
+modelseal run --step prepare-data --signer keys/alice.key --materials code/prepare_data.py \
+  --products data -- python code/prepare_data.py
 
 step "4. train step (signed by bob) + SLSA training provenance"
-modelseal run --step train --signer keys/bob.key --materials data --materials pipeline/train.py \
-  --products model -- python pipeline/train.py
+modelseal run --step train --signer keys/bob.key --materials data --materials code/train.py \
+  --products model -- python code/train.py
 modelseal attest provenance --signer keys/bob.key --base-dir model --subject . \
   --dataset data/train.csv --param learning_rate=0.01 --param epochs=3 \
   --code-repo https://example.com/demo/tiny-mlp.git --code-commit 0123456789abcdef0123456789abcdef01234567
 
 step "5. evaluate step (signed by carol) + test-result attestation with thresholds"
 modelseal run --step evaluate --signer keys/carol.key --materials model --materials data \
-  --products metrics.json -- python pipeline/evaluate.py
-modelseal attest evaluation --signer keys/carol.key --metrics metrics.json \
+  --products eval -- python code/evaluate.py
+modelseal attest evaluation --signer keys/carol.key --metrics eval/metrics.json \
   --threshold 'accuracy>=0.9' --base-dir model --subject .
+
+step "5b. approve step (signed by dave, who did not train the model)"
+modelseal run --step approve --signer keys/dave.key --materials model --materials eval -- true
 ls .modelseal/attestations
 
 step "6. model-safety scan (signed by erin): no file of the model may run code when loaded"
@@ -87,7 +92,7 @@ modelseal attestations "$STORE:v1"
 
 step "9. ML-BOM from the pushed model (no weights downloaded), signed by erin, attached twice"
 modelseal bom "$STORE:v1" --signer keys/erin.key --attach --model-card model/README.md \
-  --dataset data/train.csv=demo-train --metrics metrics.json \
+  --dataset data/train.csv=demo-train --metrics eval/metrics.json \
   --environment "$(python -c 'import sys; print(sys.prefix)')"
 
 step "10. what the model is made of, for a person"
@@ -107,8 +112,60 @@ fi
 step "13. inspect"
 modelseal inspect "$STORE:v1"
 
-step "14. pull it back and compare byte for byte"
+step "14. the deployer's rules: a signed in-toto layout (who may sign which step) and a policy"
+modelseal layout new --template ml-pipeline --functionary prepare-data=keys/alice.pub \
+  --functionary train=keys/bob.pub --functionary evaluate=keys/carol.pub \
+  --functionary approve=keys/dave.pub --functionary package=keys/erin.pub \
+  --expires 180d -o root.layout.json
+modelseal layout check root.layout.json
+modelseal layout sign root.layout.json --key keys/owner.key
+cat > policy.yaml <<'YAML'
+layout: root.layout.json
+layout_keys: [keys/owner.pub]
+required_predicates:
+  - {type: https://slsa.dev/provenance/v1, step: train}
+  - {type: https://in-toto.io/attestation/test-result/v0.1, step: evaluate}
+  - https://cyclonedx.org/bom
+distinct_signers: [[train, approve]]
+max_attestation_age: 30d
+model_safety: true
+YAML
+cat policy.yaml
+
+step "15. verify before rollout (metadata only: no weights downloaded)"
+modelseal verify "$STORE:v1" --policy policy.yaml
+
+step "16. verified pull: only what was verified is written, every blob checked"
+modelseal pull "$STORE:v1" deploy --policy policy.yaml
+diff -r model deploy && echo "deployed copy is identical to the original"
+
+step "17. attack: someone moves the tag to a model the pipeline never produced"
+cp -r store store-attacked
+cp -r model model-evil; printf 'backdoor' >> model-evil/model.safetensors
+modelseal push model-evil "oci:$OUT/store-attacked:v1" --name tiny-mlp --version 1.0.0 \
+  --architecture mlp --format safetensors --allow-retag
+if modelseal verify "oci:$OUT/store-attacked:v1" --policy policy.yaml; then
+  echo "UNEXPECTED: the tampered model verified"; exit 1
+else
+  echo "(refused as expected, exit code $?)"
+fi
+
+step "18. attack: a weights blob swapped in storage; the metadata still verifies, the pull refuses"
+cp -r store store-swapped
+digest=$(modelseal inspect "$STORE:v1" --json | python -c '
+import json, sys
+m = json.load(sys.stdin)["manifest"]
+print(next(l["digest"] for l in m["layers"] if l["annotations"]["org.cncf.model.filepath"] == "model.safetensors"))')
+blob="store-swapped/blobs/sha256/${digest#sha256:}"
+chmod u+w "$blob"; printf 'swapped' >> "$blob"
+mkdir -p deploy-2; echo "previous release" > deploy-2/KEEP
+if modelseal pull "oci:$OUT/store-swapped:v1" deploy-2 --policy policy.yaml; then
+  echo "UNEXPECTED: the swapped blob was pulled"; exit 1
+else
+  echo "(refused as expected, exit code $?); deploy-2 is untouched: $(ls deploy-2)"
+fi
+
+step "19. plain pull and byte-for-byte comparison"
 modelseal pull "$STORE:v1" pulled
 diff -r model pulled && echo "pulled copy is identical to the original"
-
 printf '\ndemo finished: everything is in %s\n' "$OUT"

@@ -153,10 +153,15 @@ def errors_to_exit(json_mode: bool = False) -> Iterator[None]:
                                    "type": type(e).__name__,
                                    "reasons": getattr(e, "reasons", [e.message])}), err=True)
         else:
-            console(stderr=True).print(f"[bold red]error:[/] {e.message}", markup=True,
-                                       soft_wrap=True)
+            from rich.markup import escape
+
+            err = console(stderr=True)
+            err.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
+            for reason in getattr(e, "reasons", []):
+                if reason != e.message:
+                    err.print(f"  - {escape(reason)}", soft_wrap=True)
             if e.hint:
-                console(stderr=True).print(f"  hint: {e.hint}", soft_wrap=True)
+                err.print(f"  hint: {escape(e.hint)}", soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -334,22 +339,40 @@ def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[Any],
 @click.argument("ref")
 @click.argument("target_dir", type=click.Path(path_type=str))
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET_DIR.")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
+              help="Verify against this deployer policy first; pull only what was verified.")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
-def pull(ref: str, target_dir: str, overwrite: bool, json_mode: bool, **kw: Any) -> None:
+def pull(ref: str, target_dir: str, overwrite: bool, policy_file: str | None, json_mode: bool,
+         **kw: Any) -> None:
     """Pull the model at REF into TARGET_DIR, checking every blob's digest.
 
-    Nothing is written to TARGET_DIR unless every file arrived intact.
+    Nothing is written to TARGET_DIR unless every file arrived intact (and, with --policy,
+    unless the model verified: exit code 10 otherwise).
     """
     with errors_to_exit(json_mode):
         from modelseal.transfer import pull as do_pull
 
-        r, store = open_ref(ref, store_kwargs(kw))
-        result = do_pull(store, r, target_dir, overwrite=overwrite,
-                         progress=make_progress(json_mode))
-        if json_mode:
-            emit_json(result.to_dict())
+        opts = store_kwargs(kw)
+        r, store = open_ref(ref, opts)
+        verified = None
+        if policy_file:
+            from modelseal.verify.pipeline import pull_verified
+            from modelseal.verify.policy import load_policy
+
+            verified, result = pull_verified(store, r, target_dir, load_policy(policy_file),
+                                             registry_options=opts, overwrite=overwrite,
+                                             progress=make_progress(json_mode))
         else:
+            result = do_pull(store, r, target_dir, overwrite=overwrite,
+                             progress=make_progress(json_mode))
+        if json_mode:
+            emit_json({**result.to_dict(),
+                       "verification": verified.to_dict() if verified else None})
+        else:
+            if verified is not None:
+                console().print(f"verified against {policy_file}: "
+                                f"{', '.join(s.name for s in verified.steps)}", soft_wrap=True)
             console().print(f"pulled {result.files} files ({human_size(result.bytes_total)}) "
                             f"into {result.target}\n{r.base}@{result.digest}", soft_wrap=True)
 
