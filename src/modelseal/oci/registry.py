@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import ssl
 import threading
 import time
@@ -230,6 +231,14 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "modelseal"
+        # requests re-reads proxy settings and CA variables from the environment on every
+        # request (~0.5 ms each: a third of a small request). Read them once, here.
+        base = f"{scheme}://{host}/"
+        self.session.proxies.update(requests.utils.get_environ_proxies(base))
+        env_ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if verify is True and env_ca:
+            self._tls_verify = env_ca
+        self.session.trust_env = False
 
     # -- credentials and challenges ---------------------------------------------------------
 
