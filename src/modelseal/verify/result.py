@@ -89,7 +89,8 @@ class VerificationResult:
 
     @property
     def verified(self) -> bool:
-        return not self.refusals
+        # Fail closed: no refusal is not enough; every step must have been checked and passed.
+        return not self.refusals and bool(self.steps) and all(s.passed for s in self.steps)
 
     def refuse(self, message: str, **where: str | None) -> None:
         self.refusals.append(Refusal(message, **where))
