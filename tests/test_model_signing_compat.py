@@ -227,3 +227,20 @@ def test_model_signing_accepts_model_pushed_with_signer_and_pulled_from_registry
     r = _model_signing("verify", "key", "--signature", sig, "--public_key", keypair[1],
                        tmp_path / "pulled")
     assert r.returncode != 0
+
+
+def test_modelseal_verifies_its_model_signing_bundle_despite_the_pem_hint(
+        tmp_path: Path, keypair: tuple[Path, Path]) -> None:
+    """The hint is model_signing's (sha256 of the PEM), not the keyid: our verifier still
+    finds the key, and the DSSE signature still names the securesystemslib keyid."""
+    from modelseal.attest.bundle import parse_bundle, verify_bundle
+    from modelseal.attest.signers import load_public_key, load_signer
+
+    data = sign_model_signing([("w.bin", "2" * 64)], load_signer(str(keypair[0])))
+    key = load_public_key(keypair[1])
+    pb = parse_bundle(data)
+    assert pb.hint == key_hint(keypair[1].read_bytes()) != key.keyid
+    assert pb.signatures[0][0] == key.keyid
+    verified = verify_bundle(data, keys={key.keyid: key})
+    assert verified.keyid == key.keyid
+    assert statement_files(verified.statement) == {"w.bin": "2" * 64}
