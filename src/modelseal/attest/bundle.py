@@ -114,9 +114,11 @@ class ParsedBundle:
         if self.keyless:
             ident, issuer = self.certificate_identity()
             return f"{ident}|{issuer}"
-        if self.hint:
-            return self.hint
-        return self.signatures[0][0] if self.signatures else ""
+        # The DSSE keyid is the securesystemslib keyid; the hint may be another tool's
+        # (model_signing puts a hash of the PEM there).
+        if self.signatures and self.signatures[0][0]:
+            return self.signatures[0][0]
+        return self.hint or ""
 
 
 @dataclass
