@@ -332,3 +332,16 @@ def test_shipped_config_schema_is_the_modelpack_one() -> None:
 
     shipped = resources.files("modelseal").joinpath("data/modelpack-config-schema.json")
     assert json.loads(shipped.read_text()) == json.loads(MODELPACK_SCHEMA.read_text())
+
+
+def test_pulled_directory_gets_the_usual_mode(tmp_path: Path) -> None:
+    src = make_model(tmp_path / "src")
+    ref = parse_ref(f"oci:{tmp_path / 'layout'}:v1")
+    store = open_store(ref)
+    push(src, store, ref, MD)
+    old = os.umask(0o022)
+    try:
+        pull(store, ref, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

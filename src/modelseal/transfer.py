@@ -219,6 +219,9 @@ def pull(store: Store, ref: Ref, target_dir: str | os.PathLike[str], *,
 
 def _move_into_place(staging: Path, target: Path, relpaths: list[str], overwrite: bool) -> None:
     if not target.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp made it 0700; the target gets the usual mode
         os.rename(staging, target)  # one atomic step
         staging.mkdir()  # so the caller's cleanup has something to remove
         return
