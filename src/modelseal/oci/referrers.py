@@ -31,6 +31,9 @@ from modelseal.oci.store import (
 )
 
 TAG_DIGEST_CHARS = 32
+ANN_BLOB = "dev.modelseal.referrer.blob"
+"""Annotation naming the referrer's single layer, so a reader that trusts only the content
+(a verifier checking signatures and Statement subjects) can fetch it in one request."""
 INDEX_MERGE_ROUNDS = 8
 
 
@@ -40,9 +43,13 @@ def fallback_tag(subject_digest: str) -> str:
     return f"{algo}-{hexd}"
 
 
+def _short(digest: str) -> str:
+    return digest.partition(":")[2][:TAG_DIGEST_CHARS]
+
+
 def referrer_tag(subject_digest: str, referrer_digest: str) -> str:
     """The tag that keeps one referrer alive and discoverable."""
-    return f"{fallback_tag(subject_digest)}-{referrer_digest.partition(':')[2][:TAG_DIGEST_CHARS]}"
+    return f"{fallback_tag(subject_digest)}-{_short(referrer_digest)}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ def attach(store: Store, subject: Descriptor, *, artifact_type: str, blob: bytes
     """Push ``blob`` as a referrer of ``subject``; idempotent for identical content."""
     blob_digest = store.put_blob_bytes(blob)
     store.put_blob_bytes(EMPTY_JSON)
-    anns = {ANN_CREATED: rfc3339(created_time()), **(annotations or {})}
+    anns = {ANN_CREATED: rfc3339(created_time()), ANN_BLOB: blob_digest, **(annotations or {})}
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_V1,
@@ -109,13 +116,18 @@ def list_referrers(store: Store, subject_digest: str, artifact_type: str | None 
                    workers: int = 8) -> list[Descriptor]:
     """Every referrer of ``subject_digest``: from the API or fallback index, plus the tags."""
     found: dict[str, Descriptor] = {}
-    api = store.referrers_api(subject_digest)
-    for d in api if api is not None else _read_index(store, subject_digest):
-        found[d.digest] = d
     prefix = fallback_tag(subject_digest) + "-"
-    known_prefixes = {d.digest.partition(":")[2][:TAG_DIGEST_CHARS] for d in found.values()}
-    missing = [t for t in store.list_tags()
-               if t.startswith(prefix) and t[len(prefix):] not in known_prefixes]
+    tagged = {t[len(prefix):] for t in store.list_tags() if t.startswith(prefix)}
+    api = store.referrers_api(subject_digest)
+    if api is not None:
+        found = {d.digest: d for d in api}
+    else:
+        for d in _read_index(store, subject_digest):
+            if ANN_BLOB in d.annotations and _short(d.digest) not in tagged:
+                continue  # one of ours whose tag is gone: deleted; the index is only a cache
+            found[d.digest] = d
+    known_prefixes = {_short(d.digest) for d in found.values()}
+    missing = [prefix + t for t in sorted(tagged - known_prefixes)]
 
     def describe(tag: str) -> Descriptor | None:
         try:
@@ -147,6 +159,24 @@ def fetch_referrer_blob(store: Store, referrer: Descriptor,
     With ``subject_digest``, refuses a manifest whose subject is another artifact.
     """
     raw, _, digest = store.get_manifest(referrer.digest)
+    return _layer_of(store, raw, digest, subject_digest), json.loads(raw)
+
+
+def fetch_referrer_content(store: Store, referrer: Descriptor) -> bytes:
+    """The referrer's single layer in one request when its descriptor names it (annotation
+    ``dev.modelseal.referrer.blob``), else through its manifest.
+
+    Only for readers that judge the content itself (signature and Statement subjects): the
+    annotation and the manifest's ``subject`` are not signed, so they decide nothing anyway.
+    """
+    blob = referrer.annotations.get(ANN_BLOB)
+    if blob and blob.startswith("sha256:"):
+        return store.get_blob_bytes(blob, max_size=32 << 20)
+    raw, _, digest = store.get_manifest(referrer.digest)
+    return _layer_of(store, raw, digest, None)
+
+
+def _layer_of(store: Store, raw: bytes, digest: str, subject_digest: str | None) -> bytes:
     doc = json.loads(raw)
     if subject_digest is not None and (doc.get("subject") or {}).get("digest") != subject_digest:
         raise StoreError(f"referrer {digest} in {store.describe()} is about "
@@ -154,5 +184,4 @@ def fetch_referrer_blob(store: Store, referrer: Descriptor,
     layers = doc.get("layers") or []
     if len(layers) != 1:
         raise StoreError(f"referrer {digest} has {len(layers)} layers; expected exactly one")
-    blob = store.get_blob_bytes(Descriptor.from_dict(layers[0]).digest, max_size=32 << 20)
-    return blob, doc
+    return store.get_blob_bytes(Descriptor.from_dict(layers[0]).digest, max_size=32 << 20)

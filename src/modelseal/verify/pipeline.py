@@ -140,7 +140,7 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
 
     from modelseal.attestations import ANN_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE
     from modelseal.modelpack import ANN_CREATED
-    from modelseal.oci.referrers import fetch_referrer_blob, list_referrers
+    from modelseal.oci.referrers import fetch_referrer_content, list_referrers
 
     refs = list_referrers(store, subject_digest, BUNDLE_MEDIA_TYPE, workers=workers)
     skipped: list[Descriptor] = []
@@ -153,7 +153,9 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
 
     def get(d: Descriptor) -> Evidence | str:
         try:
-            blob, _ = fetch_referrer_blob(store, d, subject_digest)
+            # One request per bundle: the signature and the Statement's subjects decide,
+            # not the (unsigned) referrer manifest.
+            blob = fetch_referrer_content(store, d)
         except (RegistryUnreachableError, AuthError):
             raise
         except NotFoundError:
