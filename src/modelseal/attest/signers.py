@@ -43,12 +43,16 @@ KMS_SCHEMES = ("gcpkms", "awskms", "azurekms", "hv")
 KNOWN_SCHEMES = ("file2", "hsm", "sigstore", *KMS_SCHEMES)
 
 
+_DEFERRED = ("boto3", "botocore", "pkcs11")
+
+
 class _DeferAWS:
-    """Import finder that makes ``boto3``/``botocore`` look absent, for a moment."""
+    """Import finder that makes ``boto3``/``botocore`` (AWS KMS) and ``pkcs11`` (HSMs) look
+    absent, for a moment: their backends are reloaded when a URI of theirs is used."""
 
     @staticmethod
     def find_spec(name: str, path: Any = None, target: Any = None) -> None:
-        if name.split(".")[0] in ("boto3", "botocore"):
+        if name.split(".")[0] in _DEFERRED:
             raise ImportError(f"{name} deferred by modelseal")
         return None
 
@@ -249,7 +253,11 @@ def pkcs11_lib_path() -> str:
 
 
 def _hsm_signer_class() -> type[Signer]:
-    base: Any = sslib_signer().HSMSigner
+    sslib_signer()
+    hsm = importlib.import_module("securesystemslib.signer._hsm_signer")
+    if getattr(hsm, "PKCS11_IMPORT_ERROR", None):  # imported with pkcs11 deferred: load it now
+        hsm = importlib.reload(hsm)
+    base: Any = hsm.HSMSigner
 
     class _HSMSigner(base):  # type: ignore[misc]
         """HSMSigner that finds its module without requiring PYKCS11LIB to be set."""
