@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from paths import missing_tool
 from registry_server import REGISTRY_BIN, RegistryServer, TokenServer, blob_path
 
 __all__ = ["RegistryServer", "TokenServer", "blob_path"]
@@ -24,7 +25,7 @@ __all__ = ["RegistryServer", "TokenServer", "blob_path"]
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A plain-HTTP registry with empty storage, stopped after the test."""
     if shutil.which(REGISTRY_BIN) is None:
-        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+        missing_tool("docker-registry")
     server = RegistryServer(tmp_path_factory.mktemp("registry"))
     server.start()
     try:
@@ -37,7 +38,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A TLS + htpasswd registry (user ``modelseal`` / ``s3cret-pass``), stopped after the test."""
     if shutil.which(REGISTRY_BIN) is None or shutil.which("htpasswd") is None:
-        pytest.skip("docker-registry / htpasswd not installed")
+        missing_tool("docker-registry / htpasswd")
     server = RegistryServer(tmp_path_factory.mktemp("auth-registry"), tls=True,
                             credentials=("modelseal", "s3cret-pass"))
     server.start()
@@ -52,7 +53,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A registry with Docker token auth (Bearer), user ``modelseal`` / ``t0ken-pass``."""
     if shutil.which(REGISTRY_BIN) is None:
-        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+        missing_tool("docker-registry")
     workdir = tmp_path_factory.mktemp("token-registry")
     tokens = TokenServer(workdir / "tokens", "modelseal", "t0ken-pass")
     tokens.start()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from paths import missing_tool
+
 SOFTHSM_LIB = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN_LABEL = "modelseal-test"
 USER_PIN = "123456"
@@ -65,7 +67,7 @@ def _init_token(tmp: Path) -> SoftHSM:
 def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
     """Generator body for a session fixture: skips when SoftHSM2 is not installed."""
     if not os.path.exists(SOFTHSM_LIB) or shutil.which("softhsm2-util") is None:
-        pytest.skip("softhsm2 not installed (apt-get install softhsm2)")
+        missing_tool("softhsm2")
     old = os.environ.get("SOFTHSM2_CONF")
     hsm = _init_token(tmp_path_factory.mktemp("softhsm"))
     try:

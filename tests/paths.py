@@ -10,3 +10,15 @@ if not TESTDATA.is_dir():  # a checkout elsewhere on this workplace's machines
     TESTDATA = Path("/work/shared/testdata")
 SIGSTORE = TESTDATA / "sigstore"
 MODELPACK_SCHEMA = TESTDATA / "modelpack" / "config-schema.json"
+
+
+def missing_tool(what: str) -> None:
+    """A real part the tests need is not installed: skip on a developer's machine, fail in CI
+    (where scripts/test.sh installs it, so its absence is a broken setup, not a reason)."""
+    import os
+
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing in CI: scripts/test.sh should have installed it")
+    pytest.skip(f"{what} not installed (bash scripts/test.sh installs it)")
