@@ -21,4 +21,4 @@ def missing_tool(what: str) -> None:
 
     if os.environ.get("CI"):
         pytest.fail(f"{what} is missing in CI: scripts/test.sh should have installed it")
-    pytest.skip(f"{what} not installed (bash scripts/test.sh installs it)")
+    pytest.skip(reason=f"{what} not installed (bash scripts/test.sh installs it)")

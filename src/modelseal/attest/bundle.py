@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelseal.attest.statement import IN_TOTO_PAYLOAD_TYPE, check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
+from modelseal.oci.store import canonical_json  # the bytes we sign, as we store JSON
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Key, Signer
@@ -49,11 +50,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE pre-authentication encoding: ``DSSEv1 SP len(type) SP type SP len(body) SP body``."""
     t = payload_type.encode()
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Compact, key-sorted JSON: the payload bytes we sign."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True)

@@ -307,8 +307,8 @@ def _descriptor_arg(text: str, what: str, base_dir: str | None) -> dict[str, Any
     if len(files) == 1:
         return resource_descriptor(files[0][0], files[0][1])
     # a directory: one descriptor naming the directory, with a digest of its file list
-    from modelseal.attest.bundle import canonical_json
     from modelseal.digest import sha256_bytes
+    from modelseal.oci.store import canonical_json
 
     listing = canonical_json([{"name": n, "sha256": d} for n, d in files])
     return resource_descriptor(text.rstrip("/"), sha256_bytes(listing),
