@@ -110,14 +110,26 @@ def record_pipeline(ws: Path, signers: Mapping[str, Any]) -> dict[str, bytes]:
 def build_layout(functionaries: Mapping[str, Sequence[Any]], owner: Any, *,
                  template: str | Mapping[str, Any] = "ml-pipeline",
                  expires: datetime | None = None, thresholds: Mapping[str, int] | None = None,
-                 edit: Any = None) -> bytes:
-    """A signed layout: step -> public keys (securesystemslib Keys)."""
+                 edit: Any = None, names: Mapping[str, str] | None = None) -> bytes:
+    """A signed layout: step -> public keys (securesystemslib Keys); ``names``: keyid ->
+    functionary name."""
     tpl = load_template(template) if isinstance(template, str) else dict(template)
     if edit is not None:
         edit(tpl)
     pairs = [(step, k) for step, keys in functionaries.items() for k in keys]
-    doc = new_layout(tpl, pairs, thresholds=thresholds, expires=expires)
+    doc = new_layout(tpl, pairs, thresholds=thresholds, expires=expires, names=names)
     return json.dumps(sign_layout(doc, owner)).encode()
+
+
+def sign_doc(doc: Mapping[str, Any], owner: Any) -> bytes:
+    """Sign a layout document as a careless owner's own tool would: no lint (an attacker's
+    layout, or one signed by another tool, reaches the verifier without ``layout check``)."""
+    from securesystemslib.dsse import Envelope
+
+    env = Envelope(payload=json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(),
+                   payload_type="application/vnd.in-toto+json", signatures={})
+    env.sign(owner)
+    return json.dumps(env.to_dict()).encode()
 
 
 def write_policy(path: Path, layout: str, owner_pub: Sequence[Path] | Path,
@@ -181,7 +193,8 @@ def honest_pipeline(tmp: Path, registry_host: str, *, repo: str = "models/tiny",
     signers = {s: fs[FUNCTIONARY[s]].signer for s in STEPS}
     bundles = record_pipeline(ws, signers)
     owner = fs["owner"]
-    layout = build_layout({s: [fs[FUNCTIONARY[s]].public] for s in STEPS}, owner.signer)
+    layout = build_layout({s: [fs[FUNCTIONARY[s]].public] for s in STEPS}, owner.signer,
+                          names={fs[n].public.keyid: n for n in FUNCTIONARY.values()})
     layout_path = tmp / "root.layout.json"
     layout_path.write_bytes(layout)
     policy_path = write_policy(tmp / "policy.yaml", str(layout_path),

@@ -85,7 +85,7 @@ def test_required_stage(tmp_path: Path, registry: RegistryServer) -> None:
     _attach(p, statement([("model", p.digest)], LIFECYCLE_PREDICATE,
                          {"stage": "staging", "timestamp": "2026-01-01T00:00:00Z"}), "approve")
     r = verify_model(p.store, p.ref, load_policy(policy))
-    assert any("latest lifecycle stage is 'staging'" in x.message for x in r.refusals)
+    assert [x.rule for x in r.refusals] == ["required stage production"]
     _attach(p, statement([("model", p.digest)], LIFECYCLE_PREDICATE,
                          {"stage": "production", "timestamp": "2026-02-01T00:00:00Z"}),
             "approve")
@@ -96,13 +96,33 @@ def test_required_stage(tmp_path: Path, registry: RegistryServer) -> None:
     assert verify_model(p.store, p.ref, load_policy(policy)).verified
 
 
-def test_max_attestation_age(tmp_path: Path, registry: RegistryServer) -> None:
+def test_max_attestation_age_needs_signed_times(tmp_path: Path,
+                                               registry: RegistryServer) -> None:
+    """Keyed links carry no signed time: the registry's created annotation is a hint that
+    anyone who can write to the registry sets, so it proves no age."""
     p = honest_pipeline(tmp_path, registry.host)
     policy = load_policy(p.policy(max_attestation_age="7d"))
-    assert verify_model(p.store, p.ref, policy).verified
-    later = datetime.now(UTC) + timedelta(days=8)
-    r = verify_model(p.store, p.ref, policy, now=later)
-    assert any("older than 7 days" in x.message and x.step == "train" for x in r.refusals)
+    r = verify_model(p.store, p.ref, policy)
+    assert {(x.rule, x.step) for x in r.refusals} == {
+        ("max attestation age 7 days, 0:00:00", s) for s in STEPS}
+
+
+def test_max_attestation_age_judges_signed_times(tmp_path: Path,
+                                                 registry: RegistryServer) -> None:
+    from modelseal.attest.statement import TEST_RESULT_PREDICATE
+
+    p = honest_pipeline(tmp_path, registry.host)
+    when = datetime.now(UTC).replace(microsecond=0)
+    _attach(p, statement([("model", p.digest)], TEST_RESULT_PREDICATE,
+                         {"result": "PASSED", "timeVerified": when.isoformat()}), "evaluate")
+    pol = p.policy(max_attestation_age="7d",
+                   required_predicates=[{"type": TEST_RESULT_PREDICATE, "step": "evaluate"}])
+    r = verify_model(p.store, p.ref, load_policy(pol))
+    # the test result's signed time is judged; the links (no signed time) are refused
+    assert {x.step for x in r.refusals if x.attestation} == set(STEPS)
+    r = verify_model(p.store, p.ref, load_policy(pol), now=when + timedelta(days=8))
+    assert any(x.rule == "max attestation age 7 days, 0:00:00" and x.step is None
+               and "older than" in x.message for x in r.refusals)
 
 
 def test_policy_unknown_keys_are_usage_errors(tmp_path: Path) -> None:

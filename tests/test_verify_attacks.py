@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from modelseal.layout import (
     LINK_PREDICATE,
     SLSA_PROVENANCE_PREDICATE,
     load_template,
+    new_layout,
     sigstore_key,
 )
 from modelseal.modelpack import ModelMetadata
@@ -39,6 +41,7 @@ from pipeline_fixtures import (
     make_functionaries,
     publish,
     record_statements,
+    sign_doc,
 )
 from registry_server import RegistryServer, blob_path
 
@@ -93,9 +96,10 @@ def ship(p: Pipeline, bundles: dict[str, bytes] | None = None) -> Pipeline:
 
 def test_honest_pipeline_passes(tmp_path: Path, registry: RegistryServer) -> None:
     p = honest_pipeline(tmp_path, registry.host)
-    r = verify(p, distinct_signers=[["train", "approve"]], max_attestation_age="1d")
+    r = verify(p, distinct_signers=[["train", "approve"]])
     assert r.verified, [x.message for x in r.refusals]
     assert [s.name for s in r.steps if s.passed] == list(STEPS)
+    assert [s.signers[0].split(" ")[0] for s in r.steps] == [FUNCTIONARY[s] for s in STEPS]
 
 
 def test_blob_altered_in_registry_storage_is_refused_at_pull(tmp_path: Path,
@@ -215,11 +219,13 @@ def test_two_functionaries_report_different_products(tmp_path: Path,
 
 
 def test_expired_layout(tmp_path: Path, registry: RegistryServer) -> None:
-    from datetime import UTC, datetime, timedelta
 
     p = ship(variant(tmp_path, registry))
-    p.resign_layout(build_layout(p.step_keys(), p.owner.signer,
-                                 expires=datetime.now(UTC) - timedelta(days=1)))
+    doc = new_layout(load_template("ml-pipeline"),
+                     [(s, k) for s, ks in p.step_keys().items() for k in ks],
+                     expires=datetime.now(UTC) + timedelta(days=1))
+    doc["expires"] = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    p.resign_layout(sign_doc(doc, p.owner.signer))  # `layout sign` would refuse it
     refused(verify(p), "layout expired")
 
 
@@ -238,9 +244,9 @@ def test_attestation_copied_from_another_model(tmp_path: Path, registry: Registr
     attach_bundle(p.store, subject_of(p.store, p.digest), sign_statement(bom, signer(p, "package")))
     r = verify(p, required_predicates=[BOM_PREDICATE])
     refused(r, BOM_PREDICATE, "not about this model", "weights.bin")
-    # the same BOM about this model's weights is accepted
-    weights = hashlib.sha256((p.model_dir / "weights.bin").read_bytes()).hexdigest()
-    good = statement([("weights.bin", weights)], BOM_PREDICATE,
+    # the same BOM about every file of this model is accepted
+    good = statement([(f.name, hashlib.sha256(f.read_bytes()).hexdigest())
+                      for f in p.model_dir.iterdir()], BOM_PREDICATE,
                      {"bomFormat": "CycloneDX", "specVersion": "1.6"})
     attach_bundle(p.store, subject_of(p.store, p.digest),
                   sign_statement(good, signer(p, "package")))
@@ -327,7 +333,9 @@ def test_layouts_separation_of_duties_is_enforced_too(tmp_path: Path,
     p = variant(tmp_path, registry)
     keys = p.step_keys()
     keys["approve"] = list(keys["train"])
-    p.resign_layout(build_layout(keys, p.owner.signer))  # template keeps train/approve apart
+    doc = new_layout(load_template("ml-pipeline"),  # the template keeps train/approve apart
+                     [(s, k) for s, ks in keys.items() for k in ks])
+    p.resign_layout(sign_doc(doc, p.owner.signer))  # `layout sign` would refuse it
     sts = record_statements(p.workspace)
     bundles = {s: sign_statement(st, signer(p, s)) for s, st in sts.items()}
     bundles["approve"] = sign_statement(sts["approve"], signer(p, "train"))

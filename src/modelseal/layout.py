@@ -129,12 +129,64 @@ def is_sigstore_key(d: Mapping[str, Any]) -> bool:
     return d.get("keytype") == SIGSTORE_KEYTYPE
 
 
-def describe_key(keyid: str, d: Mapping[str, Any] | None) -> str:
-    """``key 1a2b3c4d5e6f7a8b`` or ``sigstore identity X (issuer Y)`` for messages."""
+def key_identity(d: Mapping[str, Any]) -> str:
+    """Who a key is: its key material, never its key id (DESIGN.md section 3).
+
+    The one function that says when two keys are the same: thresholds, separation of duties,
+    a policy's distinct signers, layout checks and names all count what it returns. A keyed
+    key is ``sha256:`` of its DER SubjectPublicKeyInfo as ``cryptography`` re-encodes it, so
+    the same public key in PEM, with other line breaks, as a compressed EC point or as raw
+    ed25519 hex is one identity, whatever key id or scheme a key file claims. A Sigstore
+    functionary is its (identity, issuer). Material that cannot be parsed stands for itself
+    (its canonical JSON), so it never merges with another key."""
+    import base64
+    import hashlib
+
+    keyval = d.get("keyval") if isinstance(d.get("keyval"), Mapping) else {}
+    assert isinstance(keyval, Mapping)
+    if is_sigstore_key(d):
+        issuer, ident = (str(keyval.get(k, "")).strip() for k in ("issuer", "identity"))
+        return f"sigstore:{issuer} {ident}"
+    public = keyval.get("public")
+    der: bytes | None = None
+    if isinstance(public, str):
+        from cryptography.hazmat.primitives import serialization as ser
+
+        try:
+            if "-----BEGIN" in public:
+                loaded: Any = ser.load_pem_public_key(public.encode())
+            elif str(d.get("keytype")) == "ed25519":
+                from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+                loaded = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public))
+            else:
+                loaded = ser.load_der_public_key(base64.b64decode(public, validate=True))
+            der = loaded.public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
+        except (ValueError, TypeError):
+            der = None
+    if der is None:
+        return "unparsed:" + hashlib.sha256(_canonical(dict(keyval))).hexdigest()
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def functionary_names(doc: Mapping[str, Any]) -> dict[str, str]:
+    """keyid -> the functionary's name, from the layout extension's ``functionaries``."""
+    ext = doc.get(EXTENSION)
+    raw = ext.get("functionaries") if isinstance(ext, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in raw.items() if isinstance(v, str) and v}
+
+
+def describe_key(keyid: str, d: Mapping[str, Any] | None, name: str | None = None) -> str:
+    """``trainer (key 1a2b3c4d5e6f7a8b)``, ``key 1a2b...`` or ``sigstore identity X (issuer
+    Y)`` for messages: the functionary's name when the layout gives one."""
     if d is not None and is_sigstore_key(d):
         kv = d.get("keyval") or {}
-        return f"sigstore identity {kv.get('identity')} (issuer {kv.get('issuer')})"
-    return f"key {keyid[:16]}"
+        what = f"sigstore identity {kv.get('identity')} (issuer {kv.get('issuer')})"
+    else:
+        what = f"key {keyid[:16]}"
+    return f"{name} ({what})" if name else what
 
 
 def load_functionary_key(spec: str, *, default_issuer: str = GITHUB_ISSUER) -> Key:
@@ -219,22 +271,34 @@ def parse_functionaries(specs: Iterable[str]) -> list[tuple[str, str]]:
 def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, Key]], *,
                expires: datetime | None = None, now: datetime | None = None,
                thresholds: Mapping[str, int] | None = None,
-               readme: str | None = None) -> dict[str, Any]:
+               readme: str | None = None,
+               names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A layout document from a template, with each step's functionary keys filled in.
 
     Every step must end up with at least ``threshold`` keys; in-toto's own validation runs
-    on the result.
+    on the result. The same key material given twice (under another key id, in another
+    encoding) is one functionary: it is listed once. ``names`` (keyid -> functionary name)
+    go into the extension's ``functionaries`` so that refusals name people, not key ids.
     """
     doc = copy.deepcopy(dict(template))
     steps = {s["name"]: s for s in doc.get("steps") or []}
     keys: dict[str, Any] = dict(doc.get("keys") or {})
+    by_identity = {key_identity(d): kid for kid, d in keys.items() if isinstance(d, Mapping)}
+    ext = doc.setdefault(EXTENSION, {})
+    known = dict(ext.get("functionaries") or {}) if isinstance(ext, dict) else {}
     for step, key in functionaries:
         if step not in steps:
             raise UsageError(f"the template has no step {step!r}",
                              hint="its steps: " + ", ".join(steps))
-        keys[key.keyid] = key_dict(key)
-        if key.keyid not in steps[step]["pubkeys"]:
-            steps[step]["pubkeys"].append(key.keyid)
+        d = key_dict(key)
+        kid = by_identity.setdefault(key_identity(d), key.keyid)
+        keys.setdefault(kid, d if kid == key.keyid else keys[kid])
+        if names and names.get(key.keyid):
+            known.setdefault(kid, names[key.keyid])
+        if kid not in steps[step]["pubkeys"]:
+            steps[step]["pubkeys"].append(kid)
+    if known and isinstance(ext, dict):
+        ext["functionaries"] = known
     for step, n in (thresholds or {}).items():
         if step not in steps:
             raise UsageError(f"threshold for unknown step {step!r}")
@@ -247,6 +311,9 @@ def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, K
                 hint=f"add --functionary {s['name']}=KEY")
     doc["keys"] = keys
     now = now or datetime.now(UTC)
+    if expires is not None and expires <= now:
+        raise UsageError(f"the layout would expire at {iso(expires)}, which is not in the "
+                         "future", hint="give a positive validity, e.g. --expires 90d")
     doc["expires"] = iso(expires or now + DEFAULT_VALIDITY)
     if readme is not None:
         doc["readme"] = readme
@@ -284,12 +351,24 @@ def sign_layout(doc_or_signed: Mapping[str, Any], signer: Signer) -> dict[str, A
     from modelseal.attest.signers import signer_description
 
     if "payload" in doc_or_signed:
-        env = Envelope.from_dict(copy.deepcopy(dict(doc_or_signed)))
-        to_in_toto(json.loads(env.payload))
+        try:
+            env = Envelope.from_dict(copy.deepcopy(dict(doc_or_signed)))
+            doc = json.loads(env.payload)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"the layout envelope cannot be read: {e or type(e).__name__}"
+                             ) from e
     else:
         doc = payload_of(doc_or_signed) if "signed" in doc_or_signed else dict(doc_or_signed)
-        to_in_toto(doc)
         env = Envelope(payload=_canonical(doc), payload_type=PAYLOAD_TYPE, signatures={})
+    if not isinstance(doc, dict):
+        raise InputError("the layout is not a JSON object")
+    to_in_toto(doc)
+    # what ``layout check`` rejects is never signed: a signature is the owner's approval
+    errors = [f for f in check_layout(doc).findings if f.level == "error"]
+    if errors:
+        raise UsageError("the layout has errors and was not signed: "
+                         + "; ".join(f"[{f.code}] {f.message}" for f in errors),
+                         hint="run `modelseal layout check` and fix them")
     try:
         env.sign(signer)
     except Exception as e:
@@ -363,6 +442,38 @@ class TrustedLayout:
     def separation_of_duties(self) -> list[tuple[str, str]]:
         return _pairs(self.extension.get("separation_of_duties"))
 
+    def return_values(self, step: str) -> tuple[int, ...]:
+        """Return values of a link's command that count as the step done (default 0)."""
+        rv = self.extension.get("return_values")
+        vals = rv.get(step) if isinstance(rv, dict) else None
+        if isinstance(vals, list) and vals and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            return tuple(vals)
+        return (0,)
+
+    @property
+    def identities(self) -> dict[str, str]:
+        """keyid -> key identity (``key_identity``) for every key of the layout."""
+        return {str(k): key_identity(d) for k, d in (self.layout.keys or {}).items()}
+
+    def step_identities(self, step: str) -> set[str]:
+        """The identities (key material) authorized for ``step``."""
+        ids = self.identities
+        for s in self.layout.steps:
+            if s.name == step:
+                return {ids.get(str(k), f"unknown:{k}") for k in s.pubkeys}
+        return set()
+
+    def describe(self) -> dict[str, str]:
+        """identity -> how to name it for people: the functionary's name and key id."""
+        names = functionary_names(self.doc)
+        out: dict[str, str] = {}
+        keys = self.layout.keys or {}
+        # a named key id first, so that a name given to one spelling of a key is used
+        for kid in sorted(keys, key=lambda k: (k not in names, k)):
+            out.setdefault(key_identity(keys[kid]), describe_key(kid, keys[kid], names.get(kid)))
+        return out
+
 
 def _pairs(raw: Any) -> list[tuple[str, str]]:
     out = []
@@ -370,6 +481,21 @@ def _pairs(raw: Any) -> list[tuple[str, str]]:
         if isinstance(p, (list, tuple)) and len(p) == 2:
             out.append((str(p[0]), str(p[1])))
     return out
+
+
+def unsigned_reason(raw: Any) -> str | None:
+    """Why ``raw`` is not a signed layout (no envelope, no signature), or None."""
+    if not isinstance(raw, dict):
+        return "the layout file is not a JSON object"
+    if raw.get("_type") == "layout":
+        return ("the layout is not signed (a bare layout document): sign it with "
+                "`modelseal layout sign`")
+    if "payload" not in raw and "signed" not in raw:
+        return "the file is neither a DSSE envelope nor a Metablock"
+    sigs = raw.get("signatures")
+    if not isinstance(sigs, list) or not sigs:
+        return "the layout carries no signature"
+    return None
 
 
 def verify_layout(data: bytes, keys: Mapping[str, Key]) -> TrustedLayout:
@@ -387,10 +513,17 @@ def verify_layout(data: bytes, keys: Mapping[str, Key]) -> TrustedLayout:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     try:
         raw = json.loads(data)
+    except ValueError as e:
+        raise VerificationError(f"the layout is not JSON: {e}") from e
+    why = unsigned_reason(raw)
+    if why:
+        raise VerificationError(f"layout signature: {why}", reasons=[f"layout signature: {why}"])
+    try:
         metadata = Metadata.from_dict(copy.deepcopy(raw))
     except (ValueError, InvalidMetadata, FormatError, KeyError, TypeError) as e:
-        raise VerificationError(f"the layout is not signed in-toto metadata (DSSE envelope or "
-                                f"Metablock): {e or type(e).__name__}") from e
+        why = (f"the layout is not signed in-toto metadata (DSSE envelope or Metablock): "
+               f"{str(e) or type(e).__name__}")
+        raise VerificationError(why, reasons=[why]) from e
     if not keys:
         raise VerificationError("no key is trusted to sign the layout",
                                 hint="list the layout owner's public keys in the policy")
@@ -520,23 +653,63 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
     except InputError:
         add(Finding("error", "invalid-expires", f"expires {exp_raw!r} is not a date"))
 
+    # keys: one functionary per key material (key_identity), whatever the key ids say
+    ident = {str(kid): key_identity(d) for kid, d in keys.items() if isinstance(d, Mapping)}
+    names = functionary_names(doc)
+    by_material: dict[str, list[str]] = {}
+    for kid, mat in ident.items():
+        by_material.setdefault(mat, []).append(kid)
+    for kids in sorted(by_material.values()):
+        if len(kids) > 1:
+            add(Finding("error", "duplicate-key",
+                        "the same key material is listed under "
+                        f"{len(kids)} key ids ({', '.join(k[:16] for k in sorted(kids))}): it "
+                        "is one functionary, and counts once towards thresholds and "
+                        "separation of duties; list it once"))
+    named: dict[str, set[str]] = {}
+    for kid, n in names.items():
+        named.setdefault(n, set()).add(ident.get(kid, kid))
+    for n, ids in sorted(named.items()):
+        if len(ids) > 1:
+            add(Finding("warning", "ambiguous-name",
+                        f"{len(ids)} different keys are all named {n!r}"))
+
+    def material(kids: Iterable[Any]) -> set[str]:
+        return {ident.get(str(k), str(k)) for k in kids}
+
     # thresholds and keys
     for s in steps:
         name = str(s.get("name"))
         pubkeys = list(s.get("pubkeys") or [])
         threshold = s.get("threshold", 1)
-        if not isinstance(threshold, int) or threshold < 1:
+        distinct = len(material(pubkeys))
+        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             add(Finding("error", "bad-threshold", f"step {name}: threshold {threshold!r} "
                         "must be a positive integer", name))
-        elif threshold > len(set(pubkeys)):
+        elif threshold > distinct:
             add(Finding("error", "threshold-above-keys",
-                        f"step {name}: threshold {threshold} but only {len(set(pubkeys))} "
+                        f"step {name}: threshold {threshold} but only {distinct} distinct "
                         "functionary key(s): the step can never pass", name))
         for kid in pubkeys:
             if kid not in keys:
                 add(Finding("error", "unknown-key",
                             f"step {name}: key {str(kid)[:16]} is not in the layout's keys",
                             name))
+    step_names = {str(s.get("name")) for s in steps}
+    rv = ext.get("return_values")
+    if rv is not None:
+        if not isinstance(rv, dict) or not all(
+                isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool)
+                                                  for x in v) for v in rv.values()):
+            add(Finding("error", "bad-return-values", "modelseal.return_values maps a step "
+                        "to the list of return values that count as done, e.g. {\"test\": [0]}"))
+        else:
+            for st in sorted(set(map(str, rv)) - step_names):
+                add(Finding("error", "unknown-step", f"return values for step {st}, which "
+                            "the layout does not have", st))
+    fin = ext.get("final_step")
+    if fin is not None and str(fin) not in step_names:
+        add(Finding("error", "unknown-step", f"final step {fin}: the layout has no such step"))
 
     # separation of duties
     pairs = list(dict.fromkeys([*_pairs(ext.get("separation_of_duties")), *separate]))
@@ -544,14 +717,17 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
     for a, b in pairs:
         if a not in by_name or b not in by_name:
             missing = a if a not in by_name else b
-            add(Finding("warning", "unknown-step",
+            # a rule about a step that does not exist would hold vacuously: an error
+            add(Finding("error", "unknown-step",
                         f"separation of duties {a}/{b}: the layout has no step {missing}"))
             continue
-        shared = set(by_name[a].get("pubkeys") or []) & set(by_name[b].get("pubkeys") or [])
-        for kid in sorted(shared):
+        shared = (material(by_name[a].get("pubkeys") or [])
+                  & material(by_name[b].get("pubkeys") or []))
+        for mat in sorted(shared):
+            kid = sorted(by_material.get(mat, [mat]))[0]
             add(Finding("error", "separation-of-duties",
-                        f"{describe_key(kid, keys.get(kid))} may sign both {a} and {b}, "
-                        "which must be done by different people", a))
+                        f"{describe_key(kid, keys.get(kid), names.get(kid))} may sign both "
+                        f"{a} and {b}, which must be done by different people", a))
 
     # products nothing consumes
     final = ext.get("final_step") or (str(steps[-1].get("name")) if steps else None)

@@ -66,15 +66,20 @@ def layout_new(template: str, functionaries: tuple[str, ...], thresholds: tuple[
         tpl = load_template(template)
         ext = tpl.get(EXTENSION) if isinstance(tpl.get(EXTENSION), dict) else {}
         issuer = str((ext or {}).get("default_issuer") or GITHUB_ISSUER)
-        pairs = [(step, load_functionary_key(spec, default_issuer=issuer))
-                 for step, spec in parse_functionaries(functionaries)]
+        pairs: list[tuple[str, Any]] = []
+        names: dict[str, str] = {}
+        for step, spec in parse_functionaries(functionaries):
+            key = load_functionary_key(spec, default_issuer=issuer)
+            pairs.append((step, key))
+            if Path(spec).is_file():  # the key file's name names the functionary
+                names.setdefault(key.keyid, Path(spec).name.split(".")[0])
         th: dict[str, int] = {}
         for t in thresholds:
             step, sep, n = t.partition("=")
             if not sep or not n.isdigit():
                 raise UsageError(f"threshold {t!r}: write STEP=N")
             th[step] = int(n)
-        doc = new_layout(tpl, pairs, thresholds=th,
+        doc = new_layout(tpl, pairs, thresholds=th, names=names,
                          expires=datetime.now(UTC) + parse_duration(expires))
         _write_json(doc, output)
         if output not in (None, "-"):
@@ -148,10 +153,23 @@ def layout_check(layout_file: str, separate: tuple[str, ...], soon: str,
 def layout_push(layout_file: str, ref: str, **kw: Any) -> None:
     """Publish a signed layout as an OCI artifact; prints the reference to pin in a policy."""
     with errors_to_exit():
+        from modelseal.errors import UsageError
+        from modelseal.layout import check_layout, payload_of, read_layout_file, unsigned_reason
         from modelseal.verify.pipeline import push_layout
 
+        data = Path(layout_file).read_bytes()
+        raw = read_layout_file(layout_file)
+        why = unsigned_reason(raw)
+        if why:  # a deployer pins what is pushed: publish only what could ever verify
+            raise UsageError(f"{layout_file}: {why}; not pushed",
+                             hint="sign it first: modelseal layout sign FILE --key KEY")
+        errors = [f for f in check_layout(payload_of(raw)).findings if f.level == "error"]
+        if errors:
+            raise UsageError(f"{layout_file} has errors and was not pushed: "
+                             + "; ".join(f"[{f.code}] {f.message}" for f in errors),
+                             hint="run `modelseal layout check`")
         r, store = open_ref(ref, store_kwargs(kw))
-        digest = push_layout(store, Path(layout_file).read_bytes(), r.tag)
+        digest = push_layout(store, data, r.tag)
         click.echo(f"{r.base}@{digest}")
 
 
@@ -218,8 +236,10 @@ def verify(ref: str, policy_file: str, vsa_signer: str | None, attach: bool,
         r, store = open_ref(ref, opts)
         result = verify_model(store, r, policy, registry_options=opts)
         if signer is not None:
-            if attach:
-                attach_vsa(store, r, result, policy, signer)
+            if attach and attach_vsa(store, r, result, policy, signer) is None:
+                result.warnings.append("the verification summary was not attached: a refused "
+                                       "model gets no VSA next to it (use --vsa-output to keep "
+                                       "the FAILED summary)")
             if vsa_output:
                 from modelseal.attest.bundle import sign_statement
 

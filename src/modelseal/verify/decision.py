@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,6 @@ from modelseal.layout import (
     SLSA_PROVENANCE_PREDICATE,
     TrustedLayout,
     check_layout,
-    describe_key,
     is_sigstore_key,
     iso,
     key_from_dict,
@@ -49,6 +48,8 @@ from modelseal.verify.policy import (
     DistinctSigners,
     Facts,
     Requirement,
+    check_policy_steps,
+    not_passed,
 )
 from modelseal.verify.result import (
     Ignored,
@@ -109,28 +110,45 @@ def provenance_to_link(step: str, st: Mapping[str, Any]) -> Link:
                 byproducts={}, command=[], environment={})
 
 
-def _signed_time(st: Mapping[str, Any], bundle_raw: Mapping[str, Any] | None,
-                 keyless: bool) -> datetime | None:
-    """A time covered by a signature: the predicate's own timestamps, or (keyless) the
-    transparency log's integrated time."""
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a signed time may be: clocks of signers and verifiers differ by a
+little, never by more (docs/threat-model.md). A later time is refused, not believed: it would
+keep an attestation young for ever."""
+
+_TIME_FIELDS = ("finishedOn", "startedOn", "timeVerified", "scannedAt", "timestamp", "time")
+
+
+def _signed_times(st: Mapping[str, Any], bundle_raw: Mapping[str, Any] | None,
+                  keyless: bool) -> tuple[datetime | None, list[tuple[str, datetime]]]:
+    """(the time the evidence was made, every signed time it carries as (field, time)).
+
+    Signed means covered by the signature: the predicate's own timestamps (provenance
+    ``runDetails.metadata``, ``timeVerified``, ``scannedAt``...), or (keyless) the
+    transparency log's integrated time. The registry's ``created`` annotation is not."""
+    found: list[tuple[str, datetime]] = []
     pred = st.get("predicate")
     if isinstance(pred, Mapping):
-        meta = ((pred.get("runDetails") or {}).get("metadata") or {}) if isinstance(
-            pred.get("runDetails"), Mapping) else {}
-        for v in (meta.get("finishedOn") if isinstance(meta, Mapping) else None,
-                  pred.get("timeVerified"), pred.get("scannedAt"), pred.get("timestamp"),
-                  pred.get("time")):
-            if isinstance(v, str):
-                try:
-                    return parse_time(v)
-                except InputError:
-                    continue
+        rd = pred.get("runDetails")
+        meta = rd.get("metadata") if isinstance(rd, Mapping) else None
+        places: list[Mapping[str, Any]] = [pred]
+        if isinstance(meta, Mapping):
+            places.insert(0, meta)
+        for place in places:
+            for f in _TIME_FIELDS:
+                v = place.get(f)
+                if isinstance(v, str):
+                    try:
+                        found.append((f, parse_time(v)))
+                    except InputError:
+                        continue
     if keyless and bundle_raw is not None:
-        for e in (bundle_raw.get("verificationMaterial") or {}).get("tlogEntries") or []:
+        vm = bundle_raw.get("verificationMaterial")
+        for e in (vm.get("tlogEntries") if isinstance(vm, Mapping) else None) or []:
             t = e.get("integratedTime") if isinstance(e, Mapping) else None
-            if t and str(t).isdigit() and int(t) > 0:
-                return datetime.fromtimestamp(int(t), UTC)
-    return None
+            if t and str(t).isdigit() and 0 < int(t) < 2**40:
+                found.append(("integratedTime", datetime.fromtimestamp(int(t), UTC)))
+    made = next((t for f, t in found if f == "finishedOn"), found[0][1] if found else None)
+    return made, found
 
 
 def _artifact_diff(a: Link, b: Link) -> str:
@@ -167,18 +185,23 @@ def decide(
             res.refuse(r, rule="layout signature")
         return res
     res.layout_digest = tl.digest
+    # a policy naming a step the layout lacks is a bad policy (exit 2), never a check
+    # silently turned off
+    check_policy_steps(requirement, final_step, [str(s.name) for s in tl.layout.steps])
     _check_layout_itself(tl, res, now)
     if res.refusals and not tl.layout.steps:
         return res
 
     # 3. bundles
-    atts, unauthorized = _verify_bundles(tl, evidence, trusted_root, res)
+    atts, unauthorized = _verify_bundles(tl, evidence, trusted_root, res, now)
 
     # 4.-6. steps
     facts = Facts(manifest_digest=model.digest, files=model.hexes(), now=now,
                   attestations=atts,
-                  step_keys={s.name: list(s.pubkeys) for s in tl.layout.steps},
-                  key_names={k: describe_key(k, d) for k, d in tl.layout.keys.items()})
+                  step_keys={s.name: sorted(tl.step_identities(s.name))
+                             for s in tl.layout.steps},
+                  key_names=tl.describe(),
+                  return_values={s.name: tl.return_values(s.name) for s in tl.layout.steps})
     chain = _steps(tl, atts, unauthorized, facts, res)
 
     # 7. final products
@@ -226,20 +249,40 @@ def _check_layout_itself(tl: TrustedLayout, res: VerificationResult, now: dateti
             res.warnings.append(f"layout check: {f.message}")
 
 
+def _set_aside(att: str, ptype: str | None, claimed: Sequence[str], msg: str, rule: str,
+               res: VerificationResult, unauthorized: dict[str, list[Refusal]]) -> None:
+    """An attestation that counts for nothing: ignored, and named for each step it claims
+    (shown when that step then lacks its threshold)."""
+    why = f"attestation {att[:19]} was refused: {msg}"
+    for step in claimed:
+        if step:
+            why = f"attestation {att[:19]} for step {step} was refused: {msg}"
+            unauthorized.setdefault(step, []).append(Refusal(
+                why, step=step, rule=rule, attestation=att))
+    res.ignored.append(Ignored(att, why, ptype))
+
+
 def _verify_bundles(tl: TrustedLayout, evidence: Sequence[Evidence], trusted_root: Any,
-                    res: VerificationResult) -> tuple[list[Attestation], dict[str, list[Refusal]]]:
-    """Verify every bundle against the layout's keys; (verified, refusals per claimed step)."""
+                    res: VerificationResult, now: datetime
+                    ) -> tuple[list[Attestation], dict[str, list[Refusal]]]:
+    """Verify every bundle against the layout's keys; (verified, refusals per claimed step).
+
+    Who signed is the key material that verified (``key_identity``): a bundle's unsigned
+    hint, or which of two key ids spelling one key verified, changes nothing. Keyless
+    bundles are checked against ``trusted_root`` only: without one they are refused, never
+    checked against a default."""
     from modelseal.attest.bundle import KeylessIdentity, parse_bundle, verify_bundle
 
     keyed: dict[str, Key] = {}
-    keyless: dict[KeylessIdentity, str] = {}
+    keyless: dict[KeylessIdentity, str] = {}  # -> identity
+    ids = tl.identities
     for kid, d in tl.layout.keys.items():
         if is_sigstore_key(d):
             kv = d.get("keyval") or {}
-            keyless[KeylessIdentity(str(kv.get("identity")), str(kv.get("issuer")))] = kid
+            keyless[KeylessIdentity(str(kv.get("identity")), str(kv.get("issuer")))] = ids[kid]
         else:
             keyed[kid] = key_from_dict(kid, d)
-    names = {k: describe_key(k, d) for k, d in tl.layout.keys.items()}
+    names = tl.describe()
     atts: list[Attestation] = []
     unauthorized: dict[str, list[Refusal]] = {}
     seen: set[str] = set()
@@ -254,38 +297,57 @@ def _verify_bundles(tl: TrustedLayout, evidence: Sequence[Evidence], trusted_roo
             ptype, raw = pb.predicate_type, pb.raw
             st = pb.statement or {}
             if ptype == LINK_PREDICATE:
-                claimed = [str((st.get("predicate") or {}).get("name") or "")]
+                pred = st.get("predicate")
+                claimed = [str((pred if isinstance(pred, Mapping) else {}).get("name") or "")]
             elif ptype:
                 claimed = [s.name for s in tl.layout.steps if ptype in tl.step_predicates(s.name)]
-            claimed_by = pb.signer_hint
+            hint = pb.signer_hint
         except InputError as e:
             res.ignored.append(Ignored(ev.id, f"not a Sigstore bundle: {e}"))
+            continue
+
+        if pb.keyless and trusted_root is None:
+            _set_aside(ev.id, ptype, claimed, "it is signed keylessly and the verifier was "
+                       "given no Sigstore trusted root (the policy's trusted_root)",
+                       "trusted root", res, unauthorized)
             continue
         try:
             vs = verify_bundle(ev.bundle, keys=keyed, keyless=list(keyless),
                                trusted_root=trusted_root)
         except VerificationError as e:
-            for step in claimed or [""]:
-                why = (f"attestation {ev.id[:19]}" + (f" for step {step}" if step else "")
-                       + f" was refused: {e.message}")
-                if step:
-                    unauthorized.setdefault(step, []).append(Refusal(
-                        why, step=step, rule="signature", key=claimed_by, attestation=ev.id))
-            res.ignored.append(Ignored(ev.id, why, ptype))
+            # the hint is unsigned: it may be named, never trusted as the signer
+            _set_aside(ev.id, ptype, claimed,
+                       e.message + (f" (it claims signer {hint[:40]}, unverified)"
+                                    if hint and hint not in e.message else ""),
+                       "signature", res, unauthorized)
             continue
         if vs.keyid is not None:
             kid = vs.keyid
+            who = ids[kid]
         else:
-            kid = keyless[KeylessIdentity(str(vs.identity), str(vs.issuer))]
-        t = _signed_time(vs.statement, raw, vs.keyid is None)
-        signed = t is not None
+            who = keyless[KeylessIdentity(str(vs.identity), str(vs.issuer))]
+            kid = next(k for k, i in ids.items() if i == who)
+        made, times = _signed_times(vs.statement, raw, vs.keyid is None)
+        future = [(f, t) for f, t in times if t > now + CLOCK_SKEW]
+        if future:
+            f, ft = future[0]
+            why = (f"attestation {ev.id[:19]} by {names.get(who, who)} has a signed time in "
+                   f"the future ({f} {iso(ft)}, more than {CLOCK_SKEW} after {iso(now)}): "
+                   "refused, not believed")
+            res.ignored.append(Ignored(ev.id, why, ptype))
+            res.refusals.append(Refusal(
+                why, rule="signed time", key=who, attestation=ev.id,
+                step=claimed[0] if len(claimed) == 1 and claimed[0] else None))
+            continue
+        signed = made is not None
+        t = made
         if t is None and ev.created:
             try:
-                t = parse_time(ev.created)
+                t = parse_time(ev.created)  # a hint for people, never for a decision
             except InputError:
                 t = None
         atts.append(Attestation(ev.id, vs.predicate_type, vs.statement, kid,
-                                names.get(kid, kid), t, signed))
+                                names.get(who, who), t, signed, who))
     return atts, unauthorized
 
 
@@ -325,16 +387,28 @@ def _steps(tl: TrustedLayout, atts: list[Attestation], unauthorized: dict[str, l
             res.ignored.append(Ignored(att.id, f"malformed link: {e}", att.predicate_type))
             continue
         for name, link in targets:
-            if att.keyid not in steps[name].pubkeys:
+            who = att.who
+            if who not in facts.step_keys.get(name, []):
                 unauthorized.setdefault(name, []).append(Refusal(
                     f"attestation {att.id[:19]} for step {name} is signed by "
                     f"{att.signer}, which the layout does not authorize for {name}",
-                    step=name, rule="authorized functionaries", key=att.keyid,
+                    step=name, rule="authorized functionaries", key=who,
                     attestation=att.id))
                 res.ignored.append(Ignored(att.id, f"{att.signer} is not a functionary of step "
                                            f"{name}", att.predicate_type))
                 continue
-            prev = chain[name].get(att.keyid)
+            failed = (not_passed(att.predicate_type, att.statement, tl.return_values(name))
+                      if att.predicate_type == LINK_PREDICATE else None)
+            if failed:
+                # a failed run is no evidence that the step was done; a retry that passed
+                # counts (docs/threat-model.md, "retries")
+                why = (f"attestation {att.id[:19]} for step {name} by {att.signer} does not "
+                       f"count: {failed}")
+                unauthorized.setdefault(name, []).append(Refusal(
+                    why, step=name, rule="return value", key=who, attestation=att.id))
+                res.ignored.append(Ignored(att.id, why, att.predicate_type))
+                continue
+            prev = chain[name].get(who)
             if prev is not None and att.predicate_type != LINK_PREDICATE:
                 res.ignored.append(Ignored(att.id, f"{att.signer} also signed a link for step "
                                            f"{name}; the link counts", att.predicate_type))
@@ -342,24 +416,28 @@ def _steps(tl: TrustedLayout, atts: list[Attestation], unauthorized: dict[str, l
             if prev is not None and (prev.materials != link.materials
                                      or prev.products != link.products):
                 res.refuse(f"step {name}: {att.signer} signed two attestations with different "
-                           f"artifacts ({_artifact_diff(prev, link)} differs)",
-                           step=name, rule="one link per functionary", key=att.keyid,
-                           attestation=att.id)
+                           f"artifacts ({_artifact_diff(prev, link)} differs): contradicting "
+                           "evidence; delete the stale one", step=name,
+                           rule="one link per functionary", key=who, attestation=att.id)
                 bad_steps.add(name)
                 continue
-            chain[name][att.keyid] = link
+            # the same key material's identical report counts once (a retry, or one key
+            # listed under two key ids)
+            chain[name][who] = link
             step_atts[name].append(att)
 
     for name, s in steps.items():
-        out = StepOutcome(name, int(s.threshold), keyids=sorted(chain[name]),
-                          signers=[facts.name(k) for k in sorted(chain[name])],
-                          attestations=[a.id for a in step_atts[name]])
+        counted = sorted(chain[name])
+        by_id = {a.who: a.keyid for a in step_atts[name]}
+        out = StepOutcome(name, int(s.threshold), keyids=[by_id.get(i, i) for i in counted],
+                          signers=[facts.name(k) for k in counted],
+                          attestations=[a.id for a in step_atts[name]], identities=counted)
         res.steps.append(out)
         n = len(chain[name])
         if n < s.threshold:
             bad_steps.add(name)
             others = unauthorized.get(name, [])
-            allowed = ", ".join(facts.name(k) for k in s.pubkeys) or "nobody"
+            allowed = ", ".join(facts.name(k) for k in facts.step_keys.get(name, [])) or "nobody"
             if n == 0 and not others:
                 res.refuse(f"step {name}: no attestation found (the step is missing; it needs "
                            f"{s.threshold} signature(s) by {allowed})",

@@ -103,9 +103,21 @@ def load_layout_bytes(policy: Policy, registry_options: Mapping[str, Any] | None
 # verify
 
 
-def _needs_sigstore(evidence: list[Evidence]) -> bool:
-    return any(b'"certificate"' in e.bundle or b'"x509CertificateChain"' in e.bundle
-               for e in evidence)
+def trust_root_for(layout_bytes: bytes, policy: Policy) -> Any:
+    """The policy's pinned Sigstore trusted root when the layout has keyless functionaries,
+    else None. Decided by the layout (as its signature will be checked), never by sniffing
+    attestation bytes: the decision is given its trust material and picks no default."""
+    from modelseal.attest.bundle import load_trusted_root
+    from modelseal.layout import is_sigstore_key, payload_of
+
+    try:
+        keys = payload_of(json.loads(layout_bytes)).get("keys")
+    except (ValueError, InputError, AttributeError):
+        return None  # not a layout: the decision refuses it
+    if isinstance(keys, dict) and any(isinstance(d, dict) and is_sigstore_key(d)
+                                      for d in keys.values()):
+        return load_trusted_root(policy.trusted_root)
+    return None
 
 
 def relevant_predicate_types(layout_bytes: bytes, policy: Policy) -> set[str] | None:
@@ -176,7 +188,6 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
                        workers: int = 16) -> tuple[VerificationResult, ModelManifest]:
     """Verify the model at ``ref``; the result and the manifest that was judged (pull exactly
     that manifest, by digest, so nothing changes between verifying and pulling)."""
-    from modelseal.attest.bundle import load_trusted_root
     from modelseal.attestations import ANN_PREDICATE_TYPE
     from modelseal.transfer import fetch_model_manifest
 
@@ -189,7 +200,7 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
     evidence, missing, skipped = fetch_evidence(
         store, digest, workers=workers,
         predicate_types=relevant_predicate_types(layout_bytes, policy))
-    root = load_trusted_root(policy.trusted_root) if _needs_sigstore(evidence) else None
+    root = trust_root_for(layout_bytes, policy)
     result = decide(layout_bytes, policy.layout_keys, ModelView(manifest.digest, manifest.files),
                     evidence, trusted_root=root, requirement=policy.requirement(),
                     final_step=policy.final_step, now=now, layout_source=layout_source,
@@ -264,10 +275,17 @@ def vsa_statement(result: VerificationResult, ref: Ref, policy: Policy) -> dict[
 
 
 def attach_vsa(store: Store, ref: Ref, result: VerificationResult, policy: Policy,
-               signer: Signer) -> str:
-    """Sign the VSA and attach it to the verified manifest; the referrer's digest."""
+               signer: Signer) -> str | None:
+    """Sign the VSA and attach it to the verified manifest; the referrer's digest.
+
+    A refusal is not attached (None): a FAILED summary next to the model would be one more
+    attestation of the VSA type for a policy, or another tool, to mistake for a pass. Write
+    it to a file (``vsa_statement`` + ``sign_statement``) to keep a record."""
     from modelseal.attest.bundle import sign_statement
     from modelseal.attestations import attach_bundle, subject_of
+
+    if not result.verified:
+        return None
 
     bundle = sign_statement(vsa_statement(result, ref, policy), signer)
     subject = subject_of(store, result.subject)

@@ -40,6 +40,7 @@ BOM_PREDICATE = "https://cyclonedx.org/bom"
 SAFETY_PREDICATE = "https://modelseal.dev/attestation/model-safety/v1"
 LIFECYCLE_PREDICATE = "https://modelseal.dev/attestation/lifecycle/v1"
 VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
+TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 
 POLICY_KEYS = ("version", "layout", "layout_keys", "trusted_root", "final_step",
                "required_predicates", "distinct_signers", "max_attestation_age",
@@ -57,10 +58,16 @@ class Attestation:
     id: str  # referrer manifest digest (or bundle digest)
     predicate_type: str
     statement: Mapping[str, Any] = field(repr=False)
-    keyid: str
-    signer: str  # for people: "key 1a2b..." or "sigstore identity ..."
+    keyid: str  # the layout key id that verified (one spelling of the key: not its identity)
+    signer: str  # for people: "trainer (key 1a2b...)" or "sigstore identity ..."
     time: datetime | None = None
     time_signed: bool = False  # True when the time comes from signed data
+    identity: str = ""  # the key material (layout.key_identity): what is counted
+
+    @property
+    def who(self) -> str:
+        """The signer's identity: what thresholds and separation of duties count."""
+        return self.identity or self.keyid
 
     @property
     def subjects(self) -> list[tuple[str, str]]:
@@ -76,25 +83,86 @@ class Attestation:
         return p if isinstance(p, Mapping) else {}
 
 
+def not_passed(predicate_type: str, statement: Mapping[str, Any],
+               return_values: Sequence[int] = (0,)) -> str | None:
+    """Why this evidence does not say it passed, or None when it does (or has no notion of
+    passing, like a BOM or a provenance). The one place that reads verdicts:
+
+    - a link: its command's ``byproducts.return-value`` must be one the layout accepts
+      (default 0); a link without one (``in-toto-record``) ran no command to fail;
+    - a test result: ``result`` PASSED, no failed tests, and every declared threshold holds
+      for the metrics it carries;
+    - a VSA: ``verificationResult`` PASSED;
+    - a model-safety scan: ``result`` PASSED (ModelSafety also reads its findings).
+    """
+    from modelseal.layout import LINK_PREDICATE
+
+    pred = statement.get("predicate")
+    pred = pred if isinstance(pred, Mapping) else {}
+    if predicate_type == LINK_PREDICATE:
+        by = pred.get("byproducts")
+        rv = by.get("return-value") if isinstance(by, Mapping) else None
+        if rv is None:
+            return None
+        if isinstance(rv, bool) or not isinstance(rv, int) or rv not in return_values:
+            return (f"its command exited with return value {rv!r}, not "
+                    + " or ".join(map(str, return_values)))
+        return None
+    if predicate_type == TEST_RESULT_PREDICATE:
+        if pred.get("result") != "PASSED":
+            return f"its result is {pred.get('result')!r}, not PASSED"
+        if pred.get("failedTests"):
+            return f"it lists failed tests ({', '.join(map(str, pred['failedTests']))[:200]})"
+        return _thresholds_missed(pred)
+    if predicate_type == VSA_PREDICATE:
+        if pred.get("verificationResult") != "PASSED":
+            return f"its verificationResult is {pred.get('verificationResult')!r}, not PASSED"
+        return None
+    if predicate_type == SAFETY_PREDICATE and "result" in pred and pred["result"] != "PASSED":
+        return f"its result is {pred.get('result')!r}, not PASSED"
+    return None
+
+
+def _thresholds_missed(pred: Mapping[str, Any]) -> str | None:
+    """Re-check a test result's declared thresholds against its own metrics."""
+    from modelseal.attest.statement import Threshold, evaluate
+
+    raw, metrics = pred.get("thresholds"), pred.get("metrics")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not isinstance(metrics, Mapping):
+        return "its thresholds or metrics cannot be read"
+    try:
+        ts = [Threshold(str(t["metric"]), str(t["op"]), float(t["value"])) for t in raw]
+        failed = evaluate(metrics, ts)[1]
+    except (KeyError, TypeError, ValueError):
+        return "its thresholds cannot be read"
+    return f"its metrics miss thresholds: {', '.join(failed)}" if failed else None
+
+
 @dataclass
 class Facts:
-    """What is established once signatures, thresholds and rules were checked."""
+    """What is established once signatures, thresholds and rules were checked. Signers are
+    key identities (``layout.key_identity``), never key ids."""
 
     manifest_digest: str
     files: Mapping[str, str]  # model filepath -> sha256 hex
     now: datetime
     attestations: list[Attestation] = field(default_factory=list)
-    step_signers: dict[str, list[str]] = field(default_factory=dict)  # counted keyids
+    step_signers: dict[str, list[str]] = field(default_factory=dict)  # counted identities
     step_attestations: dict[str, list[Attestation]] = field(default_factory=dict)
-    step_keys: dict[str, list[str]] = field(default_factory=dict)  # layout pubkeys
-    key_names: dict[str, str] = field(default_factory=dict)
+    step_keys: dict[str, list[str]] = field(default_factory=dict)  # authorized identities
+    key_names: dict[str, str] = field(default_factory=dict)  # identity -> for people
+    return_values: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    def name(self, keyid: str) -> str:
-        return self.key_names.get(keyid, f"key {keyid[:16]}")
+    def name(self, identity: str) -> str:
+        return self.key_names.get(identity, f"key {identity.partition(':')[2][:16] or identity}")
 
     def binding(self, att: Attestation) -> str | None:
-        """None when every subject of ``att`` is this model (a file or the manifest);
-        otherwise why not (an attestation copied from another model)."""
+        """None when ``att`` is about this model: every subject is a file of it or its
+        manifest, and together they cover it (the manifest digest, or every file). Otherwise
+        why not: copied from another model, or about a part of it only (an evaluation of v1
+        is no evaluation of a v2 that adds a file)."""
         subjects = att.subjects
         if not subjects:
             return "it has no sha256 subject"
@@ -104,7 +172,22 @@ class Facts:
             if d != manifest_hex and d not in digests:
                 return (f"its subject {name or '(unnamed)'} sha256:{d[:16]}... is neither a "
                         f"file of this model nor its manifest {self.manifest_digest[:23]}...")
+        covered = {d for _, d in subjects}
+        if manifest_hex in covered:
+            return None
+        missing = sorted(p for p, d in self.files.items() if d not in covered)
+        if missing:
+            return (f"it does not cover the whole model: {', '.join(missing[:5])}"
+                    + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                    + " not among its subjects")
         return None
+
+    def uncovered(self, att: Attestation) -> str | None:
+        """The first model file ``att`` does not cover (for a refusal's artifact)."""
+        covered = {d for _, d in att.subjects}
+        if self.manifest_digest.partition(":")[2] in covered:
+            return None
+        return next((p for p, d in sorted(self.files.items()) if d not in covered), None)
 
 
 class Requirement(Protocol):
@@ -118,33 +201,59 @@ class Requirement(Protocol):
 
 def _candidates(facts: Facts, predicate_type: str, step: str | None,
                 what: str) -> tuple[list[Attestation], list[Refusal]]:
-    """Attestations of a type, bound to this model and signed by an allowed key; and why the
-    others do not count."""
+    """Every attestation of a type that covers this model and is signed by an allowed key
+    (a functionary of ``step``, or any layout key); and why the others do not count.
+
+    All covering candidates are returned: choosing among them is the requirement's job, and
+    ``settle`` is how: a candidate that did not pass is a refusal even next to one that did
+    (contradicting evidence is never a choice)."""
     good, why = [], []
     allowed = set(facts.step_keys.get(step, [])) if step else None
     for att in facts.attestations:
         if att.predicate_type != predicate_type:
             continue
-        if allowed is not None and att.keyid not in allowed:
+        if allowed is not None and att.who not in allowed:
             why.append(Refusal(f"{what}: attestation {att.id[:19]} is signed by "
-                               f"{facts.name(att.keyid)}, not by a functionary of step {step}",
-                               step=step, rule=what, key=att.keyid, attestation=att.id))
+                               f"{facts.name(att.who)}, not by a functionary of step {step}",
+                               step=step, rule=what, key=att.who, attestation=att.id))
             continue
         unbound = facts.binding(att)
         if unbound:
             why.append(Refusal(f"{what}: attestation {att.id[:19]} is not about this model: "
-                               f"{unbound} (copied from another model?)",
-                               step=step, rule=what, attestation=att.id,
-                               artifact=att.subjects[0][0] if att.subjects else None))
+                               f"{unbound}", step=step, rule=what, attestation=att.id,
+                               key=att.who, artifact=facts.uncovered(att) or (
+                                   att.subjects[0][0] if att.subjects else None)))
             continue
         good.append(att)
     return good, why
 
 
+def settle(what: str, facts: Facts, good: Sequence[Attestation], why: Sequence[Refusal],
+           step: str | None = None,
+           verdict: Callable[[Attestation], str | None] | None = None) -> list[Refusal]:
+    """The refusals of a requirement over its candidates: none when at least one candidate
+    counts and every candidate passed (``verdict``: why one did not, default ``not_passed``).
+    A failed candidate is a refusal whatever else passed; no candidate is a refusal (nothing
+    passes vacuously)."""
+    judge = verdict or (lambda a: not_passed(a.predicate_type, a.statement))
+    failed = [(a, w) for a in good if (w := judge(a))]
+    if failed:
+        ok = len(good) - len(failed)
+        return [Refusal(f"{what}: attestation {a.id[:19]} by {facts.name(a.who)} does not say "
+                        f"it passed: {w}"
+                        + (f" (contradicting {ok} that did: evidence is not chosen)" if ok
+                           else ""), step=step, rule=what, key=a.who, attestation=a.id)
+                for a, w in failed]
+    if good:
+        return []
+    return list(why) or [Refusal(f"{what}: no attestation of this type signed by a layout "
+                                 "functionary is attached to the model", step=step, rule=what)]
+
+
 @dataclass(frozen=True)
 class RequiredPredicate:
-    """At least one attestation of ``predicate_type`` about this model, signed by a key of the
-    layout (of ``step``'s functionaries when given)."""
+    """Attestations of ``predicate_type`` about this model, signed by a key of the layout
+    (of ``step``'s functionaries when given): at least one, and every one passed."""
 
     predicate_type: str
     step: str | None = None
@@ -156,17 +265,13 @@ class RequiredPredicate:
 
     def check(self, facts: Facts) -> list[Refusal]:
         good, why = _candidates(facts, self.predicate_type, self.step, self.name)
-        if good:
-            return []
-        if why:
-            return why
-        return [Refusal(f"{self.name}: no attestation of this type signed by a layout "
-                        "functionary is attached to the model", step=self.step, rule=self.name)]
+        return settle(self.name, facts, good, why, self.step)
 
 
 @dataclass(frozen=True)
 class DistinctSigners:
-    """No key counted for step ``a`` may be counted for step ``b`` (separation of duties)."""
+    """No key material counted for step ``a`` may be counted for step ``b`` (separation of
+    duties). Both steps must have counted signers: an unproven separation is no separation."""
 
     a: str
     b: str
@@ -175,16 +280,25 @@ class DistinctSigners:
     def name(self) -> str:
         return f"distinct signers {self.a}/{self.b}"
 
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return (self.a, self.b)
+
     def check(self, facts: Facts) -> list[Refusal]:
+        out = [Refusal(f"{self.name}: step {s} has no counted signer, so separation of duties "
+                       "cannot be shown", step=s, rule=self.name)
+               for s in (self.a, self.b) if not facts.step_signers.get(s)]
         shared = set(facts.step_signers.get(self.a, [])) & set(facts.step_signers.get(self.b, []))
-        return [Refusal(f"{self.name}: {facts.name(k)} signed both {self.a} and {self.b}, "
-                        "which the policy requires to be done by different people",
-                        step=self.b, rule=self.name, key=k) for k in sorted(shared)]
+        return out + [Refusal(f"{self.name}: {facts.name(k)} signed both {self.a} and {self.b}, "
+                              "which the policy requires to be done by different people",
+                              step=self.b, rule=self.name, key=k) for k in sorted(shared)]
 
 
 @dataclass(frozen=True)
 class MaxAge:
-    """Every attestation that counted (steps and required predicates) is younger than this."""
+    """Every attestation that counted (steps and required predicates) was signed at a time
+    younger than this. Only signed times count: a registry's ``created`` annotation is a
+    hint, and an attestation without a signed time has no age to trust."""
 
     max_age: timedelta
     counted: Callable[[Facts], list[Attestation]] | None = None
@@ -197,29 +311,63 @@ class MaxAge:
         atts = {a.id: a for step in facts.step_attestations.values() for a in step}
         if self.counted is not None:
             atts.update({a.id: a for a in self.counted(facts)})
+        if not atts:
+            return [Refusal(f"{self.name}: no attestation counted, so there is no age to "
+                            "judge", rule=self.name)]
         out = []
         for att in atts.values():
             step = next((s for s, lst in facts.step_attestations.items() if att in lst), None)
-            if att.time is None:
-                out.append(Refusal(f"{self.name}: attestation {att.id[:19]} has no time to "
-                                   "judge its age by", step=step, rule=self.name,
-                                   attestation=att.id))
+            where = f" for step {step}" if step else ""
+            if att.time is None or not att.time_signed:
+                hint = (f" (the registry says {att.time.isoformat()}, which is not signed)"
+                        if att.time is not None else "")
+                out.append(Refusal(f"{self.name}: attestation {att.id[:19]}{where} carries no "
+                                   f"signed time to judge its age by{hint}", step=step,
+                                   rule=self.name, attestation=att.id, key=att.who))
             elif facts.now - att.time > self.max_age:
-                src = "signed" if att.time_signed else "recorded"
                 out.append(Refusal(
-                    f"{self.name}: attestation {att.id[:19]}"
-                    + (f" for step {step}" if step else "")
-                    + f" was {src} at {att.time.isoformat()}, older than {self.max_age}",
-                    step=step, rule=self.name, attestation=att.id, key=att.keyid))
+                    f"{self.name}: attestation {att.id[:19]}{where} was signed at "
+                    f"{att.time.isoformat()}, older than {self.max_age}",
+                    step=step, rule=self.name, attestation=att.id, key=att.who))
         return out
+
+
+StageOf = Callable[[Facts, Sequence[Attestation]], tuple[str | None, list[Refusal]]]
+
+
+def latest_signed_stage(facts: Facts, records: Sequence[Attestation]
+                        ) -> tuple[str | None, list[Refusal]]:
+    """The default reading of lifecycle records: the stage of the newest record by signed
+    time. Records without a signed time cannot be ordered (a registry could reorder them)
+    and records at the same time that disagree contradict each other: both are refusals."""
+    rule = "required stage"
+    unsigned = [a for a in records if a.time is None or not a.time_signed]
+    if unsigned:
+        return None, [Refusal(f"{rule}: lifecycle attestation {a.id[:19]} carries no signed "
+                              "time, so it cannot be ordered", rule=rule, attestation=a.id,
+                              key=a.who) for a in unsigned]
+    if not records:
+        return None, []
+    newest = max(a.time for a in records if a.time is not None)
+    top = [a for a in records if a.time == newest]
+    stages = {str(a.predicate.get("stage")) for a in top}
+    if len(stages) > 1:
+        return None, [Refusal(f"{rule}: lifecycle attestations signed at the same time "
+                              f"disagree ({', '.join(sorted(stages))})", rule=rule,
+                              attestation=a.id, key=a.who) for a in top]
+    stage = top[0].predicate.get("stage")
+    return (stage if isinstance(stage, str) else None), []
 
 
 @dataclass(frozen=True)
 class RequiredStage:
-    """The latest lifecycle attestation about this model puts it in ``stage``."""
+    """The model's current lifecycle stage, read from lifecycle attestations about it, is
+    ``stage``. ``stage_of`` reads the records (default ``latest_signed_stage``): the hook
+    for lifecycle semantics. No record, or no stage, is a refusal."""
 
     stage: str
     step: str | None = None
+    stage_of: StageOf | None = None
 
     @property
     def name(self) -> str:
@@ -231,13 +379,45 @@ class RequiredStage:
             return why or [Refusal(f"{self.name}: no lifecycle attestation "
                                    f"({LIFECYCLE_PREDICATE}) signed by a layout functionary",
                                    rule=self.name, step=self.step)]
-        latest = max(good, key=lambda a: (a.time is not None, a.time or facts.now))
-        stage = latest.predicate.get("stage")
+        stage, refusals = (self.stage_of or latest_signed_stage)(facts, good)
+        if refusals:
+            return refusals
         if stage != self.stage:
-            return [Refusal(f"{self.name}: the model's latest lifecycle stage is {stage!r} "
-                            f"(attestation {latest.id[:19]} by {facts.name(latest.keyid)})",
-                            rule=self.name, key=latest.keyid, attestation=latest.id)]
+            return [Refusal(f"{self.name}: the model's current lifecycle stage is {stage!r}",
+                            rule=self.name, step=self.step)]
         return []
+
+
+def named_steps(req: Requirement) -> list[tuple[str, str]]:
+    """(step, requirement name) for every step a requirement names, to check against the
+    layout: a misspelt step must be a bad policy, never a check silently turned off."""
+    if isinstance(req, AllOf):
+        return [x for r in req.requirements for x in named_steps(r)]
+    steps = getattr(req, "steps", None)
+    if steps is None:
+        one = getattr(req, "step", None)
+        steps = (one,) if one else ()
+    return [(str(s), req.name) for s in steps if s]
+
+
+def check_policy_steps(req: Requirement | None, final_step: str | None,
+                       layout_steps: Sequence[str], source: str = "policy") -> None:
+    """Raise UsageError (exit 2) naming every step the policy names and the layout lacks."""
+    have = set(layout_steps)
+    named = named_steps(req) if req is not None else []
+    if final_step:
+        named.append((final_step, "final_step"))
+    bad = [(s, where) for s, where in named if s not in have]
+    if bad:
+        import difflib
+
+        def near(s: str) -> str:
+            m = difflib.get_close_matches(s, sorted(have), n=1)
+            return f" (did you mean {m[0]!r}?)" if m else ""
+
+        raise UsageError(f"{source} names step(s) the layout does not have: "
+                         + "; ".join(f"{s!r} in {where}{near(s)}" for s, where in bad),
+                         hint="the layout's steps: " + ", ".join(layout_steps))
 
 
 def _default_unsafe_findings() -> Callable[..., list[str]]:
@@ -364,7 +544,7 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
                    source: str = "policy",
                    load_key: Callable[[str], Key] | None = None) -> Policy:
     """A Policy from parsed YAML. Relative paths are relative to ``base_dir``."""
-    from modelseal.layout import load_functionary_key
+    from modelseal.layout import key_dict, key_identity, load_functionary_key
 
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: a policy is a YAML mapping")
@@ -398,8 +578,9 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
             reqs.append(RequiredPredicate(item))
         elif isinstance(item, Mapping):
             _unknown(item, ("type", "step"), f"{source}: required_predicates entry")
+            step = item.get("step")
             reqs.append(RequiredPredicate(_str(item.get("type"), f"{source}: type"),
-                                          item.get("step")))
+                                          None if step is None else _str(step, f"{source}: step")))
         else:
             raise UsageError(f"{source}: required_predicates entries are URIs or "
                              "{type, step} mappings")
@@ -409,6 +590,9 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
                 and all(isinstance(x, str) for x in pair)):
             raise UsageError(f"{source}: distinct_signers entries are [STEP, STEP] pairs, "
                              f"got {pair!r}")
+        if pair[0] == pair[1]:
+            raise UsageError(f"{source}: distinct_signers [{pair[0]}, {pair[1]}] names one step "
+                             "twice")
         pairs.append((pair[0], pair[1]))
         reqs.append(DistinctSigners(pair[0], pair[1]))
     stage = data.get("required_stage")
@@ -416,8 +600,10 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         reqs.append(RequiredStage(stage))
     elif isinstance(stage, Mapping):
         _unknown(stage, ("stage", "step"), f"{source}: required_stage")
+        sstep = stage.get("step")
         reqs.append(RequiredStage(_str(stage.get("stage"), f"{source}: required_stage.stage"),
-                                  stage.get("step")))
+                                  None if sstep is None
+                                  else _str(sstep, f"{source}: required_stage.step")))
     elif stage is not None:
         raise UsageError(f"{source}: required_stage is a stage name or {{stage, step}}")
     safety = data.get("model_safety")
@@ -449,12 +635,19 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         raise UsageError(f"{source}: layout_keys must list at least one public key")
     loader = load_key or load_functionary_key
     keys: dict[str, Key] = {}
+    seen: dict[str, str] = {}  # key identity -> the entry that gave it
     for spec in raw_keys:
         s = _str(spec, f"{source}: layout_keys entry")
         if s.startswith("sigstore:"):
             raise UsageError(f"{source}: layout_keys {s!r}: keyless layout signatures are not "
                              "supported; sign the layout with a key (file, HSM or KMS)")
         k = loader(s if ":" in s and not Path(path(s)).exists() else path(s))
+        ident = key_identity(key_dict(k))
+        if ident in seen:
+            # two entries, one key: "every listed key signed" would count one signer twice
+            raise UsageError(f"{source}: layout_keys {seen[ident]!r} and {s!r} are the same "
+                             "key (same key material); list each layout owner once")
+        seen[ident] = s
         keys[k.keyid] = k
     return Policy(layout, keys, trusted_root, final_step, reqs, source, pairs)
 

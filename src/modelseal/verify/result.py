@@ -17,7 +17,7 @@ class Refusal:
     step: str | None = None
     rule: str | None = None
     artifact: str | None = None
-    key: str | None = None
+    key: str | None = None  # the key's identity (key material, ``layout.key_identity``)
     attestation: str | None = None  # referrer (or bundle) digest
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,13 +37,15 @@ class StepOutcome:
     name: str
     threshold: int
     passed: bool = False
-    signers: list[str] = field(default_factory=list)  # descriptions of the counted signers
-    keyids: list[str] = field(default_factory=list)
+    signers: list[str] = field(default_factory=list)  # functionaries counted, for people
+    keyids: list[str] = field(default_factory=list)  # a layout key id per counted signer
     attestations: list[str] = field(default_factory=list)
+    identities: list[str] = field(default_factory=list)  # key material counted (key_identity)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "threshold": self.threshold, "passed": self.passed,
                 "signers": list(self.signers), "keyids": list(self.keyids),
+                "identities": list(self.identities),
                 "attestations": list(self.attestations)}
 
 
