@@ -381,7 +381,9 @@ class RequiredStage:
                                    rule=self.name, step=self.step)]
         stage, refusals = (self.stage_of or latest_signed_stage)(facts, good)
         if refusals:
-            return refusals
+            from dataclasses import replace
+
+            return [replace(x, rule=self.name, step=self.step) for x in refusals]
         if stage != self.stage:
             return [Refusal(f"{self.name}: the model's current lifecycle stage is {stage!r}",
                             rule=self.name, step=self.step)]
