@@ -429,9 +429,16 @@ def test_registry_created_annotation_proves_no_age(world: World, tmp_path: Path)
     for d in _step_referrers(w, "train"):
         store.hide(d)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    att = store.add(w.p.digest, w.p.bundles["train"], created=now)
+    store.add(w.p.digest, w.p.bundles["train"], created=now)
     r = run(w, tmp_path, store, max_attestation_age="30d")
-    find(r, rule="max attestation age 30 days, 0:00:00", step="train", attestation=att)
+    find(r, rule="max attestation age 30 days, 0:00:00", step=None)
+    # a signed time 60 days old is judged, however fresh the registry says it is
+    old = (datetime.now(UTC) - timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    st = about_model(w, TEST_RESULT_PREDICATE, {"result": "PASSED", "timeVerified": old})
+    att = store.add(w.p.digest, sign_statement(st, signer_of(w, "evaluator")), created=now)
+    r = run(w, tmp_path, store, max_attestation_age="30d",
+            required_predicates=[{"type": TEST_RESULT_PREDICATE, "step": "evaluate"}])
+    find(r, rule="max attestation age 30 days, 0:00:00", attestation=att)
 
 
 # ---- 4. evidence about another model ----------------------------------------------------
@@ -467,8 +474,10 @@ def test_passing_evidence_does_not_cancel_failing_evidence(world: World, tmp_pat
     store.add(w.p.digest, sign_statement(
         about_model(w, TEST_RESULT_PREDICATE, {"result": "PASSED"}), signer_of(w, "evaluator")))
     r = run(w, tmp_path, store, required_predicates=[TEST_RESULT_PREDICATE])
-    x = find(r, attestation=bad, key=ident(w, "evaluator"))
-    assert len(r.refusals) == 1 and x.rule == f"required predicate {TEST_RESULT_PREDICATE}"
+    rule = f"required predicate {TEST_RESULT_PREDICATE}"
+    find(r, attestation=bad, key=ident(w, "evaluator"), rule=rule)
+    assert {x.rule for x in r.refusals} == {rule}
+    assert {x.attestation for x in r.refusals} == {bad, None}  # and the contradiction named
 
 
 # ---- 10. the trust root is given, never sniffed -----------------------------------------

@@ -98,13 +98,13 @@ def test_required_stage(tmp_path: Path, registry: RegistryServer) -> None:
 
 def test_max_attestation_age_needs_signed_times(tmp_path: Path,
                                                registry: RegistryServer) -> None:
-    """Keyed links carry no signed time: the registry's created annotation is a hint that
-    anyone who can write to the registry sets, so it proves no age."""
+    """Keyed links carry no signed time, and the registry's created annotation (which
+    anyone who can write to the registry sets) proves no age: nothing to judge is refused."""
     p = honest_pipeline(tmp_path, registry.host)
     policy = load_policy(p.policy(max_attestation_age="7d"))
     r = verify_model(p.store, p.ref, policy)
-    assert {(x.rule, x.step) for x in r.refusals} == {
-        ("max attestation age 7 days, 0:00:00", s) for s in STEPS}
+    assert [(x.rule, x.step) for x in r.refusals] == [("max attestation age 7 days, 0:00:00",
+                                                       None)]
 
 
 def test_max_attestation_age_judges_signed_times(tmp_path: Path,
@@ -118,11 +118,11 @@ def test_max_attestation_age_judges_signed_times(tmp_path: Path,
     pol = p.policy(max_attestation_age="7d",
                    required_predicates=[{"type": TEST_RESULT_PREDICATE, "step": "evaluate"}])
     r = verify_model(p.store, p.ref, load_policy(pol))
-    # the test result's signed time is judged; the links (no signed time) are refused
-    assert {x.step for x in r.refusals if x.attestation} == set(STEPS)
+    assert r.verified, [x.to_dict() for x in r.refusals]
+    assert any(w.startswith("max attestation age") for w in r.warnings)  # the timeless links
     r = verify_model(p.store, p.ref, load_policy(pol), now=when + timedelta(days=8))
-    assert any(x.rule == "max attestation age 7 days, 0:00:00" and x.step is None
-               and "older than" in x.message for x in r.refusals)
+    assert [(x.rule, x.step) for x in r.refusals] == [("max attestation age 7 days, 0:00:00",
+                                                       None)]
 
 
 def test_policy_unknown_keys_are_usage_errors(tmp_path: Path) -> None:

@@ -222,6 +222,9 @@ def decide(
             continue
         seen.add(req.name)
         out = req.check(facts)
+        notes = getattr(req, "notes", None)
+        if callable(notes):
+            res.warnings.extend(notes(facts))
         res.requirements.append(RequirementOutcome(
             req.name, not out, "; ".join(x.message for x in out) if out else "ok"))
         res.refusals.extend(out)

@@ -228,24 +228,37 @@ def _candidates(facts: Facts, predicate_type: str, step: str | None,
     return good, why
 
 
+Verdict = Callable[["Attestation"], "str | list[Refusal] | None"]
+
+
 def settle(what: str, facts: Facts, good: Sequence[Attestation], why: Sequence[Refusal],
-           step: str | None = None,
-           verdict: Callable[[Attestation], str | None] | None = None) -> list[Refusal]:
-    """The refusals of a requirement over its candidates: none when at least one candidate
-    counts and every candidate passed (``verdict``: why one did not, default ``not_passed``).
-    A failed candidate is a refusal whatever else passed; no candidate is a refusal (nothing
-    passes vacuously)."""
+           step: str | None = None, verdict: Verdict | None = None) -> list[Refusal]:
+    """The refusals of a requirement over its candidates (from ``_candidates``): none when at
+    least one candidate counts and every candidate passed. ``verdict`` says why one did not
+    (a reason, or the refusals themselves, e.g. one per unsafe file), default ``not_passed``.
+
+    A failed candidate is a refusal whatever else passed: a PASSED report by one functionary
+    never cancels another's FAILED one. No candidate is a refusal: nothing passes vacuously."""
     judge = verdict or (lambda a: not_passed(a.predicate_type, a.statement))
-    failed = [(a, w) for a in good if (w := judge(a))]
-    if failed:
-        ok = len(good) - len(failed)
-        return [Refusal(f"{what}: attestation {a.id[:19]} by {facts.name(a.who)} does not say "
-                        f"it passed: {w}"
-                        + (f" (contradicting {ok} that did: evidence is not chosen)" if ok
-                           else ""), step=step, rule=what, key=a.who, attestation=a.id)
-                for a, w in failed]
-    if good:
-        return []
+    out: list[Refusal] = []
+    failed = 0
+    for a in good:
+        w = judge(a)
+        if not w:
+            continue
+        failed += 1
+        if isinstance(w, str):
+            out.append(Refusal(f"{what}: attestation {a.id[:19]} by {facts.name(a.who)} does "
+                               f"not say it passed: {w}", step=step, rule=what, key=a.who,
+                               attestation=a.id))
+        else:
+            out.extend(w)
+    if out and failed < len(good):
+        out.append(Refusal(f"{what}: {len(good) - failed} attestation(s) passed and {failed} "
+                           "did not: contradicting evidence is refused, never chosen between",
+                           step=step, rule=what))
+    if out or good:
+        return out
     return list(why) or [Refusal(f"{what}: no attestation of this type signed by a layout "
                                  "functionary is attached to the model", step=step, rule=what)]
 
@@ -296,9 +309,11 @@ class DistinctSigners:
 
 @dataclass(frozen=True)
 class MaxAge:
-    """Every attestation that counted (steps and required predicates) was signed at a time
-    younger than this. Only signed times count: a registry's ``created`` annotation is a
-    hint, and an attestation without a signed time has no age to trust."""
+    """Every attestation that counted (steps and required predicates) and carries a signed
+    time was signed less than ``max_age`` ago, and at least one did (nothing passes
+    vacuously). Only signed times count: a registry's ``created`` annotation is a hint that
+    whoever writes to the registry sets. Counted attestations without a signed time (keyed
+    links) have no age to judge: ``notes`` names them."""
 
     max_age: timedelta
     counted: Callable[[Facts], list[Attestation]] | None = None
@@ -307,27 +322,36 @@ class MaxAge:
     def name(self) -> str:
         return f"max attestation age {self.max_age}"
 
-    def check(self, facts: Facts) -> list[Refusal]:
+    def _atts(self, facts: Facts) -> dict[str, Attestation]:
         atts = {a.id: a for step in facts.step_attestations.values() for a in step}
         if self.counted is not None:
             atts.update({a.id: a for a in self.counted(facts)})
-        if not atts:
-            return [Refusal(f"{self.name}: no attestation counted, so there is no age to "
-                            "judge", rule=self.name)]
+        return atts
+
+    def notes(self, facts: Facts) -> list[str]:
+        """Warnings: the counted attestations whose age cannot be judged."""
+        timeless = [a for a in self._atts(facts).values() if not a.time_signed]
+        if not timeless:
+            return []
+        return [f"{self.name}: {len(timeless)} counted attestation(s) carry no signed time "
+                "(keyed links have none; sign keylessly or require time-carrying predicates "
+                "to bound them): " + ", ".join(a.id[:19] for a in timeless[:5])]
+
+    def check(self, facts: Facts) -> list[Refusal]:
+        dated = [a for a in self._atts(facts).values() if a.time_signed and a.time is not None]
+        if not dated:
+            return [Refusal(f"{self.name}: no counted attestation carries a signed time, so "
+                            "there is no age to judge (the registry's created annotations are "
+                            "not signed)", rule=self.name)]
         out = []
-        for att in atts.values():
+        for att in dated:
+            assert att.time is not None
             step = next((s for s, lst in facts.step_attestations.items() if att in lst), None)
-            where = f" for step {step}" if step else ""
-            if att.time is None or not att.time_signed:
-                hint = (f" (the registry says {att.time.isoformat()}, which is not signed)"
-                        if att.time is not None else "")
-                out.append(Refusal(f"{self.name}: attestation {att.id[:19]}{where} carries no "
-                                   f"signed time to judge its age by{hint}", step=step,
-                                   rule=self.name, attestation=att.id, key=att.who))
-            elif facts.now - att.time > self.max_age:
+            if facts.now - att.time > self.max_age:
                 out.append(Refusal(
-                    f"{self.name}: attestation {att.id[:19]}{where} was signed at "
-                    f"{att.time.isoformat()}, older than {self.max_age}",
+                    f"{self.name}: attestation {att.id[:19]}"
+                    + (f" for step {step}" if step else "")
+                    + f" was signed at {att.time.isoformat()}, older than {self.max_age}",
                     step=step, rule=self.name, attestation=att.id, key=att.who))
         return out
 
