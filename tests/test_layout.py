@@ -209,3 +209,20 @@ def test_cli_layout_new_usage_errors(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["layout", "new", "--template", "ml-pipeline",
                                     "--functionary", "train"])
     assert res.exit_code == 2 and "STEP=KEY" in res.output
+
+
+def test_layout_new_lists_one_key_once_whatever_its_spelling(fs: dict[str, Any]) -> None:
+    """The trainer's key given again under another key id (a key file may claim any id) is
+    the same functionary: listed once, so it cannot count twice towards a threshold."""
+    from modelseal.layout import key_dict, key_from_dict, key_identity
+
+    trainer = fs["trainer"].public
+    d = key_dict(trainer)
+    alias = key_from_dict("ab" * 32, {k: v for k, v in d.items() if k != "keyid"})
+    pairs = [(s, fs[FUNCTIONARY[s]].public) for s in STEPS] + [("train", alias)]
+    doc = new_layout(load_template("ml-pipeline"), pairs)
+    train = next(s for s in doc["steps"] if s["name"] == "train")
+    assert train["pubkeys"] == [trainer.keyid] and "ab" * 32 not in doc["keys"]
+    assert key_identity(d) == key_identity(alias.to_dict())
+    with pytest.raises(UsageError):
+        new_layout(load_template("ml-pipeline"), pairs, thresholds={"train": 2})

@@ -656,6 +656,9 @@ def test_refusals_and_steps_name_functionaries(world: World, tmp_path: Path) -> 
     assert "approver" in x.message
     assert [s.signers[0].split(" ")[0] for s in r.steps if s.signers] == [
         FUNCTIONARY[s] for s in STEPS if s != "approve"]
+    res = CliRunner().invoke(main, ["verify", w.p.ref_text(), "--policy",
+                                    str(tmp_path / "policy.yaml")])
+    assert res.exit_code == 0 and all(n in res.output for n in FUNCTIONARY.values())
 
 
 def test_required_stage_is_not_decided_by_unsigned_or_tied_records(world: World,

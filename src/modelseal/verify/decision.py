@@ -6,16 +6,21 @@ In the order in-toto's ``in_toto_verify`` works (DESIGN.md section 3):
 
 1. the layout's signatures (``verify_metadata_signatures``: every trusted key signed);
 2. its expiry (``verify_layout_expiration``);
-3. every bundle's DSSE signature, keyed or keyless (Sigstore, offline, against the policy's
-   trusted root), with the layout's functionary keys; links by keys not authorized for their
-   step are set aside, as in-toto's ``verify_link_signature_thresholds`` does, and named;
-4. per step: ``threshold`` distinct authorized keys (Sigstore identities are keys too);
+3. every bundle's DSSE signature, keyed or keyless (Sigstore, offline, against the trusted
+   root the caller gives: never a default), with the layout's functionary keys; links by keys
+   not authorized for their step are set aside, as in-toto's
+   ``verify_link_signature_thresholds`` does, and named; links whose command failed are set
+   aside too; signed times beyond ``CLOCK_SKEW`` in the future are refused;
+4. per step: ``threshold`` distinct authorized keys, where a key is its key material
+   (``layout.key_identity``: Sigstore identities are keys too; key ids and bundle hints are
+   only spellings);
 5. ``verify_threshold_constraints``: the threshold signers report identical artifacts;
 6. ``reduce_chain_links`` and ``verify_all_item_rules``: the layout's artifact rules;
 7. the final products: the final step's products are exactly the manifest's (filepath,
    digest) pairs, so the weights are never downloaded to decide;
-8. the policy's requirements (required predicates bound to this model by their subjects,
-   distinct signers, age, stage, model safety).
+8. the policy's requirements (evidence that covers this model and says it passed, distinct
+   signers, age by signed times, stage, model safety); a policy naming a step the layout
+   lacks raises UsageError (exit 2) before anything is judged.
 
 Link Statements become ``in_toto.models.link.Link`` objects so that in-toto's own rule
 functions judge them; the rule semantics are in-toto's, not re-implemented here.
@@ -173,7 +178,12 @@ def decide(
     layout_source: str = "",
     ref: str = "",
 ) -> VerificationResult:
-    """Decide whether ``model`` may run. Never raises for a refusal: the result says why."""
+    """Decide whether ``model`` may run. Never raises for a refusal: the result says why.
+
+    The caller gives the trust material: the layout, the keys trusted to have signed it, and
+    the Sigstore ``trusted_root`` (needed when the layout has keyless functionaries; without
+    it their bundles are refused). Raises UsageError when ``requirement`` or ``final_step``
+    names a step the layout does not have (a bad policy, exit 2)."""
     now = now or datetime.now(UTC)
     res = VerificationResult(subject=model.digest, ref=ref, layout=layout_source,
                              verified_at=iso(now), attestations_seen=len(evidence))
@@ -181,7 +191,7 @@ def decide(
     try:
         tl = verify_layout(layout_bytes, layout_keys)
     except VerificationError as e:
-        for r in e.reasons:
+        for r in e.reasons or [e.message]:  # every refusal says why, never an empty reason
             res.refuse(r, rule="layout signature")
         return res
     res.layout_digest = tl.digest
