@@ -226,3 +226,36 @@ def test_layout_new_lists_one_key_once_whatever_its_spelling(fs: dict[str, Any])
     assert key_identity(d) == key_identity(alias.to_dict())
     with pytest.raises(UsageError):
         new_layout(load_template("ml-pipeline"), pairs, thresholds={"train": 2})
+
+
+def test_key_identity_is_the_key_material_not_its_encoding_or_id() -> None:
+    """ed25519 as raw hex and as PEM, EC as uncompressed and compressed point: one identity
+    each; a keyless identity is its issuer and subject; other material never merges."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from modelseal.layout import key_identity
+
+    ed = ed25519.Ed25519PrivateKey.generate().public_key()
+    raw = ed.public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw).hex()
+    pem = ed.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo).decode()
+    as_hex = {"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": raw}}
+    as_pem = {"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": pem}}
+    assert key_identity(as_hex) == key_identity(as_pem)
+    e = ec.generate_private_key(ec.SECP256R1()).public_key()
+    full = e.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo).decode()
+    point = e.public_bytes(ser.Encoding.X962, ser.PublicFormat.CompressedPoint)
+    der = bytes.fromhex("3039301306072a8648ce3d020106082a8648ce3d030107032200") + point
+    short = ("-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(der).decode()
+             + "\n-----END PUBLIC KEY-----\n")
+    a = {"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "keyval": {"public": full}}
+    b = {"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp384", "keyval": {"public": short}}
+    assert key_identity(a) == key_identity(b) != key_identity(as_pem)
+    ci = {"keytype": "sigstore-oidc", "scheme": "Fulcio",
+          "keyval": {"identity": "x@example.com", "issuer": "https://issuer.example"}}
+    assert key_identity(ci) == key_identity(copy.deepcopy(ci))
+    assert key_identity(ci) != key_identity({**ci, "keyval": {**ci["keyval"], "issuer": "o"}})
+    junk = {"keytype": "ecdsa", "scheme": "x", "keyval": {"public": "not a key"}}
+    assert key_identity(junk).startswith("unparsed:") and key_identity(junk) != key_identity(a)

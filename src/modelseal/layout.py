@@ -521,8 +521,9 @@ def verify_layout(data: bytes, keys: Mapping[str, Key]) -> TrustedLayout:
     try:
         metadata = Metadata.from_dict(copy.deepcopy(raw))
     except (ValueError, InvalidMetadata, FormatError, KeyError, TypeError) as e:
-        why = (f"the layout is not signed in-toto metadata (DSSE envelope or Metablock): "
-               f"{str(e) or type(e).__name__}")
+        why = ("the layout is not signed in-toto metadata (DSSE envelope or Metablock): "
+               + (str(e) or f"{type(e).__name__} (its payload type, payload or signatures "
+                  "are not what in-toto reads)"))
         raise VerificationError(why, reasons=[why]) from e
     if not keys:
         raise VerificationError("no key is trusted to sign the layout",
