@@ -682,3 +682,23 @@ def test_required_stage_is_not_decided_by_unsigned_or_tied_records(world: World,
             signer_of(w, "approver")))
     r = run(w, tmp_path, store, required_stage="production")
     assert {x.rule for x in r.refusals} == {rule} and len(r.refusals) == 2
+
+
+def test_swapped_referrer_content_counts_for_nothing_and_no_weight_is_fetched(
+        world: World, tmp_path: Path) -> None:
+    """The registry serves other bytes for the approve attestation: garbage, then another
+    step's (validly signed) link. Neither counts for approve; deciding reads no weights."""
+    w = world
+    store = MaliciousStore(w.p.store)
+    approve = [d for d in store.referrers(w.p.digest)
+               if d.digest in _step_referrers(w, "approve")]
+    store.swap(approve[0], b"\x00not a bundle")
+    r = run(w, tmp_path, store)
+    find(r, rule="threshold", step="approve")
+    assert approve[0].digest in {i.attestation for i in r.ignored}  # named, not a crash
+    store.swap(approve[0], w.p.bundles["evaluate"])  # a copy of another step's evidence
+    r = run(w, tmp_path, store)
+    find(r, rule="threshold", step="approve")
+    assert next(s for s in r.steps if s.name == "evaluate").passed
+    weights = {"sha256:" + d for d in w.files.values()}
+    assert not weights & {arg for _, arg in store.calls}
