@@ -36,6 +36,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
                "Create, sign and check in-toto layouts."),
     "verify": ("modelseal.commands.verify_cmds:verify",
                "Verify a model against a policy before rollout."),
+    "promote": ("modelseal.commands.lifecycle_cmds:promote", "Promote a model to a stage."),
+    "deprecate": ("modelseal.commands.lifecycle_cmds:deprecate", "Deprecate a model."),
+    "retire": ("modelseal.commands.lifecycle_cmds:retire", "Retire a model for good."),
+    "history": ("modelseal.commands.lifecycle_cmds:history", "A model's story in time order."),
 }
 
 
