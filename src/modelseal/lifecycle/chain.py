@@ -37,6 +37,7 @@ RULE_STAGE = "lifecycle stage"
 RULE_AGE = "lifecycle stage age"
 RULE_TIME = "lifecycle time"
 RULE_TAG = "lifecycle tag"
+INTEGRITY_RULES = (RULE_CHAIN, RULE_ROLLBACK, RULE_TIME)
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,9 @@ class LifecycleView:
         return None
 
     def state(self) -> ChainState | None:
-        """What a verifier should remember (only when nothing was refused)."""
-        if self.head is None or self.refusals:
+        """What a verifier should remember: the head of a chain whose integrity held (a
+        retired or stale model is refused, but its chain is still worth remembering)."""
+        if self.head is None or any(r.rule in INTEGRITY_RULES for r in self.refusals):
             return None
         return ChainState(self.head.record.sequence, self.head.digest,
                           self.head.record.stage, self.status or "active")

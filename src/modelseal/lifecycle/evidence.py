@@ -178,3 +178,22 @@ def verify_lifecycle_bundles(
         ignored.append(("", f"{len(evidence) - MAX_LIFECYCLE_BUNDLES} lifecycle bundles beyond "
                             f"the limit of {MAX_LIFECYCLE_BUNDLES} were not read"))
     return out, ignored
+
+
+def add_lifecycle_rules(doc: dict[str, Any],
+                        transitions: Mapping[str, tuple[Sequence[Any], int, Sequence[str]]]
+                        ) -> dict[str, Any]:
+    """Write the lifecycle section into an (unsigned) layout document: transition name ->
+    (securesystemslib public keys, threshold, steps to stay distinct from). The keys join the
+    layout's ``keys``; the layout owner signs the result as usual."""
+    from modelseal.layout import EXTENSION, key_dict
+
+    keys = doc.setdefault("keys", {})
+    section: dict[str, Any] = {}
+    for name, (pubs, threshold, distinct) in transitions.items():
+        for k in pubs:
+            keys[k.keyid] = key_dict(k)
+        section[name] = {"pubkeys": [k.keyid for k in pubs], "threshold": threshold,
+                         **({"distinct_from": list(distinct)} if distinct else {})}
+    doc.setdefault(EXTENSION, {})[LIFECYCLE_EXTENSION] = section
+    return doc

@@ -144,13 +144,14 @@ class LifecycleRequirement:
     # ---- after the decision ------------------------------------------------------------------
 
     def finish(self, result: VerificationResult, state: StateStore | None = None) -> None:
-        """Warnings into the result; remember the head when the model verified."""
+        """Warnings into the result; remember the chain's head when its integrity held
+        (also when the model is refused for its stage: a retirement seen is remembered)."""
         view = self.views.get(result.subject)
         if view is None:
             return
         result.warnings.extend(view.warnings)
         head = view.state()
-        if state is not None and result.verified and head is not None:
+        if state is not None and head is not None:
             state.save(result.subject, head)
 
 
