@@ -432,3 +432,15 @@ def test_lifecycle_commands_refuse_bad_input_without_traceback(
     assert res.exit_code == 2
     res = _cli("promote", p.ref_text(), "--stage", "staging", "--signer", key, "--tsa", "ftp:x")
     assert res.exit_code == 2
+
+
+def test_layout_without_lifecycle_section_uses_the_policy_step_or_nobody(
+        tmp_path: Path, registry: RegistryServer, tsa: TSAServer) -> None:
+    p = honest_pipeline(tmp_path, registry.host)
+    approver = p.functionaries[FUNCTIONARY["approve"]]
+    _transition(p, approver, "promote", "--stage", "production", tsa_url=tsa.url)
+    p.policy(required_stage="production")
+    r = _verify(p, None)  # the layout authorizes nobody to promote
+    assert not r.verified and [x.rule for x in r.refusals] == [RULE_STAGE]
+    p.policy(required_stage={"stage": "production", "step": "approve"})
+    assert _verify(p, None).verified

@@ -13,12 +13,16 @@ model verified, moves the remembered head forward.
 
 Policy keys (``compile_lifecycle``)::
 
-    required_stage: production        # or {stage: production}
+    required_stage: production        # or {stage: production, step: approve} (see below)
     stage_max_age: 30d                # the stage was affirmed (promoted) within this time
     deprecated: refuse                # warn (default) | refuse
     require_trusted_time: true        # ages only by TSA time (default false: say so, warn)
     trusted_tsa: [certs/tsa-ca.pem]   # TSA certificates whose timestamps count
     check_tag: true                   # default true: a tag must be the model's release tag
+
+Who may sign which transition comes from the layout's ``modelseal.lifecycle`` section. For a
+layout without one, ``required_stage: {step: S}`` lets any one functionary of step S sign
+every transition.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class LifecycleRequirement:
     known: dict[str, ChainState] = field(default_factory=dict)  # model digest -> head seen
     tag: str | None = None
     views: dict[str, LifecycleView] = field(default_factory=dict)  # outcome per model
+    step: str | None = None  # layouts without a lifecycle section: this step's keys, 1 of n
 
     @property
     def name(self) -> str:
@@ -95,6 +100,8 @@ class LifecycleRequirement:
             tl = verify_layout(layout_bytes, layout_keys)
             self.rules = rules_from_layout(tl)
             self.key_materials = layout_key_materials(tl)
+            if not self.rules.transitions and self.step:
+                self.rules = _rules_of_step(tl, self.step, self.key_materials, self.rules)
         except (VerificationError, InputError):
             self.rules = None  # the decision refuses the layout itself, with the reason
         if self.tsa_roots:
@@ -155,6 +162,21 @@ class LifecycleRequirement:
             state.save(result.subject, head)
 
 
+def _rules_of_step(tl: Any, step: str, materials: Mapping[str, str],
+                   base: LifecycleRules) -> LifecycleRules:
+    """``required_stage: {step: S}`` with a layout that has no lifecycle section: any one
+    functionary of step S may sign every transition (the pre-lifecycle-section behaviour)."""
+    from modelseal.lifecycle.chain import TransitionRule
+
+    keys = next((s.pubkeys for s in tl.layout.steps if s.name == step), None)
+    if not keys:
+        return base
+    signers = frozenset(materials[k] for k in keys if k in materials)
+    return LifecycleRules({n: TransitionRule(n, signers, 1)
+                           for n in ("promote:*", "deprecate", "retire", "correct")},
+                          base.names)
+
+
 def compile_lifecycle(data: Mapping[str, Any], *, source: str = "policy",
                       path: Callable[[str], str] = str) -> LifecycleRequirement | None:
     """The lifecycle requirement of a parsed policy (None when it asks for nothing)."""
@@ -164,10 +186,14 @@ def compile_lifecycle(data: Mapping[str, Any], *, source: str = "policy",
     if not any(k in data for k in LIFECYCLE_POLICY_KEYS):
         return None
     stage = data.get("required_stage")
+    step = None
     if isinstance(stage, Mapping):
         unknown = [k for k in stage if k not in ("stage", "step")]
         if unknown:
             raise UsageError(f"{source}: required_stage: unknown key {unknown[0]!r}")
+        step = stage.get("step")
+        if step is not None and (not isinstance(step, str) or not step):
+            raise UsageError(f"{source}: required_stage.step is a step name")
         stage = stage.get("stage")
     if stage is not None and (not isinstance(stage, str) or not stage):
         raise UsageError(f"{source}: required_stage is a stage name or {{stage: NAME}}")
@@ -192,4 +218,4 @@ def compile_lifecycle(data: Mapping[str, Any], *, source: str = "policy",
                             stage_max_age=parse_duration(age) if age is not None else None,
                             require_trusted_time=rtt)
     return LifecycleRequirement(opts, load_tsa_certificates([path(t) for t in tsa]),
-                                check_tag=check_tag)
+                                check_tag=check_tag, step=step)
