@@ -444,3 +444,21 @@ def test_layout_without_lifecycle_section_uses_the_policy_step_or_nobody(
     assert not r.verified and [x.rule for x in r.refusals] == [RULE_STAGE]
     p.policy(required_stage={"stage": "production", "step": "approve"})
     assert _verify(p, None).verified
+
+
+def test_promote_in_a_subprocess_takes_the_tsa_from_the_environment(
+        tmp_path: Path, registry: RegistryServer, tsa: TSAServer) -> None:
+    import os
+    import subprocess
+    import sys
+
+    p, rms = _lifecycle_pipeline(tmp_path, registry, tsa.ca_file)
+    env = {**os.environ, "MODELSEAL_TSA": tsa.url}
+    out = subprocess.run([sys.executable, "-m", "modelseal.cli", "promote", p.ref_text(),
+                          "--stage", "staging", "--signer",
+                          str(rms["rm1"].key_path.with_suffix(".key")), "--json"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["timestamped"] and doc["sequence"] == 1 and doc["tag"] == "v1"
+    assert tsa.requests == 1
