@@ -31,6 +31,7 @@ from modelseal.lifecycle.chain import (
     LifecycleOptions,
     LifecycleRules,
     SignedRecord,
+    TagRelease,
     TransitionRule,
     check_requirements,
     evaluate,
@@ -249,6 +250,25 @@ def test_tag_must_be_a_release_tag_of_the_model() -> None:
     assert [x.rule for x in moved.refusals] == [RULE_TAG]
 
 
+def test_tag_moved_back_to_an_earlier_release_is_refused(tmp_path: Path) -> None:
+    p = _rec(1, None, tag="prod")
+    sigs = [_sig(p, "rm1", T0), _sig(p, "rm2", T0)]
+    opts = LifecycleOptions(required_stage="production", tag="prod")
+    newer = TagRelease("sha256:" + "77" * 32, T0 + timedelta(days=3))
+    v = evaluate(sigs, RULES, model_digest=MODEL, now=NOW + timedelta(days=5), options=opts)
+    check_requirements(v, opts, NOW + timedelta(days=5), newer)
+    assert [x.rule for x in v.refusals] == [RULE_TAG]
+    older = TagRelease("sha256:" + "77" * 32, T0 - timedelta(days=3))
+    v = evaluate(sigs, RULES, model_digest=MODEL, now=NOW, options=opts)
+    check_requirements(v, opts, NOW, older)
+    assert not v.refusals and v.tag_release == TagRelease(MODEL, T0)
+    s = StateStore(tmp_path)
+    assert s.save_tag("reg/models/x", "prod", older)
+    assert s.save_tag("reg/models/x", "prod", TagRelease(MODEL, T0))
+    assert not s.save_tag("reg/models/x", "prod", older)  # never backwards
+    assert s.load_tag("reg/models/x", "prod") == TagRelease(MODEL, T0)
+
+
 def test_state_store_only_moves_forward(tmp_path: Path) -> None:
     s = StateStore(tmp_path)
     assert s.load(MODEL) is None
@@ -371,7 +391,9 @@ def test_verify_by_a_tag_the_model_was_not_released_under_is_refused(
     p, rms = _lifecycle_pipeline(tmp_path, registry, tsa.ca_file)
     for who in ("rm1", "rm2"):
         _transition(p, rms[who], "promote", "--stage", "production", tsa_url=tsa.url)
-    assert _verify(p, None).verified  # by tag v1, the release tag
+    state = StateStore(tmp_path / "state")
+    assert _verify(p, state).verified  # by tag v1, the release tag
+    assert state.load_tag(p.ref.base, "v1") is not None  # remembered for tag rollbacks
     raw, media_type, _ = p.store.get_manifest(p.digest)
     p.store.put_manifest(raw, media_type, "prod")
     r = _verify(p, None, ref=p.ref.with_tag("prod"))

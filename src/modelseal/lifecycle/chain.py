@@ -104,6 +104,23 @@ class ChainState:
 
 
 @dataclass(frozen=True)
+class TagRelease:
+    """The latest release under a tag that a verifier has seen: which model, and when."""
+
+    digest: str
+    time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "time": _fmt(self.time)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TagRelease:
+        from modelseal.layout import parse_time
+
+        return cls(str(d["digest"]), parse_time(str(d["time"])))
+
+
+@dataclass(frozen=True)
 class LifecycleOptions:
     """What the deployer's policy requires of the lifecycle."""
 
@@ -162,6 +179,7 @@ class LifecycleView:
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (evidence, why)
     refusals: list[Refusal] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tag_release: TagRelease | None = None  # this model's release under the verified tag
 
     @property
     def head(self) -> Transition | None:
@@ -350,8 +368,12 @@ def evaluate(
     return view
 
 
-def check_requirements(view: LifecycleView, options: LifecycleOptions, now: datetime) -> None:
-    """The deployer's requirements on a view: stage, deprecation, retirement, age, tag."""
+def check_requirements(view: LifecycleView, options: LifecycleOptions, now: datetime,
+                       known_tag: TagRelease | None = None) -> None:
+    """The deployer's requirements on a view: stage, deprecation, retirement, age, tag.
+
+    ``known_tag``: the latest release under ``options.tag`` this verifier has seen; a tag
+    moved back to an earlier release is refused."""
     head = view.head
     if head is None:
         if options.required_stage or options.stage_max_age:
@@ -394,7 +416,18 @@ def check_requirements(view: LifecycleView, options: LifecycleOptions, now: date
                                  "trusted TSA timestamp")
     if options.tag is not None and options.required_stage:
         released = [t for t in view.chain if t.record.action == "promote" and t.record.tag]
-        if not any(t.record.tag == options.tag for t in released):
+        mine = [t for t in released if t.record.tag == options.tag]
+        if not mine:
             tags = ", ".join(sorted({str(t.record.tag) for t in released})) or "none"
             view.refuse(f"tag {options.tag!r} points at {view.model_digest[:23]}..., which was "
                         f"never released under that tag (released as: {tags})", RULE_TAG)
+        elif mine[-1].time is not None:
+            at = mine[-1].time
+            view.tag_release = TagRelease(view.model_digest, at)
+            if known_tag is not None and known_tag.digest != view.model_digest \
+                    and known_tag.time > at:
+                view.refuse(f"tag {options.tag!r} was moved back: it points at "
+                            f"{view.model_digest[:23]}... (released {_fmt(at)}), but this "
+                            f"verifier saw {known_tag.digest[:23]}... released under it at "
+                            f"{_fmt(known_tag.time)}", RULE_TAG)
+                view.tag_release = None

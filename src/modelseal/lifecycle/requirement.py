@@ -39,6 +39,7 @@ from modelseal.lifecycle.chain import (
     LifecycleRules,
     LifecycleView,
     SignedRecord,
+    TagRelease,
     check_requirements,
     evaluate,
 )
@@ -74,6 +75,8 @@ class LifecycleRequirement:
     tag: str | None = None
     views: dict[str, LifecycleView] = field(default_factory=dict)  # outcome per model
     step: str | None = None  # layouts without a lifecycle section: this step's keys, 1 of n
+    repository: str | None = None
+    known_tag: TagRelease | None = None
 
     @property
     def name(self) -> str:
@@ -88,7 +91,8 @@ class LifecycleRequirement:
 
     def prepare(self, *, layout_bytes: bytes, layout_keys: Mapping[str, Key],
                 evidence: Sequence[Evidence], model_digest: str,
-                state: StateStore | None = None, tag: str | None = None) -> None:
+                state: StateStore | None = None, tag: str | None = None,
+                repository: str | None = None) -> None:
         """Bind the verified layout's rules, verify the evidence's TSA times, load the
         remembered head. A layout that does not verify binds nothing (check refuses)."""
         from modelseal.attest.tsa import verified_times_of_bundle
@@ -114,6 +118,9 @@ class LifecycleRequirement:
             if known is not None:
                 self.known[model_digest] = known
         self.tag = tag if self.check_tag else None
+        self.repository = repository
+        if state is not None and self.tag and repository:
+            self.known_tag = state.load_tag(repository, self.tag)
 
     # ---- the requirement -------------------------------------------------------------------
 
@@ -144,7 +151,7 @@ class LifecycleRequirement:
                         options=opts, known=self.known.get(facts.manifest_digest),
                         step_signers=step_signers)
         view.ignored[:0] = skipped
-        check_requirements(view, opts, facts.now)
+        check_requirements(view, opts, facts.now, self.known_tag)
         self.views[facts.manifest_digest] = view
         return [replace(r, message=f"{self.name}: {r.message}") for r in view.refusals]
 
@@ -160,6 +167,9 @@ class LifecycleRequirement:
         head = view.state()
         if state is not None and head is not None:
             state.save(result.subject, head)
+        if state is not None and result.verified and view.tag_release is not None \
+                and self.tag and self.repository:
+            state.save_tag(self.repository, self.tag, view.tag_release)
 
 
 def _rules_of_step(tl: Any, step: str, materials: Mapping[str, str],

@@ -464,7 +464,7 @@ def verify_with_lifecycle(store: Store, ref: Ref, policy: Policy,
     if lifecycle is not None:
         lifecycle.prepare(layout_bytes=layout_bytes, layout_keys=policy.layout_keys,
                           evidence=evidence, model_digest=digest, state=state,
-                          tag=None if ref.digest else ref.tag)
+                          tag=None if ref.digest else ref.tag, repository=ref.base)
         reqs.append(lifecycle)
     needs_root = any(b'"certificate"' in e.bundle for e in evidence)
     result = decide(layout_bytes, policy.layout_keys, ModelView(manifest.digest, manifest.files),
