@@ -77,6 +77,7 @@ def test_predicate_round_trips_and_matches_its_schema() -> None:
     {"action": "resurrect"}, {"stage": "Prod!"}, {"sequence": 0}, {"sequence": True},
     {"previous": None},  # sequence 2 must name its predecessor
     {"model": {"name": "x", "digest": "sha256:short"}}, {"stage": "retired"},
+    {"time": "yesterday"},
 ])
 def test_malformed_lifecycle_records_are_refused(change: dict[str, Any]) -> None:
     d = {**_rec(2, "sha256:" + "cd" * 32).to_dict(), **change}
@@ -198,6 +199,21 @@ def test_stale_stage_needs_reaffirmation() -> None:
     fresh = _view([_sig(p, "rm1", T0), _sig(p, "rm2", T0), _sig(again, "rm1", t2),
                    _sig(again, "rm3", t2)], options=opts, now=T0 + timedelta(days=31))
     assert not fresh.refusals and fresh.head is not None and fresh.head.time_source == "rfc3161"
+
+
+def test_restamping_an_old_promotion_does_not_make_it_fresh() -> None:
+    """Anyone can have an old signature timestamped anew: a timestamp is an upper bound."""
+    p = _rec(1, None, t=T0)
+    late = T0 + timedelta(days=31)
+    opts = LifecycleOptions(required_stage="production", stage_max_age=timedelta(days=30))
+    v = _view([_sig(p, "rm1", late), _sig(p, "rm2", late)], options=opts, now=late)
+    assert [x.rule for x in v.refusals] == [RULE_AGE]
+
+
+def test_postdated_record_is_caught_by_its_timestamp() -> None:
+    p = _rec(1, None, t=T0 + timedelta(days=10))  # claims a later time than it existed
+    v = _view([_sig(p, "rm1", T0), _sig(p, "rm2", T0)], now=T0 + timedelta(days=11))
+    assert any(x.rule == RULE_TIME for x in v.refusals) and v.head is None
 
 
 def test_stage_age_by_claimed_time_warns_or_is_refused() -> None:

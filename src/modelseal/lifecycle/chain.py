@@ -14,7 +14,10 @@ Chain rules (docs/lifecycle.md):
    before; two effective records with one sequence number are contradicting evidence
    (refused), a gap or a wrong ``previous`` is a deleted or forged record (refused);
 3. nothing follows a retirement;
-4. verified times never go backwards along the chain; times in the future are refused;
+4. a record's time is the earlier of its signed claimed time and its verified TSA time (a
+   timestamp bounds the signing time from above: it catches postdating, and re-stamping an
+   old record cannot make it fresh); times never go backwards along the chain where both
+   are TSA-bounded, and times in the future are refused;
 5. a verifier that remembers a longer chain (``known``) refuses a shorter or different one:
    deleting the retirement brings nothing back to life.
 """
@@ -54,7 +57,14 @@ class SignedRecord:
 
     @property
     def time(self) -> datetime | None:
-        return self.trusted_time or self.record.claimed_time()
+        """When it was signed, at the latest. A TSA timestamp proves the signature existed by
+        then (an upper bound: anyone can have an old signature stamped anew, never stamped
+        earlier); the signed claimed time cannot be changed by whoever holds the bundle. The
+        earlier of the two, so re-stamping an old record never makes it fresh."""
+        claimed = self.record.claimed_time()
+        if self.trusted_time is None:
+            return claimed
+        return min(self.trusted_time, claimed) if claimed else self.trusted_time
 
 
 @dataclass(frozen=True)
@@ -259,6 +269,14 @@ def _transitions(records: Sequence[SignedRecord], rules: LifecycleRules, model_d
                 view.warnings.append(f"lifecycle: {s.signer_name}'s approval of record "
                                      f"{t.record.sequence} ({what}) does not count: they "
                                      f"signed {', '.join(steps)}")
+                continue
+            claimed = s.record.claimed_time()
+            if s.trusted_time is not None and claimed is not None \
+                    and claimed > s.trusted_time + options.skew:
+                view.refuse(f"lifecycle record {t.record.sequence} ({what}) claims to be signed "
+                            f"by {s.signer_name} at {_fmt(claimed)}, after its trusted "
+                            f"timestamp {_fmt(s.trusted_time)} (postdated)", RULE_TIME,
+                            key=s.signer, attestation=s.evidence)
                 continue
             st = s.time
             if st is not None and st > now + options.skew:

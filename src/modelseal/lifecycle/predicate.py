@@ -92,6 +92,8 @@ class LifecycleRecord:
                              "no previous record")
         if self.previous is not None and not _DIGEST.match(self.previous):
             raise InputError(f"lifecycle record: previous {self.previous!r} is not sha256:HEX")
+        if self.claimed_time() is None:
+            raise InputError(f"lifecycle record: time {self.time!r} is not an RFC 3339 time")
         if self.action == "correct" and not self.corrections:
             raise InputError("lifecycle record: a correction must say what it corrects")
         if self.action == "retire" and not self.reason:
