@@ -300,19 +300,26 @@ def test_state_store_only_moves_forward(tmp_path: Path) -> None:
 # against the registry and the TSA
 
 
+def _relayout(p: Pipeline, rms: dict[str, Any], correct: bool = False) -> None:
+    doc = new_layout(load_template("ml-pipeline"),
+                     [(s, p.functionaries[FUNCTIONARY[s]].public) for s in STEPS])
+    pubs = [rms[n].public for n in ("rm1", "rm2", "rm3")]
+    rules: dict[str, Any] = {"promote:staging": (pubs, 1, []),
+                             "promote:production": (pubs, 2, ["train"]),
+                             "deprecate": (pubs, 1, []), "retire": (pubs, 1, [])}
+    if correct:
+        rules["correct"] = (pubs, 1, [])
+    add_lifecycle_rules(doc, rules)
+    p.layout_path.write_text(json.dumps(sign_layout(doc, p.owner.signer)))
+
+
 def _lifecycle_pipeline(tmp: Path, registry: RegistryServer, tsa_ca: Path,
                         **policy: Any) -> tuple[Pipeline, dict[str, Any]]:
     """The honest pipeline, its layout authorizing 2 of 3 release managers (none of whom
     trained) to promote to production, and a policy requiring production."""
     p = honest_pipeline(tmp, registry.host)
     rms = make_functionaries(tmp, ["rm1", "rm2", "rm3"])
-    doc = new_layout(load_template("ml-pipeline"),
-                     [(s, p.functionaries[FUNCTIONARY[s]].public) for s in STEPS])
-    pubs = [rms[n].public for n in ("rm1", "rm2", "rm3")]
-    add_lifecycle_rules(doc, {"promote:staging": (pubs, 1, []),
-                              "promote:production": (pubs, 2, ["train"]),
-                              "deprecate": (pubs, 1, []), "retire": (pubs, 1, [])})
-    p.layout_path.write_text(json.dumps(sign_layout(doc, p.owner.signer)))
+    _relayout(p, rms)
     p.policy(required_stage="production", trusted_tsa=[str(tsa_ca)], **policy)
     return p, rms
 
@@ -349,6 +356,11 @@ def test_promotion_by_two_release_managers_with_trusted_time_verifies(
     assert r.verified, [x.message for x in r.refusals]
     assert StateStore(tmp_path / "state").load(p.digest) == ChainState(
         1, first["record"], "production", "active")
+    # today's verifier (no lifecycle keys in the policy) is not disturbed by the records
+    from modelseal.verify.pipeline import verify_model
+    from modelseal.verify.policy import load_policy
+
+    assert verify_model(p.store, p.ref, load_policy(p.policy())).verified
 
 
 
@@ -434,6 +446,7 @@ def test_deprecated_model_verifies_with_a_warning_or_is_refused(
 def test_history_tells_the_whole_story(tmp_path: Path, registry: RegistryServer,
                                        tsa: TSAServer) -> None:
     p, rms = _lifecycle_pipeline(tmp_path, registry, tsa.ca_file)
+    _relayout(p, rms, correct=True)  # corrections too
     _transition(p, rms["rm1"], "promote", "--stage", "staging", "--reason", "evals ok",
                 tsa_url=tsa.url)
     for who in ("rm2", "rm3"):
@@ -453,6 +466,19 @@ def test_history_tells_the_whole_story(tmp_path: Path, registry: RegistryServer,
     assert records[1]["supersedes"] == records[0]["record"]
     assert len(records[1]["signers"]) == 2 and records[1]["ticket"] == "CHG-9"
     assert all("promote:production" in n for n in records[1]["who"])
+    # a correction is a new record too; later corrections win field by field
+    res = _cli("correct", p.ref_text(), "--set", "license=apache-2.0", "--set", "metrics={}",
+               "--reason", "wrong license", "--signer",
+               str(rms["rm1"].key_path.with_suffix(".key")), "--policy", str(p.policy_path),
+               "--tsa", tsa.url, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["sequence"] == 3
+    h = json.loads(_cli("history", p.ref_text(), "--policy", str(p.policy_path),
+                        "--json").output)
+    assert h["stage"] == "production" and h["lifecycle"]["corrections"] == {
+        "license": "apache-2.0", "metrics": {}}
+    assert [e["what"] for e in h["events"] if e["kind"] == "lifecycle"][-1] == (
+        "record 3: corrected license, metrics")
     # people get a table
     res = _cli("history", p.ref_text(), "--policy", str(p.policy_path))
     assert res.exit_code == 0 and "production" in res.output

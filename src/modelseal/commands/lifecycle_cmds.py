@@ -1,4 +1,4 @@
-"""``promote``, ``deprecate``, ``retire`` and ``history``: a published model's lifecycle.
+"""``promote``, ``deprecate``, ``retire``, ``correct``, ``history``: a model's lifecycle.
 
 Thin: each command parses, calls ``modelseal.lifecycle.service``, prints. Every transition is
 a new signed record attached to the model; nothing is changed in place (docs/lifecycle.md).
@@ -52,7 +52,8 @@ def _transition_options(f: F) -> F:
     return f
 
 
-def _do_transition(ref: str, action: str, kw: dict[str, Any], stage: str | None = None) -> None:
+def _do_transition(ref: str, action: str, kw: dict[str, Any], stage: str | None = None,
+                   corrections: dict[str, Any] | None = None) -> None:
     json_mode = kw.pop("json_mode", False)
     with errors_to_exit(json_mode):
         from modelseal.attest.signers import load_signer
@@ -73,11 +74,12 @@ def _do_transition(ref: str, action: str, kw: dict[str, Any], stage: str | None 
         r, store = open_ref(ref, opts)
         res = transition(store, r, action=action, signer=signer, stage=stage,
                          reason=kw.get("reason"), ticket=kw["ticket"], tsa=tsa, layout=layout,
-                         tsa_roots=roots)
+                         tsa_roots=roots, corrections=corrections)
         if json_mode:
             emit_json({"ref": ref, **res.to_dict()})
             return
-        what = f"promotion to {res.record.stage}" if action == "promote" else action
+        what = f"promotion to {res.record.stage}" if action == "promote" else (
+            "correction" if action == "correct" else action)
         verb = "approved" if res.approved_existing else "signed"
         console().print(f"{verb} record {res.record.sequence} ({what}) of "
                         f"{r.base}@{res.record.digest}\nrecord {res.digest}\n"
@@ -119,6 +121,32 @@ def deprecate(ref: str, **kw: Any) -> None:
 def retire(ref: str, **kw: Any) -> None:
     """Retire the model at REF for good: it no longer verifies under a lifecycle policy."""
     _do_transition(ref, "retire", kw)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--set", "fields", multiple=True, required=True, metavar="FIELD=VALUE",
+              help="Corrected metadata field (repeatable; JSON values allowed).")
+@click.option("--reason", required=True, help="What was wrong.")
+@_transition_options
+def correct(ref: str, fields: tuple[str, ...], **kw: Any) -> None:
+    """Correct the metadata of the model at REF with a new signed record (nothing is
+    changed in place); later corrections win field by field."""
+    import json
+
+    from modelseal.errors import UsageError
+
+    out: dict[str, Any] = {}
+    with errors_to_exit(kw.get("json_mode", False)):
+        for f in fields:
+            k, sep, v = f.partition("=")
+            if not sep or not k:
+                raise UsageError(f"--set {f!r}: write FIELD=VALUE")
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                out[k] = v
+    _do_transition(ref, "correct", kw, corrections=out)
 
 
 @click.command()

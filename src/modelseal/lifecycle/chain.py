@@ -206,6 +206,14 @@ class LifecycleView:
                 return t.record.status
         return None
 
+    @property
+    def corrections(self) -> dict[str, Any]:
+        """The model's metadata corrections in force: later records win, field by field."""
+        out: dict[str, Any] = {}
+        for t in self.chain:
+            out.update(t.record.corrections)
+        return out
+
     def state(self) -> ChainState | None:
         """What a verifier should remember: the head of a chain whose integrity held (a
         retired or stale model is refused, but its chain is still worth remembering)."""
@@ -219,6 +227,7 @@ class LifecycleView:
 
     def to_dict(self) -> dict[str, Any]:
         return {"digest": self.model_digest, "stage": self.stage, "status": self.status,
+                "corrections": self.corrections,
                 "chain": [t.to_dict() for t in self.chain],
                 "pending": [t.to_dict() for t in self.pending],
                 "ignored": [{"attestation": e, "reason": r} for e, r in self.ignored],

@@ -174,6 +174,7 @@ def transition(
     layout: TrustedLayout | None = None,
     tsa_roots: Sequence[Certificate] = (),
     now: datetime | None = None,
+    corrections: Mapping[str, Any] | None = None,
 ) -> TransitionResult:
     """Sign a lifecycle transition of the model at ``ref`` and attach it.
 
@@ -185,15 +186,18 @@ def transition(
     from modelseal.attestations import attach_bundle, subject_of
 
     now = (now or datetime.now(UTC)).replace(microsecond=0)
-    if action not in ("promote", "deprecate", "retire"):
+    if action not in ("promote", "deprecate", "retire", "correct"):
         raise UsageError(f"unknown lifecycle action {action!r}")
+    if (action == "correct") != bool(corrections):
+        raise UsageError("a correction says what it corrects (--set FIELD=VALUE), and only a "
+                         "correction does")
     if action == "promote":
         if not stage:
             raise UsageError("promote needs --stage")
         check_stage(stage)
         if stage == RETIRED:
             raise UsageError("'retired' is not a stage to promote to: use modelseal retire")
-    if action in ("deprecate", "retire") and not reason:
+    if action in ("deprecate", "retire", "correct") and not reason:
         raise UsageError(f"{action} needs --reason")
     subject = subject_of(store, ref.reference)
     digest = subject.digest
@@ -236,7 +240,8 @@ def transition(
 
     # an approval: the same transition already proposed at the head, not yet signed by us
     for rec, rdigest, st, signed_by in pending:
-        if rec.action != action or rec.stage != new_stage or rec.tag != tag:
+        if rec.action != action or rec.stage != new_stage or rec.tag != tag \
+                or rec.corrections != dict(corrections or {}):
             continue
         if (reason is not None and reason != rec.reason) or (
                 ticket is not None and ticket != rec.ticket):
@@ -256,7 +261,7 @@ def transition(
 
     base_seq = head_rec.sequence if head_rec else 0
     rec = LifecycleRecord(action, new_stage, ref.base, digest, base_seq + 1, head_digest,
-                          _fmt(now), reason, ticket, tag)
+                          _fmt(now), reason, ticket, tag, dict(corrections or {}))
     st = rec.statement()
     bundle = sign_statement(st, signer, tsa)
     att = attach_bundle(store, subject, bundle, "lifecycle record")
@@ -375,7 +380,8 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
                               known=known, evidence=evidence)
         for t in [*view.chain, *view.pending]:
             verb = ("promoted to " + t.record.stage if t.record.action == "promote"
-                    else t.record.action + "d")
+                    else "corrected " + ", ".join(sorted(t.record.corrections))
+                    if t.record.action == "correct" else t.record.action + "d")
             events.append(HistoryEvent(
                 "lifecycle", f"record {t.record.sequence}: {verb}"
                 + ("" if t.effective else f" (pending: {len(t.counted)}/{t.threshold})"),
