@@ -46,7 +46,7 @@ def test_timestamp_lands_in_bundle_and_verifies_under_trusted_tsa(tmp_path: Path
     check = verified_times_of_bundle(bundle, load_tsa_certificates([tsa.ca_file]))
     assert not check.refused and check.earliest is not None
     assert before <= check.earliest.time <= datetime.now(UTC) + timedelta(seconds=2)
-    assert "root CA" in check.earliest.tsa
+    assert check.earliest.tsa == "CN=modelseal test TSA"
     assert tsa.requests == 1
 
 

@@ -73,7 +73,10 @@ class TSAClient:
                               headers={"Content-Type": QUERY_MEDIA_TYPE,
                                        "Accept": REPLY_MEDIA_TYPE},
                               verify=self.ca_file or True, stream=True)
-            body = r.raw.read(MAX_REPLY_BYTES + 1, decode_content=True)
+            try:
+                body = r.raw.read(MAX_REPLY_BYTES + 1, decode_content=True)
+            finally:
+                r.close()
         except requests.RequestException as e:
             raise SigningError(f"Time-Stamp Authority {self.url} cannot be reached: {e}",
                                hint="check --tsa / MODELSEAL_TSA") from e
@@ -213,19 +216,31 @@ def verify_timestamp(der: bytes, signature: bytes, roots: Sequence[Certificate])
         resp = decode_timestamp_response(der)
     except Exception as e:  # malformed DER from a hostile bundle
         raise InputError(f"not an RFC 3161 timestamp response: {e}") from e
-    errors = []
-    for root in roots:
-        try:
-            VerifierBuilder(roots=[root]).build().verify_message(resp, signature)
-        except (TsaVerificationError, ValueError) as e:
-            errors.append(str(e) or type(e).__name__)
-            continue
-        info = resp.tst_info
-        gen = info.gen_time
-        gen = gen.replace(tzinfo=UTC) if gen.tzinfo is None else gen.astimezone(UTC)
-        return TrustedTime(gen, root.subject.rfc4514_string(), int(info.serial_number))
-    raise InputError("the timestamp does not verify under any trusted TSA certificate: "
-                     + "; ".join(dict.fromkeys(errors)))
+    try:
+        # all trusted certificates at once, so a CA and its intermediate can chain
+        VerifierBuilder(roots=list(roots)).build().verify_message(resp, signature)
+    except (TsaVerificationError, ValueError) as e:
+        raise InputError("the timestamp does not verify under the trusted TSA certificates: "
+                         f"{e or type(e).__name__}") from e
+    info = resp.tst_info
+    gen = info.gen_time
+    gen = gen.replace(tzinfo=UTC) if gen.tzinfo is None else gen.astimezone(UTC)
+    return TrustedTime(gen, _tsa_name(resp), int(info.serial_number))
+
+
+def _tsa_name(resp: Any) -> str:
+    """The subject of the certificate that signed a (verified) timestamp response."""
+    from cryptography import x509
+
+    try:
+        si = next(iter(resp.signed_data.signer_infos))
+        for der in resp.signed_data.certificates:
+            cert = x509.load_der_x509_certificate(der)
+            if cert.issuer == si.issuer and cert.serial_number == si.serial_number:
+                return str(cert.subject.rfc4514_string())
+    except (StopIteration, ValueError):
+        pass
+    return "trusted TSA"
 
 
 def verified_times(bundle_raw: Mapping[str, Any], roots: Sequence[Certificate]) -> TimestampCheck:
