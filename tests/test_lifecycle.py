@@ -526,3 +526,18 @@ def test_promote_in_a_subprocess_takes_the_tsa_from_the_environment(
     doc = json.loads(out.stdout)
     assert doc["timestamped"] and doc["sequence"] == 1 and doc["tag"] == "v1"
     assert tsa.requests == 1
+
+
+def test_promote_for_people_names_the_record_and_an_unverified_head(
+        tmp_path: Path, registry: RegistryServer) -> None:
+    p = honest_pipeline(tmp_path, registry.host)
+    key = str(p.functionaries["approver"].key_path.with_suffix(".key"))
+    res = _cli("promote", p.ref_text(), "--stage", "staging", "--signer", key)
+    assert res.exit_code == 0 and "signed record 1 (promotion to staging)" in res.output
+    res = _cli("history", p.ref_text())  # without a policy: what the records claim
+    assert res.exit_code == 0 and "unverified" in res.output
+    res = _cli("history", p.ref_text(), "--json")
+    events = json.loads(res.output)["events"]
+    assert [e["what"] for e in events if e["kind"] == "lifecycle"] == [
+        "record 1: promote staging"]
+    assert not any(e["verified"] for e in events)
