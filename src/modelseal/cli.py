@@ -36,6 +36,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
                "Create, sign and check in-toto layouts."),
     "verify": ("modelseal.commands.verify_cmds:verify",
                "Verify a model against a policy before rollout."),
+    "promote": ("modelseal.commands.lifecycle_cmds:promote", "Promote a model to a stage."),
+    "deprecate": ("modelseal.commands.lifecycle_cmds:deprecate", "Deprecate a model."),
+    "retire": ("modelseal.commands.lifecycle_cmds:retire", "Retire a model for good."),
+    "correct": ("modelseal.commands.lifecycle_cmds:correct", "Correct a model's metadata."),
+    "history": ("modelseal.commands.lifecycle_cmds:history", "A model's story in time order."),
 }
 
 

@@ -32,6 +32,8 @@ from modelseal.oci.store import canonical_json  # the bytes we sign, as we store
 if TYPE_CHECKING:
     from securesystemslib.signer import Key, Signer
 
+    from modelseal.attest.tsa import TSAClient
+
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 BUNDLE_MEDIA_TYPES = (
     BUNDLE_MEDIA_TYPE,
@@ -156,8 +158,13 @@ def _unb64(s: Any, what: str) -> bytes:
             raise InputError(f"bundle: {what} is not valid base64") from e
 
 
-def sign_statement(statement: Mapping[str, Any], signer: Signer) -> bytes:
-    """Sign an in-toto Statement; the Sigstore bundle v0.3 (DSSE) as JSON bytes."""
+def sign_statement(statement: Mapping[str, Any], signer: Signer,
+                   tsa: TSAClient | None = None) -> bytes:
+    """Sign an in-toto Statement; the Sigstore bundle v0.3 (DSSE) as JSON bytes.
+
+    With ``tsa``, a keyed signature is countersigned by that RFC 3161 Time-Stamp Authority
+    (``verificationMaterial.timestampVerificationData``). Keyless bundles already carry the
+    transparency log's signed integration time and are left as sigstore made them."""
     from modelseal.attest.signers import is_keyless, sign_bytes, signer_description
 
     check_statement(statement)
@@ -182,7 +189,12 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer) -> bytes:
             "signatures": [{"sig": _b64(bytes.fromhex(sig.signature)), "keyid": key_id}],
         },
     }
-    return json.dumps(bundle, separators=(",", ":")).encode()
+    out = json.dumps(bundle, separators=(",", ":")).encode()
+    if tsa is not None:
+        from modelseal.attest.tsa import add_timestamp
+
+        out = add_timestamp(out, tsa)
+    return out
 
 
 def parse_bundle(data: bytes) -> ParsedBundle:
