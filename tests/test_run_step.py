@@ -123,6 +123,19 @@ def test_run_records_streams_and_selected_environment(tmp_path: Path,
     assert "do-not-record" not in att.read_text()
 
 
+@pytest.mark.parametrize("record_streams", [False, True])
+def test_run_json_stdout_is_only_json_when_the_command_prints(
+        tmp_path: Path, key: tuple[Path, Path], record_streams: bool) -> None:
+    """A CI job pipes `run --json` into jq: the wrapped command's stdout must not corrupt it."""
+    w = _workdir(tmp_path)
+    extra = ["--record-streams"] if record_streams else []
+    r = _ms("run", "--step", "s", "--signer", str(key[0]), *extra, "--json", "--",
+            sys.executable, "-c", "print('epoch 1 loss 0.3'); print('{not json')", cwd=w)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["step"] == "s"
+    assert "epoch 1 loss 0.3" in r.stderr  # still shown to the user, on stderr
+
+
 def test_excludes_work_like_in_toto_run(tmp_path: Path) -> None:
     w = _workdir(tmp_path)
     names = [n for n, _ in steps.hash_artifacts(["."], base_dir=w, exclude=["*.tmp", "sub/"])]

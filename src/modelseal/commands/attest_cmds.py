@@ -120,7 +120,8 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
 
     Materials are hashed before, products after; the signed Statement (predicate
     https://in-toto.io/attestation/link/v0.3, subjects = products) is written atomically to the
-    attestations directory. The command's exit code is passed on, and a failing command is
+    attestations directory. With --json, stdout carries only the JSON summary: CMD's own
+    stdout goes to stderr. The command's exit code is passed on, and a failing command is
     still recorded. The signer is loaded first: a bad key fails before the command runs.
     """
     rc = 0
@@ -138,8 +139,10 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
             attestations_dir=kw["attestations_dir"], exclude=kw["exclude"],
             default_excludes=not kw["no_default_excludes"], base_dir=kw["base_dir"],
             capture_output=streams, env_keys=kw["env_keys"], cache=cache,
-            tee_stdout=sys.stdout.buffer if streams else None,
-            tee_stderr=sys.stderr.buffer if streams else None)
+            # --json: stdout is modelseal's JSON alone; the command's output goes to stderr
+            tee_stdout=(sys.stderr.buffer if json_mode else sys.stdout.buffer)
+            if streams else None,
+            tee_stderr=sys.stderr.buffer if streams else None, stdout_to_stderr=json_mode)
         rc = outcome.returncode
         pred = outcome.statement["predicate"]
         if json_mode:
