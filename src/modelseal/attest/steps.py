@@ -21,13 +21,17 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from modelseal.attest.statement import Subject, link_statement
-from modelseal.digest import DigestCache, hash_files
+from modelseal.digest import (
+    DigestCache,
+    PathExcluder,
+    exclude_patterns,
+    hash_files,
+)
 from modelseal.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
-DEFAULT_EXCLUDES = (".git", ".modelseal", "__pycache__", "*.pyc")
 DEFAULT_ATTESTATIONS_DIR = Path(".modelseal") / "attestations"
 ATTESTATION_SUFFIX = ".intoto.sigstore.json"
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -69,20 +73,6 @@ def check_step_name(name: str) -> str:
     return name
 
 
-class _Excluder:
-    def __init__(self, patterns: Sequence[str]) -> None:
-        import pathspec
-
-        self._spec = pathspec.GitIgnoreSpec.from_lines(list(patterns)) if patterns else None
-
-    def file(self, rel: str) -> bool:
-        return self._spec is not None and self._spec.match_file(rel)
-
-    def dir(self, rel: str) -> bool:
-        return self._spec is not None and (self._spec.match_file(rel)
-                                           or self._spec.match_file(rel + "/"))
-
-
 def _rel(path: Path, base: Path) -> str:
     try:
         rel = path.relative_to(base)
@@ -107,8 +97,7 @@ def collect_files(
     """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     base_abs = Path(os.path.abspath(base))
-    patterns = [*(DEFAULT_EXCLUDES if default_excludes else ()), *exclude]
-    ex = _Excluder(patterns)
+    ex = PathExcluder(exclude_patterns(exclude, default_excludes=default_excludes))
     found: dict[str, Path] = {}
 
     def walk(d: Path, rel: str, ancestors: tuple[tuple[int, int], ...]) -> None:
