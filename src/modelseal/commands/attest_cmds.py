@@ -145,14 +145,18 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
             tee_stderr=sys.stderr.buffer if streams else None, stdout_to_stderr=json_mode)
         rc = outcome.returncode
         pred = outcome.statement["predicate"]
+        from modelseal.attest.statement import MATERIALS_SUBJECT
+
+        n_products = sum(1 for s in outcome.statement["subject"]
+                         if s.get("name") != MATERIALS_SUBJECT)
         if json_mode:
             emit_json({"step": step, "returncode": rc, "attestation": str(outcome.attestation),
                        "keyid": outcome.keyid, "materials": len(pred["materials"]),
-                       "products": len(outcome.statement["subject"]),
+                       "products": n_products,
                        "predicateType": outcome.statement["predicateType"]})
         else:
             _note(f"modelseal: step {step!r} exited {rc}; {len(pred['materials'])} materials, "
-                  f"{len(outcome.statement['subject'])} products; signed link: "
+                  f"{n_products} products; signed link: "
                   f"{outcome.attestation}")
     sys.exit(rc)
 
