@@ -102,7 +102,7 @@ def keygen(name: str, algorithm: str, passphrase: bool, json_mode: bool) -> None
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="gitignore-style pattern of paths to leave out (repeatable).")
 @click.option("--no-default-excludes", is_flag=True,
-              help="Also record .git, .modelseal, __pycache__ and *.pyc.")
+              help="Also record .git, .modelseal, __pycache__, *.pyc and .DS_Store.")
 @click.option("--base-dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Directory the command runs in and paths are recorded relative to.")
 @click.option("--attestations-dir", type=click.Path(file_okay=False), default=None,
