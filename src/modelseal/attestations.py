@@ -83,6 +83,10 @@ def statement_digest(statement: Any) -> str:
     return sha256_bytes(canonical_json(statement))
 
 
+MAX_DEDUP_REFERRERS = 500
+"""Referrers read to find a bundle already attached (list_referrers sorts oldest first)."""
+
+
 class AttachedBundles:
     """The bundles already attached to a subject, read once, to make attaching idempotent.
 
@@ -100,6 +104,8 @@ class AttachedBundles:
         self._found: list[tuple[Descriptor, bytes, Any, str | None]] = []
         descs = [d for d in list_referrers(store, subject_digest, BUNDLE_MEDIA_TYPE)
                  if d.annotations.get(ANN_PREDICATE_TYPE) in wanted]
+        # bounded, newest first: a registry full of look-alikes costs a duplicate at worst
+        descs = descs[::-1][:MAX_DEDUP_REFERRERS]
         for d in descs:
             try:
                 blob, _ = fetch_referrer_blob(store, d, subject_digest)
@@ -184,16 +190,29 @@ def attach_bundles_once(store: Store, subject: Descriptor,
     return out
 
 
+def read_bundles(files: Sequence[Path]) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of bundle files, each checked to be a Sigstore bundle: InputError
+    naming the file otherwise. Called before anything is uploaded."""
+    from modelseal.attest.bundle import parse_bundle
+
+    out = []
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read {f}: {e.strerror or e}") from e
+        try:
+            parse_bundle(data)
+        except Exception as e:
+            raise InputError(f"{f} is not a Sigstore bundle: {e}") from e
+        out.append((str(f), data))
+    return out
+
+
 def attach_bundles(store: Store, subject: Descriptor, files: Sequence[Path]) -> list[AttachOutcome]:
     """Attach every bundle file not attached already; all are parsed before anything is
     pushed."""
-    blobs = []
-    for f in files:
-        try:
-            blobs.append((str(f), f.read_bytes()))
-        except OSError as e:
-            raise InputError(f"cannot read {f}: {e.strerror or e}") from e
-    return attach_bundles_once(store, subject, blobs)
+    return attach_bundles_once(store, subject, read_bundles(files))
 
 
 @dataclass(frozen=True)

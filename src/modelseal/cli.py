@@ -286,11 +286,12 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
             skipped = package_step_capabilities(signer)
             for name, why in skipped.items():
                 click.echo(f"warning: {name} not signed: {why}", err=True)
-        bundles = []
+        bundles: list[tuple[str, bytes]] = []
         if kw["attestations_dir"]:
-            from modelseal.attestations import bundle_files
+            from modelseal.attestations import bundle_files, read_bundles
 
-            bundles = bundle_files([kw["attestations_dir"]])
+            # read and checked before any upload: a bad bundle fails the push early
+            bundles = read_bundles(bundle_files([kw["attestations_dir"]]))
         cache = None if kw["no_cache"] else DigestCache(default_cache_path())
         result = do_push(model_dir, store, r, md,
                          role_overrides=parse_role_overrides(kw["role_overrides"]),
@@ -316,7 +317,7 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
                         + (f", {len(already)} already attached" if already else ""))
 
 
-def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[Any],
+def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[tuple[str, bytes]],
                        model_dir: str, ref: str, md: Any,
                        attestations_dir: str | None) -> list[Any]:
     """Attach attestations and sign the package step, each only when not attached already
@@ -338,7 +339,7 @@ def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[Any],
     from modelseal.transfer import fetch_model_manifest
 
     subject = subject_of(store, result.digest)
-    given = [(str(f), f.read_bytes()) for f in bundles]
+    given = bundles
     plan = None
     if signer is not None:
         if result.unchanged:  # sign what is in the store, not what we would have written
