@@ -153,3 +153,20 @@ def test_push_with_a_key_model_signing_cannot_use_signs_the_link(
     digest = store.resolve(r.reference)
     assert digest is not None
     assert [i.predicate_type for i in list_attestations(store, digest)] == [LINK]
+
+
+def test_model_signing_verify_of_the_source_directory_skips_what_push_left_out(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """push leaves out __pycache__, *.pyc and .DS_Store; model.sig tells model_signing to
+    skip them, so `model_signing verify` accepts the source directory as well as a pull."""
+    pytest.importorskip("model_signing")
+    _trained(tmp_path)
+    ref = f"{registry.host}/ml/ms-source:v1"
+    p = _cli("push", "model", ref, "--signer", "keys/packager.key", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    sig = tmp_path / ".modelseal" / "attestations" / "model.sig"
+    r = subprocess.run([sys.executable, "-m", "model_signing", "verify", "key", "--signature",
+                        str(sig), "--public_key", str(tmp_path / "keys" / "packager.pub"),
+                        str(tmp_path / "model")], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -273,12 +273,41 @@ def package_step_capabilities(signer: Any) -> dict[str, str]:
     return {SIGNATURE_FILE: reason} if reason else {}
 
 
+def excluded_paths(model_dir: str | Path, patterns: Sequence[str]) -> list[str]:
+    """The top-most paths below ``model_dir`` that ``patterns`` leave out, '/'-separated:
+    what `model_signing verify` of the source directory must skip, since push did."""
+    import os
+
+    from modelseal.digest import PathExcluder
+
+    ex = PathExcluder(patterns)
+    root = Path(model_dir)
+    out: list[str] = []
+    for d, dirs, files in os.walk(root):
+        rel = Path(d).relative_to(root).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        keep = []
+        for name in sorted(dirs):
+            if ex.dir(prefix + name):
+                out.append(prefix + name)
+            else:
+                keep.append(name)
+        dirs[:] = keep
+        out += [prefix + f for f in sorted(files) if ex.file(prefix + f)]
+    return sorted(p for p in out if "\\" not in p)  # model_signing paths are '/'-separated
+
+
 def plan_package_step(layers: Sequence[Layer], signer: Any, *, command: Sequence[str],
-                      model_name: str) -> PackagePlan:
+                      model_name: str, ignore_paths: Sequence[str] = ()) -> PackagePlan:
     """The package step's Statements from the digests already computed: an in-toto link
     (materials = products = the model's files) and, when the signer can sign one, an OpenSSF
-    model-signing signature."""
-    from modelseal.attest.model_signing import SIGNATURE_FILE, model_signing_statement
+    model-signing signature. ``ignore_paths`` (e.g. :func:`excluded_paths`) join the ones
+    model_signing skips by default."""
+    from modelseal.attest.model_signing import (
+        DEFAULT_IGNORE_PATHS,
+        SIGNATURE_FILE,
+        model_signing_statement,
+    )
     from modelseal.attest.statement import link_statement
 
     files = [(la.filepath, la.digest.partition(":")[2]) for la in layers]
@@ -287,7 +316,8 @@ def plan_package_step(layers: Sequence[Layer], signer: Any, *, command: Sequence
     statements = {PACKAGE_LINK_FILE: link}
     skipped = package_step_capabilities(signer)
     if SIGNATURE_FILE not in skipped:
-        statements[SIGNATURE_FILE] = model_signing_statement(files, model_name=model_name)
+        statements[SIGNATURE_FILE] = model_signing_statement(
+            files, model_name=model_name, ignore_paths=[*DEFAULT_IGNORE_PATHS, *ignore_paths])
     return PackagePlan(statements, skipped)
 
 

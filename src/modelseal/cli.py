@@ -293,14 +293,13 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
             # read and checked before any upload: a bad bundle fails the push early
             bundles = read_bundles(bundle_files([kw["attestations_dir"]]))
         cache = None if kw["no_cache"] else DigestCache(default_cache_path())
+        excludes = exclude_patterns(kw["exclude"], default_excludes=not kw["no_default_excludes"])
         result = do_push(model_dir, store, r, md,
                          role_overrides=parse_role_overrides(kw["role_overrides"]),
                          allow_retag=kw["allow_retag"], follow_symlinks=kw["follow_symlinks"],
-                         cache=cache, progress=make_progress(json_mode),
-                         exclude=exclude_patterns(kw["exclude"], default_excludes=not kw[
-                             "no_default_excludes"]))
+                         cache=cache, progress=make_progress(json_mode), exclude=excludes)
         outcomes = _attach_after_push(store, result, signer, bundles, model_dir, ref, md,
-                                      kw["attestations_dir"])
+                                      kw["attestations_dir"], excludes)
         attached = list(dict.fromkeys(o.digest for o in outcomes if not o.already_attached))
         already = list(dict.fromkeys(o.digest for o in outcomes if o.already_attached))
         if json_mode:
@@ -319,7 +318,7 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
 
 def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[tuple[str, bytes]],
                        model_dir: str, ref: str, md: Any,
-                       attestations_dir: str | None) -> list[Any]:
+                       attestations_dir: str | None, excludes: list[str]) -> list[Any]:
     """Attach attestations and sign the package step, each only when not attached already
     (a CI retry adds nothing); returns the AttachOutcomes."""
     if signer is None and not bundles:
@@ -332,6 +331,7 @@ def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[tuple
         AttachedBundles,
         attach_bundle,
         attach_bundles_once,
+        excluded_paths,
         plan_package_step,
         sign_planned,
         subject_of,
@@ -348,8 +348,10 @@ def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[tuple
             files = fetch_model_manifest(store, parse_ref(ref).with_digest(result.digest)).layers
         else:
             files = result.manifest.layers
+        # model_signing verify of MODEL_DIR itself must skip what push left out
         plan = plan_package_step(files, signer, command=["modelseal", "push", model_dir, ref],
-                                 model_name=str(md.descriptor.get("name", "model")))
+                                 model_name=str(md.descriptor.get("name", "model")),
+                                 ignore_paths=excluded_paths(model_dir, excludes))
     types: list[str | None] = []
     for _source, data in given:
         try:
