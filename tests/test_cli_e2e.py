@@ -92,3 +92,13 @@ def test_wrong_password_and_missing_credentials_are_clear(auth_registry: Registr
              env={"DOCKER_CONFIG": str(tmp_path / "no-docker-config")})
     assert p.returncode == 3
     assert "speaks HTTPS" in p.stderr and "--ca-file" in p.stderr
+
+
+def test_a_directory_without_oci_prefix_is_a_usage_error_not_a_traceback(
+        tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    for ref in ("./models:v1", "/srv/models:v1", "~/models:v1"):
+        p = _cli("inspect", ref, cwd=tmp_path)
+        assert p.returncode == 2, p.stderr  # usage error (docs/exit-codes.md)
+        assert "Traceback" not in p.stderr
+        assert f"oci:{ref}" in p.stderr  # the hint is the reference to write instead

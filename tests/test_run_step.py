@@ -123,6 +123,19 @@ def test_run_records_streams_and_selected_environment(tmp_path: Path,
     assert "do-not-record" not in att.read_text()
 
 
+@pytest.mark.parametrize("record_streams", [False, True])
+def test_run_json_stdout_is_only_json_when_the_command_prints(
+        tmp_path: Path, key: tuple[Path, Path], record_streams: bool) -> None:
+    """A CI job pipes `run --json` into jq: the wrapped command's stdout must not corrupt it."""
+    w = _workdir(tmp_path)
+    extra = ["--record-streams"] if record_streams else []
+    r = _ms("run", "--step", "s", "--signer", str(key[0]), *extra, "--json", "--",
+            sys.executable, "-c", "print('epoch 1 loss 0.3'); print('{not json')", cwd=w)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["step"] == "s"
+    assert "epoch 1 loss 0.3" in r.stderr  # still shown to the user, on stderr
+
+
 def test_excludes_work_like_in_toto_run(tmp_path: Path) -> None:
     w = _workdir(tmp_path)
     names = [n for n, _ in steps.hash_artifacts(["."], base_dir=w, exclude=["*.tmp", "sub/"])]
@@ -181,7 +194,38 @@ def test_missing_product_after_success_is_an_input_error(tmp_path: Path) -> None
     with pytest.raises(InputError, match="does not exist"):
         steps.record_step("t", ["true"], [], ["model"], base_dir=w)
     rc, st = steps.record_step("t", ["false"], [], ["model"], base_dir=w)
-    assert rc == 1 and st["subject"] == []
+    assert rc == 1 and statement.statement_to_link(st).products == {}
+
+
+def test_step_without_products_has_a_subject_in_toto_and_sigstore_accept(
+        tmp_path: Path) -> None:
+    """An approval writes nothing; its Statement still needs a subject (in-toto's libraries
+    and Sigstore refuse an empty list, so keyless approve could never be signed)."""
+    from in_toto_attestation.v1.statement import Statement as ItaStatement
+    from sigstore import dsse
+
+    from modelseal.oci.store import canonical_json
+
+    w = _workdir(tmp_path)
+    _, st = steps.record_step("approve", ["true"], ["data"], base_dir=w)
+    assert [s["name"] for s in st["subject"]] == [statement.MATERIALS_SUBJECT]
+    mats = [(m["name"], m["digest"]["sha256"]) for m in st["predicate"]["materials"]]
+    assert st["subject"][0]["digest"]["sha256"] == statement.materials_digest(mats)
+    assert statement.statement_to_link(st).products == {}  # not a product of the step
+    dsse.Statement(canonical_json(st))  # what keyless signing validates
+    from google.protobuf import json_format
+    from in_toto_attestation.v1 import statement_pb2
+
+    pb = json_format.ParseDict(st, statement_pb2.Statement())  # type: ignore[attr-defined]
+    ItaStatement.copy_from_pb(pb).validate()  # in-toto's own check: a subject is required
+
+
+def test_materials_subject_with_another_digest_stays_a_product(tmp_path: Path) -> None:
+    w = _workdir(tmp_path)
+    _, st = steps.record_step("approve", ["true"], ["data"], base_dir=w)
+    st["predicate"]["materials"] = st["predicate"]["materials"][1:]  # digest no longer matches
+    products = statement.statement_to_link(st).products
+    assert list(products) == [statement.MATERIALS_SUBJECT]  # the layout's DISALLOW sees it
 
 
 def test_bad_step_names_are_refused() -> None:

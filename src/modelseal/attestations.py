@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,19 +61,158 @@ def attach_bundle(store: Store, subject: Descriptor, bundle: bytes,
                   blob_media_type=BUNDLE_MEDIA_TYPE, annotations=anns)
 
 
-def attach_bundles(store: Store, subject: Descriptor, files: Sequence[Path]) -> list[Attached]:
-    """Attach every bundle file; all are parsed before anything is pushed."""
+@dataclass(frozen=True)
+class AttachOutcome:
+    """One bundle given to attach: the referrer now holding it, and whether it was new."""
+
+    digest: str  # of the referrer manifest
+    tag: str | None
+    source: str
+    already_attached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "tag": self.tag, "source": self.source,
+                "alreadyAttached": self.already_attached}
+
+
+def statement_digest(statement: Any) -> str:
+    """sha256 of a Statement's canonical JSON: equal for the same claims however serialized."""
+    from modelseal.digest import sha256_bytes
+    from modelseal.oci.store import canonical_json
+
+    return sha256_bytes(canonical_json(statement))
+
+
+MAX_DEDUP_REFERRERS = 500
+"""Referrers read to find a bundle already attached (list_referrers sorts oldest first)."""
+
+
+class AttachedBundles:
+    """The bundles already attached to a subject, read once, to make attaching idempotent.
+
+    Attaching again what is there (the same Statement signed by the same signer) adds
+    nothing: a CI retry of `push --signer --attestations` must not grow the referrers. Only
+    referrers whose (unsigned) predicate-type annotation is one of ``predicate_types`` are
+    fetched; a wrong annotation can only cause a duplicate, never a lost attestation.
+    """
+
+    def __init__(self, store: Store, subject_digest: str,
+                 predicate_types: Sequence[str | None]) -> None:
+        from modelseal.attest.bundle import parse_bundle
+
+        wanted = set(predicate_types)
+        self._found: list[tuple[Descriptor, bytes, Any, str | None]] = []
+        descs = [d for d in list_referrers(store, subject_digest, BUNDLE_MEDIA_TYPE)
+                 if d.annotations.get(ANN_PREDICATE_TYPE) in wanted]
+        # bounded, newest first: a registry full of look-alikes costs a duplicate at worst
+        descs = descs[::-1][:MAX_DEDUP_REFERRERS]
+        for d in descs:
+            try:
+                blob, _ = fetch_referrer_blob(store, d, subject_digest)
+                pb = parse_bundle(blob)
+                st = pb.statement
+            except Exception:  # not ours to judge here; verification names it
+                continue
+            self._found.append((d, blob, pb, statement_digest(st) if st is not None else None))
+
+    def add(self, desc: Descriptor, blob: bytes) -> None:
+        """Remember a bundle attached meanwhile (two identical files in one call)."""
+        from modelseal.attest.bundle import parse_bundle
+
+        pb = parse_bundle(blob)
+        st = pb.statement
+        self._found.append((desc, blob, pb, statement_digest(st) if st is not None else None))
+
+    def same_envelope(self, blob: bytes) -> Descriptor | None:
+        """A referrer holding the same signed envelope: same Statement, same signatures."""
+        from modelseal.attest.bundle import parse_bundle
+
+        pb = parse_bundle(blob)
+        st = pb.statement
+        sd = statement_digest(st) if st is not None else None
+        sigs = {sig for _, sig in pb.signatures}
+        for d, _, other, osd in self._found:
+            if (other.payload_type == pb.payload_type and osd == sd and sd is not None
+                    and {sig for _, sig in other.signatures} == sigs):
+                return d
+        return None
+
+    def signed_by(self, statement: Any, signer: Any) -> Descriptor | None:
+        """A referrer holding ``statement`` with a signature that verifies as ``signer``'s
+        (its key material, or for a keyless signer its identity under Sigstore's root)."""
+        from modelseal.attest.bundle import KeylessIdentity, verify_bundle
+        from modelseal.attest.signers import is_keyless
+        from modelseal.errors import ModelsealError
+
+        sd = statement_digest(statement)
+        for d, blob, pb, osd in self._found:
+            if osd != sd:
+                continue
+            try:
+                if is_keyless(signer):
+                    if not pb.keyless:
+                        continue
+                    verify_bundle(blob, keyless=[KeylessIdentity(signer.identity,
+                                                                 signer.issuer)])
+                else:
+                    key = signer.public_key
+                    verify_bundle(blob, keys={key.keyid: key})
+            except ModelsealError:
+                continue
+            return d
+        return None
+
+
+def attach_bundles_once(store: Store, subject: Descriptor,
+                        bundles: Sequence[tuple[str, bytes]],
+                        existing: AttachedBundles | None = None) -> list[AttachOutcome]:
+    """Attach (source, bundle bytes) pairs, skipping each one already attached (the same
+    Statement with the same signatures). All are parsed before anything is pushed."""
     from modelseal.attest.bundle import parse_bundle
 
-    blobs = []
+    types = []
+    for source, data in bundles:
+        try:
+            types.append(parse_bundle(data).predicate_type)
+        except Exception as e:
+            raise InputError(f"{source} is not a Sigstore bundle: {e}") from e
+    if existing is None:
+        existing = AttachedBundles(store, subject.digest, types)
+    out = []
+    for source, data in bundles:
+        there = existing.same_envelope(data)
+        if there is not None:
+            out.append(AttachOutcome(there.digest, None, source, True))
+            continue
+        a = attach_bundle(store, subject, data, source)
+        existing.add(a.descriptor, data)
+        out.append(AttachOutcome(a.descriptor.digest, a.tag, source, False))
+    return out
+
+
+def read_bundles(files: Sequence[Path]) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of bundle files, each checked to be a Sigstore bundle: InputError
+    naming the file otherwise. Called before anything is uploaded."""
+    from modelseal.attest.bundle import parse_bundle
+
+    out = []
     for f in files:
-        data = f.read_bytes()
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read {f}: {e.strerror or e}") from e
         try:
             parse_bundle(data)
         except Exception as e:
             raise InputError(f"{f} is not a Sigstore bundle: {e}") from e
-        blobs.append((f, data))
-    return [attach_bundle(store, subject, data, str(f)) for f, data in blobs]
+        out.append((str(f), data))
+    return out
+
+
+def attach_bundles(store: Store, subject: Descriptor, files: Sequence[Path]) -> list[AttachOutcome]:
+    """Attach every bundle file not attached already; all are parsed before anything is
+    pushed."""
+    return attach_bundles_once(store, subject, read_bundles(files))
 
 
 @dataclass(frozen=True)
@@ -114,18 +253,86 @@ def list_attestations(store: Store, subject_digest: str, *, predicate_type: str 
         return list(ex.map(get, refs))
 
 
-def sign_package_step(layers: Sequence[Layer], signer: Any, *, command: Sequence[str],
-                      model_name: str) -> dict[str, bytes]:
-    """Bundles for the package step: an in-toto link (materials = products = the model's files)
-    and an OpenSSF model-signing signature, both from the digests already computed."""
-    from modelseal.attest.bundle import sign_statement
-    from modelseal.attest.model_signing import sign_model_signing
+PACKAGE_LINK_FILE = "package.link.sigstore.json"
+
+
+@dataclass
+class PackagePlan:
+    """What the package step signs: file name -> Statement; and what the signer cannot sign
+    (file name -> reason), decided before anything is uploaded."""
+
+    statements: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+
+
+def package_step_capabilities(signer: Any) -> dict[str, str]:
+    """{file: why not} for the package step's bundles ``signer`` cannot sign (empty: all)."""
+    from modelseal.attest.model_signing import SIGNATURE_FILE, unsupported_reason
+
+    reason = unsupported_reason(signer)
+    return {SIGNATURE_FILE: reason} if reason else {}
+
+
+def excluded_paths(model_dir: str | Path, patterns: Sequence[str]) -> list[str]:
+    """The top-most paths below ``model_dir`` that ``patterns`` leave out, '/'-separated:
+    what `model_signing verify` of the source directory must skip, since push did."""
+    import os
+
+    from modelseal.digest import PathExcluder
+
+    ex = PathExcluder(patterns)
+    root = Path(model_dir)
+    out: list[str] = []
+    for d, dirs, files in os.walk(root):
+        rel = Path(d).relative_to(root).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        keep = []
+        for name in sorted(dirs):
+            if ex.dir(prefix + name):
+                out.append(prefix + name)
+            else:
+                keep.append(name)
+        dirs[:] = keep
+        out += [prefix + f for f in sorted(files) if ex.file(prefix + f)]
+    return sorted(p for p in out if "\\" not in p)  # model_signing paths are '/'-separated
+
+
+def plan_package_step(layers: Sequence[Layer], signer: Any, *, command: Sequence[str],
+                      model_name: str, ignore_paths: Sequence[str] = ()) -> PackagePlan:
+    """The package step's Statements from the digests already computed: an in-toto link
+    (materials = products = the model's files) and, when the signer can sign one, an OpenSSF
+    model-signing signature. ``ignore_paths`` (e.g. :func:`excluded_paths`) join the ones
+    model_signing skips by default."""
+    from modelseal.attest.model_signing import (
+        DEFAULT_IGNORE_PATHS,
+        SIGNATURE_FILE,
+        model_signing_statement,
+    )
     from modelseal.attest.statement import link_statement
 
     files = [(la.filepath, la.digest.partition(":")[2]) for la in layers]
     link = link_statement("package", list(command), files, files, byproducts={"return-value": 0},
                           environment={})
-    return {
-        "package.link.sigstore.json": sign_statement(link, signer),
-        "model.sig": sign_model_signing(files, signer, model_name=model_name),
-    }
+    statements = {PACKAGE_LINK_FILE: link}
+    skipped = package_step_capabilities(signer)
+    if SIGNATURE_FILE not in skipped:
+        statements[SIGNATURE_FILE] = model_signing_statement(
+            files, model_name=model_name, ignore_paths=[*DEFAULT_IGNORE_PATHS, *ignore_paths])
+    return PackagePlan(statements, skipped)
+
+
+def sign_planned(name: str, statement: Mapping[str, Any], signer: Any) -> bytes:
+    """Sign one Statement of a :class:`PackagePlan` (model.sig gets model_signing's hint)."""
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.model_signing import SIGNATURE_FILE, sign_model_signing_statement
+
+    if name == SIGNATURE_FILE:
+        return sign_model_signing_statement(statement, signer)
+    return sign_statement(statement, signer)
+
+
+def sign_package_step(layers: Sequence[Layer], signer: Any, *, command: Sequence[str],
+                      model_name: str) -> dict[str, bytes]:
+    """Bundles for the package step (see :func:`plan_package_step`): what the signer can sign."""
+    plan = plan_package_step(layers, signer, command=command, model_name=model_name)
+    return {name: sign_planned(name, st, signer) for name, st in plan.statements.items()}

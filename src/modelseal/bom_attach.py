@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from modelseal.attest.statement import MATERIALS_SUBJECT
 from modelseal.bom import (
     BOM_MEDIA_TYPE,
     BOM_PREDICATE,
@@ -145,7 +146,11 @@ def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
         pred = st.get("predicate") if isinstance(st.get("predicate"), Mapping) else {}
         m = _digests((pred or {}).get("materials"))
         mats.append(m)
-        prods.append(_digests(st.get("subject")) - m)
+        subj = st.get("subject")
+        subjects: list[Any] = subj if isinstance(subj, list) else []
+        # a product-less step's subject names its materials: not something it wrote
+        prods.append(_digests([s for s in subjects if not isinstance(s, Mapping)
+                               or s.get("name") != MATERIALS_SUBJECT]) - m)
     n = len(links)
     after = {i: {j for j in range(n) if j != i and prods[j] & mats[i]} for i in range(n)}
 

@@ -241,16 +241,22 @@ def human_size(n: float) -> str:
 @click.option("--follow-symlinks", is_flag=True,
               help="Record the content of symlinks that stay inside the model directory.")
 @click.option("--no-cache", is_flag=True, help="Re-hash every file (ignore the digest cache).")
-@click.option("--signer", help="Sign the package step (in-toto link + model-signing signature) "
-              "with this key file or signer URI.")
+@click.option("--exclude", multiple=True, metavar="PATTERN",
+              help="gitignore-style pattern of files to leave out (repeatable).")
+@click.option("--no-default-excludes", is_flag=True,
+              help="Also package .git, .modelseal, __pycache__, *.pyc and .DS_Store.")
+@click.option("--signer", envvar="MODELSEAL_SIGNER", metavar="URI|PATH",
+              help="Sign the package step (in-toto link + model-signing signature) "
+              "with this key file or signer URI (env MODELSEAL_SIGNER).")
 @click.option("--attestations", "attestations_dir", type=click.Path(exists=True),
-              help="Attach every bundle in this directory (e.g. .modelseal/attestations).")
+              help="Attach every bundle in this directory (e.g. .modelseal/attestations); "
+                   "bundles already attached are skipped.")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
 def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
     """Package MODEL_DIR as a ModelPack artifact and push it to REF."""
     with errors_to_exit(json_mode):
-        from modelseal.digest import DigestCache, default_cache_path
+        from modelseal.digest import DigestCache, default_cache_path, exclude_patterns
         from modelseal.errors import UsageError
         from modelseal.modelpack import ModelMetadata, parse_role_overrides
         from modelseal.transfer import push as do_push
@@ -275,68 +281,106 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
             md.descriptor["name"] = Path(model_dir).resolve().name
         r, store = open_ref(ref, opts)
         signer = None
+        skipped: dict[str, str] = {}
         if kw["signer"]:
             from modelseal.attest.signers import load_signer
+            from modelseal.attestations import package_step_capabilities
 
             signer = load_signer(kw["signer"])  # before any upload: a bad key fails early
-        bundles = []
+            # and what it cannot sign is known before any upload too: sign the rest
+            skipped = package_step_capabilities(signer)
+            for name, why in skipped.items():
+                click.echo(f"warning: {name} not signed: {why}", err=True)
+        bundles: list[tuple[str, bytes]] = []
         if kw["attestations_dir"]:
-            from modelseal.attestations import bundle_files
+            from modelseal.attestations import bundle_files, read_bundles
 
-            bundles = bundle_files([kw["attestations_dir"]])
+            # read and checked before any upload: a bad bundle fails the push early
+            bundles = read_bundles(bundle_files([kw["attestations_dir"]]))
         cache = None if kw["no_cache"] else DigestCache(default_cache_path())
+        excludes = exclude_patterns(kw["exclude"], default_excludes=not kw["no_default_excludes"])
         result = do_push(model_dir, store, r, md,
                          role_overrides=parse_role_overrides(kw["role_overrides"]),
                          allow_retag=kw["allow_retag"], follow_symlinks=kw["follow_symlinks"],
-                         cache=cache, progress=make_progress(json_mode))
-        attached = _attach_after_push(store, result, signer, bundles, model_dir, ref, md,
-                                      kw["attestations_dir"])
+                         cache=cache, progress=make_progress(json_mode), exclude=excludes)
+        outcomes = _attach_after_push(store, result, signer, bundles, model_dir, ref, md,
+                                      kw["attestations_dir"], excludes)
+        attached = list(dict.fromkeys(o.digest for o in outcomes if not o.already_attached))
+        already = list(dict.fromkeys(o.digest for o in outcomes if o.already_attached))
         if json_mode:
-            emit_json({**result.to_dict(), "attached": attached})
+            emit_json({**result.to_dict(), "attached": attached, "alreadyAttached": already,
+                       "skipped": [{"file": k, "reason": v} for k, v in skipped.items()]})
         else:
             c = console()
             state = "unchanged" if result.unchanged else (
                 f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)})")
             c.print(f"pushed {result.files} files ({human_size(result.bytes_total)}), {state}")
             c.print(f"{r.base}@{result.digest}", soft_wrap=True)
-            if attached:
-                c.print(f"{len(attached)} attestations attached")
+            if attached or already:
+                c.print(f"{len(attached)} attestations attached"
+                        + (f", {len(already)} already attached" if already else ""))
 
 
-def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[Any],
+def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[tuple[str, bytes]],
                        model_dir: str, ref: str, md: Any,
-                       attestations_dir: str | None) -> list[str]:
-    """Sign the package step and attach attestations; returns the referrer digests."""
+                       attestations_dir: str | None, excludes: list[str]) -> list[Any]:
+    """Attach attestations and sign the package step, each only when not attached already
+    (a CI retry adds nothing); returns the AttachOutcomes."""
     if signer is None and not bundles:
         return []
     from pathlib import Path
 
+    from modelseal.attest.bundle import parse_bundle
+    from modelseal.attest.steps import DEFAULT_ATTESTATIONS_DIR, write_attestation
     from modelseal.attestations import (
+        AttachedBundles,
         attach_bundle,
-        attach_bundles,
-        sign_package_step,
+        attach_bundles_once,
+        excluded_paths,
+        plan_package_step,
+        sign_planned,
         subject_of,
     )
     from modelseal.transfer import fetch_model_manifest
 
     subject = subject_of(store, result.digest)
-    out = [a.descriptor.digest for a in attach_bundles(store, subject, bundles)]
+    given = bundles
+    plan = None
     if signer is not None:
-        built = result.manifest
         if result.unchanged:  # sign what is in the store, not what we would have written
             from modelseal.refs import parse_ref
 
-            m = fetch_model_manifest(store, parse_ref(ref).with_digest(result.digest))
-            files = m.layers
+            files = fetch_model_manifest(store, parse_ref(ref).with_digest(result.digest)).layers
         else:
-            files = built.layers
-        signed = sign_package_step(files, signer, command=["modelseal", "push", model_dir, ref],
-                                   model_name=str(md.descriptor.get("name", "model")))
-        sig_dir = Path(attestations_dir or ".modelseal/attestations")
-        sig_dir.mkdir(parents=True, exist_ok=True)
-        for name, data in signed.items():
-            (sig_dir / name).write_bytes(data)
-            out.append(attach_bundle(store, subject, data, name).descriptor.digest)
+            files = result.manifest.layers
+        # model_signing verify of MODEL_DIR itself must skip what push left out
+        plan = plan_package_step(files, signer, command=["modelseal", "push", model_dir, ref],
+                                 model_name=str(md.descriptor.get("name", "model")),
+                                 ignore_paths=excluded_paths(model_dir, excludes))
+    types: list[str | None] = []
+    for _source, data in given:
+        try:
+            types.append(parse_bundle(data).predicate_type)
+        except Exception:  # attach_bundles_once names the file
+            types.append(None)
+    if plan is not None:
+        types += [st.get("predicateType") for st in plan.statements.values()]
+    existing = AttachedBundles(store, subject.digest, types)
+    out = attach_bundles_once(store, subject, given, existing)
+    if plan is not None:
+        from modelseal.attestations import AttachOutcome
+
+        sig_dir = Path(attestations_dir or DEFAULT_ATTESTATIONS_DIR)
+        for name, st in plan.statements.items():
+            there = existing.signed_by(st, signer)
+            if there is not None:  # signed and attached by this signer before: not again
+                out.append(AttachOutcome(there.digest, None, name, True))
+                continue
+            data = sign_planned(name, st, signer)
+            write_attestation(data, sig_dir / name)
+            a = attach_bundle(store, subject, data, name)
+            existing.add(a.descriptor, data)
+            out.append(AttachOutcome(a.descriptor.digest, a.tag, name, False))
     return out
 
 

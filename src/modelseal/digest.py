@@ -207,3 +207,37 @@ def hash_files(
     if cache is not None:
         cache.flush()
     return [results[i] for i in range(len(plist))]
+
+
+# ---- default excludes: one set for every command that walks a model ------------------------
+
+DEFAULT_EXCLUDES: tuple[str, ...] = (".git", ".modelseal", "__pycache__", "*.pyc", ".DS_Store")
+"""gitignore-style patterns `run`, `attest`, `push`, `bom` and `scan` leave out by default.
+
+One set, so that what `run` records as a step's products is exactly what `push` packages (a
+``__pycache__`` packaged but not recorded would fail verification). ``--exclude`` adds to it,
+``--no-default-excludes`` drops it.
+"""
+
+
+class PathExcluder:
+    """gitignore-style matching of '/'-separated paths relative to the walked root."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        import pathspec
+
+        self._spec = pathspec.GitIgnoreSpec.from_lines(list(patterns)) if patterns else None
+
+    def file(self, rel: str) -> bool:
+        """True when the file at ``rel`` is excluded."""
+        return self._spec is not None and self._spec.match_file(rel)
+
+    def dir(self, rel: str) -> bool:
+        """True when the directory at ``rel`` is excluded (patterns ending in '/' included)."""
+        return self._spec is not None and (self._spec.match_file(rel)
+                                           or self._spec.match_file(rel + "/"))
+
+
+def exclude_patterns(exclude: Sequence[str] = (), *, default_excludes: bool = True) -> list[str]:
+    """The patterns a walk uses: the defaults (unless dropped) and then the user's."""
+    return [*(DEFAULT_EXCLUDES if default_excludes else ()), *exclude]

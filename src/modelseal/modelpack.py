@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from modelseal.digest import FileDigest
+from modelseal.digest import DEFAULT_EXCLUDES, FileDigest, PathExcluder
 from modelseal.errors import InputError, UnsafePathError, UsageError
 from modelseal.oci.store import MANIFEST_V1, Descriptor, canonical_json
 
@@ -102,8 +102,9 @@ class ModelFile:
 
 
 def scan_model_dir(root: str | os.PathLike[str], *, follow_symlinks: bool = False,
-                   exclude: Sequence[str] = (".modelseal", ".git")) -> list[ModelFile]:
-    """Every regular file below ``root``, sorted by relative path.
+                   exclude: Sequence[str] = DEFAULT_EXCLUDES) -> list[ModelFile]:
+    """Every regular file below ``root`` not matched by the gitignore-style ``exclude``
+    patterns (default: the same as ``modelseal run``), sorted by relative path.
 
     Refuses symlinks (unless ``follow_symlinks``, and then only to files inside ``root``),
     device files, sockets, FIFOs and unreadable files, naming the file.
@@ -113,6 +114,7 @@ def scan_model_dir(root: str | os.PathLike[str], *, follow_symlinks: bool = Fals
         raise InputError(f"{base} is not a directory")
     real_root = base.resolve()
     files: list[ModelFile] = []
+    ex = PathExcluder(exclude)
 
     def walk(d: Path, rel: str) -> None:
         try:
@@ -121,8 +123,7 @@ def scan_model_dir(root: str | os.PathLike[str], *, follow_symlinks: bool = Fals
             raise InputError(f"cannot read directory {d}: {e.strerror or e}") from e
         for entry in entries:
             r = f"{rel}{entry.name}"
-            if any(fnmatch.fnmatchcase(r, pat) or fnmatch.fnmatchcase(entry.name, pat)
-                   for pat in exclude):
+            if ex.dir(r) if entry.is_dir() else ex.file(r):
                 continue
             p = Path(entry.path)
             if entry.is_symlink():

@@ -66,6 +66,12 @@ def _split_tag_digest(rest: str) -> tuple[str, str | None, str | None]:
     return rest, None, digest
 
 
+_HOST_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+"""A registry host as docker accepts it: DNS labels or a bracketed IPv6 address, then a port."""
+
+
 def parse_ref(text: str, default_tag: str | None = "latest") -> Ref:
     """Parse a reference; raises UsageError with the accepted forms when it cannot."""
     if not text:
@@ -92,6 +98,11 @@ def parse_ref(text: str, default_tag: str | None = "latest") -> Ref:
             f"cannot tell where {text!r} lives: write HOST[:PORT]/REPO[:TAG] for a registry "
             "or oci:PATH[:TAG] for an image-layout directory")
     host, path = body.split("/", 1)
+    if text.startswith((".", "/", "~")) or (host and not _HOST_RE.match(host)):
+        # ./models:v1, /srv/models, ~/m: a directory written without the oci: prefix
+        raise UsageError(
+            f"{text!r} looks like a directory, not a registry reference",
+            hint=f"for an image-layout directory write oci:{text}")
     if not ("." in host or ":" in host or host == "localhost"):
         raise UsageError(
             f"{host!r} in {text!r} is not a registry host (it needs a '.' or ':' or to be "

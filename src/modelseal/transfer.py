@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelseal.digest import DigestCache, hash_files
+from modelseal.digest import DEFAULT_EXCLUDES, DigestCache, hash_files
 from modelseal.errors import InputError, TagConflictError, UnsafePathError, UsageError
 from modelseal.modelpack import (
     BuiltArtifact,
@@ -65,11 +65,13 @@ class PushResult:
 
 def package(model_dir: str | os.PathLike[str], metadata: ModelMetadata, *,
             role_overrides: Sequence[tuple[str, str]] = (), follow_symlinks: bool = False,
-            cache: DigestCache | None = None,
-            progress: Progress | None = None) -> tuple[BuiltArtifact, list[Path]]:
-    """Hash a model directory and build its ModelPack manifest (nothing uploaded)."""
+            cache: DigestCache | None = None, progress: Progress | None = None,
+            exclude: Sequence[str] = DEFAULT_EXCLUDES) -> tuple[BuiltArtifact, list[Path]]:
+    """Hash a model directory and build its ModelPack manifest (nothing uploaded).
+
+    ``exclude``: gitignore-style patterns left out (default: the same as ``modelseal run``)."""
     progress = progress or Progress()
-    files = scan_model_dir(model_dir, follow_symlinks=follow_symlinks)
+    files = scan_model_dir(model_dir, follow_symlinks=follow_symlinks, exclude=exclude)
     if not files:
         raise InputError(f"{model_dir} holds no files: nothing to package")
     advance = progress.start("hashing", sum(f.size for f in files))
@@ -106,13 +108,15 @@ def check_tag(store: Store, tag: str, built: BuiltArtifact, allow_retag: bool) -
 def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: ModelMetadata, *,
          role_overrides: Sequence[tuple[str, str]] = (), allow_retag: bool = False,
          follow_symlinks: bool = False, cache: DigestCache | None = None,
-         progress: Progress | None = None, workers: int = 4) -> PushResult:
+         progress: Progress | None = None, workers: int = 4,
+         exclude: Sequence[str] = DEFAULT_EXCLUDES) -> PushResult:
     """Package ``model_dir`` and push it to ``store`` under ``ref.tag``."""
     progress = progress or Progress()
     if ref.digest:
         raise UsageError(f"cannot push to {ref}: push to a tag; the digest is computed")
     built, paths = package(model_dir, metadata, role_overrides=role_overrides,
-                           follow_symlinks=follow_symlinks, cache=cache, progress=progress)
+                           follow_symlinks=follow_symlinks, cache=cache, progress=progress,
+                           exclude=exclude)
     tag = ref.tag
     total = sum(la.size for la in built.layers)
     result = PushResult(str(ref.with_tag(tag)), built.manifest_digest, tag, len(built.layers),

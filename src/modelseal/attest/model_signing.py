@@ -199,6 +199,36 @@ def with_key_hint(bundle: bytes, hint: str) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
+def unsupported_reason(signer: Signer) -> str | None:
+    """Why ``signer`` cannot sign a model_signing signature, or None when it can.
+
+    ``model_signing verify`` takes ECDSA keys (P-256/384/521) or Sigstore keyless
+    certificates: an Ed25519 key signs modelseal's attestations but not ``model.sig``.
+    Asked before anything is uploaded, so a push signs what its signer can.
+    """
+    from modelseal.attest.signers import is_keyless
+
+    if is_keyless(signer):
+        return None
+    try:
+        signer_key_hint(signer.public_key)
+    except (SigningError, InputError) as e:
+        return e.message
+    return None
+
+
+def sign_model_signing_statement(statement: Mapping[str, Any], signer: Signer) -> bytes:
+    """Sign a Statement from :func:`model_signing_statement` as ``model.sig`` bytes (with
+    model_signing's key hint for keyed signers)."""
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.signers import is_keyless
+
+    if is_keyless(signer):
+        return sign_statement(statement, signer)
+    hint = signer_key_hint(signer.public_key)  # refuse unsupported keys before signing
+    return with_key_hint(sign_statement(statement, signer), hint)
+
+
 def sign_model_signing(
     files: Iterable[tuple[str, str]],
     signer: Signer,
@@ -208,11 +238,5 @@ def sign_model_signing(
 ) -> bytes:
     """``model.sig`` bytes that ``model_signing verify key`` (or ``verify sigstore`` for a
     keyless signer) accepts for a directory holding exactly ``files``."""
-    from modelseal.attest.bundle import sign_statement
-    from modelseal.attest.signers import is_keyless
-
     st = model_signing_statement(files, model_name=model_name, ignore_paths=ignore_paths)
-    if is_keyless(signer):
-        return sign_statement(st, signer)
-    hint = signer_key_hint(signer.public_key)  # refuse unsupported keys before signing
-    return with_key_hint(sign_statement(st, signer), hint)
+    return sign_model_signing_statement(st, signer)

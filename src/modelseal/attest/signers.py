@@ -485,7 +485,9 @@ def _load_kms_signer(uri: str, public_key: Key | None) -> Signer:
                 uri, public_key = AzureSigner.import_(vault, key_name)
         if public_key is None:
             raise ValueError("the public key is needed; pass it (--public-key PEM)")
-        return Signer.from_priv_key_uri(uri, public_key)
+        # securesystemslib dispatches on the URI's scheme (SIGNER_FOR_URI_SCHEME)
+        signer: Signer = mod.Signer.from_priv_key_uri(uri, public_key)
+        return signer
     except Exception as e:
         raise SigningError(f"{label} cannot be used: {e or type(e).__name__}") from e
 

@@ -103,12 +103,39 @@ def link_predicate(
     }
 
 
+MATERIALS_SUBJECT = "modelseal:materials"
+"""The subject name of a link whose step wrote no products (see :func:`materials_digest`)."""
+_MATERIALS_DOMAIN = b"modelseal/materials/v1\n"
+
+
+def materials_digest(materials: Iterable[Subject]) -> str:
+    """sha256 hex naming a step's materials as a whole: over ``modelseal/materials/v1\n``
+    followed by the canonical JSON list of ``{"name", "sha256"}``, sorted by name."""
+    import hashlib
+
+    from modelseal.oci.store import canonical_json
+
+    items = sorted((n, _hex(d, n)) for n, d in materials)
+    listing = canonical_json([{"name": n, "sha256": d} for n, d in items])
+    return hashlib.sha256(_MATERIALS_DOMAIN + listing).hexdigest()
+
+
 def link_statement(name: str, command: Sequence[str], materials: Iterable[Subject],
                    products: Iterable[Subject], byproducts: Mapping[str, Any] | None = None,
                    environment: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A Statement with the link predicate; subjects are the products."""
-    return statement(products, LINK_PREDICATE,
-                     link_predicate(name, command, materials, byproducts, environment))
+    """A Statement with the link predicate; subjects are the products.
+
+    A step that wrote nothing (an approval) still gets one subject, because in-toto's
+    libraries and Sigstore refuse a Statement without one: ``modelseal:materials`` with the
+    :func:`materials_digest` of what the step read, i.e. what was approved.
+    :func:`statement_to_link` recognises it by recomputing that digest and reports no products.
+    """
+    mats = list(materials)
+    prods = list(products)
+    if not prods:
+        prods = [(MATERIALS_SUBJECT, materials_digest(mats))]
+    return statement(prods, LINK_PREDICATE,
+                     link_predicate(name, command, mats, byproducts, environment))
 
 
 def _digest_map(rds: Any, what: str) -> dict[str, dict[str, str]]:
@@ -139,10 +166,19 @@ def statement_to_link(st: Mapping[str, Any]) -> Link:
     command = pred.get("command") or []
     if isinstance(command, str):
         command = command.split()
+    materials = _digest_map(pred.get("materials") or [], "materials")
+    products = _digest_map(st.get("subject") or [], "subjects")
+    if set(products) == {MATERIALS_SUBJECT}:
+        # a step without products names its materials as its subject (link_statement);
+        # only the digest recomputed from the signed materials makes it so
+        shas = [(n, str(d.get("sha256", ""))) for n, d in materials.items()]
+        if all(_HEX64.match(d) for _, d in shas) and (
+                products[MATERIALS_SUBJECT].get("sha256") == materials_digest(shas)):
+            products = {}
     return Link(
         name=name,
-        materials=_digest_map(pred.get("materials") or [], "materials"),
-        products=_digest_map(st.get("subject") or [], "subjects"),
+        materials=materials,
+        products=products,
         byproducts=dict(pred.get("byproducts") or {}),
         command=[str(c) for c in command],
         environment=dict(pred.get("environment") or {}),

@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,13 +21,17 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from modelseal.attest.statement import Subject, link_statement
-from modelseal.digest import DigestCache, hash_files
+from modelseal.digest import (
+    DigestCache,
+    PathExcluder,
+    exclude_patterns,
+    hash_files,
+)
 from modelseal.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
-DEFAULT_EXCLUDES = (".git", ".modelseal", "__pycache__", "*.pyc")
 DEFAULT_ATTESTATIONS_DIR = Path(".modelseal") / "attestations"
 ATTESTATION_SUFFIX = ".intoto.sigstore.json"
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -68,20 +73,6 @@ def check_step_name(name: str) -> str:
     return name
 
 
-class _Excluder:
-    def __init__(self, patterns: Sequence[str]) -> None:
-        import pathspec
-
-        self._spec = pathspec.GitIgnoreSpec.from_lines(list(patterns)) if patterns else None
-
-    def file(self, rel: str) -> bool:
-        return self._spec is not None and self._spec.match_file(rel)
-
-    def dir(self, rel: str) -> bool:
-        return self._spec is not None and (self._spec.match_file(rel)
-                                           or self._spec.match_file(rel + "/"))
-
-
 def _rel(path: Path, base: Path) -> str:
     try:
         rel = path.relative_to(base)
@@ -106,8 +97,7 @@ def collect_files(
     """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     base_abs = Path(os.path.abspath(base))
-    patterns = [*(DEFAULT_EXCLUDES if default_excludes else ()), *exclude]
-    ex = _Excluder(patterns)
+    ex = PathExcluder(exclude_patterns(exclude, default_excludes=default_excludes))
     found: dict[str, Path] = {}
 
     def walk(d: Path, rel: str, ancestors: tuple[tuple[int, int], ...]) -> None:
@@ -197,18 +187,22 @@ def run_command(
     capture_output: bool = False,
     tee_stdout: IO[bytes] | None = None,
     tee_stderr: IO[bytes] | None = None,
+    stdout_to_stderr: bool = False,
 ) -> tuple[int, bytes | None, bytes | None]:
     """Run ``command`` without a shell: (returncode, stdout, stderr).
 
     With ``capture_output`` the streams are recorded (the first MiB of each) and also copied
     to ``tee_stdout``/``tee_stderr`` as they come, so a long job still shows its progress.
-    A signal death is reported as 128 + the signal number, as shells do.
+    A signal death is reported as 128 + the signal number, as shells do. With
+    ``stdout_to_stderr`` (uncaptured) the command's stdout goes to our stderr, so that our own
+    stdout carries only modelseal's JSON.
     """
     if not command:
         raise UsageError("no command given", hint="modelseal run --step NAME ... -- CMD ARGS")
     try:
         if not capture_output:
-            proc = subprocess.run(list(command), cwd=cwd, check=False)
+            proc = subprocess.run(list(command), cwd=cwd, check=False,
+                                  stdout=sys.stderr.fileno() if stdout_to_stderr else None)
             rc, out, err = proc.returncode, None, None
         else:
             with subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE,
@@ -252,6 +246,7 @@ def record_step(
     cache: DigestCache | None = None,
     tee_stdout: IO[bytes] | None = None,
     tee_stderr: IO[bytes] | None = None,
+    stdout_to_stderr: bool = False,
 ) -> StepRecord:
     """Hash materials, run ``command`` (in ``base_dir``), hash products; the link Statement.
 
@@ -264,7 +259,8 @@ def record_step(
                           "default_excludes": default_excludes, "cache": cache}
     mats = hash_artifacts(materials, **kw)
     rc, out, err = run_command(command, cwd=base, capture_output=capture_output,
-                               tee_stdout=tee_stdout, tee_stderr=tee_stderr)
+                               tee_stdout=tee_stdout, tee_stderr=tee_stderr,
+                               stdout_to_stderr=stdout_to_stderr)
     prods = hash_artifacts(products, missing_ok=rc != 0, **kw)
     byproducts: dict[str, Any] = {"return-value": rc}
     if capture_output:

@@ -102,7 +102,7 @@ def keygen(name: str, algorithm: str, passphrase: bool, json_mode: bool) -> None
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="gitignore-style pattern of paths to leave out (repeatable).")
 @click.option("--no-default-excludes", is_flag=True,
-              help="Also record .git, .modelseal, __pycache__ and *.pyc.")
+              help="Also record .git, .modelseal, __pycache__, *.pyc and .DS_Store.")
 @click.option("--base-dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Directory the command runs in and paths are recorded relative to.")
 @click.option("--attestations-dir", type=click.Path(file_okay=False), default=None,
@@ -120,7 +120,8 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
 
     Materials are hashed before, products after; the signed Statement (predicate
     https://in-toto.io/attestation/link/v0.3, subjects = products) is written atomically to the
-    attestations directory. The command's exit code is passed on, and a failing command is
+    attestations directory. With --json, stdout carries only the JSON summary: CMD's own
+    stdout goes to stderr. The command's exit code is passed on, and a failing command is
     still recorded. The signer is loaded first: a bad key fails before the command runs.
     """
     rc = 0
@@ -138,18 +139,24 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
             attestations_dir=kw["attestations_dir"], exclude=kw["exclude"],
             default_excludes=not kw["no_default_excludes"], base_dir=kw["base_dir"],
             capture_output=streams, env_keys=kw["env_keys"], cache=cache,
-            tee_stdout=sys.stdout.buffer if streams else None,
-            tee_stderr=sys.stderr.buffer if streams else None)
+            # --json: stdout is modelseal's JSON alone; the command's output goes to stderr
+            tee_stdout=(sys.stderr.buffer if json_mode else sys.stdout.buffer)
+            if streams else None,
+            tee_stderr=sys.stderr.buffer if streams else None, stdout_to_stderr=json_mode)
         rc = outcome.returncode
         pred = outcome.statement["predicate"]
+        from modelseal.attest.statement import MATERIALS_SUBJECT
+
+        n_products = sum(1 for s in outcome.statement["subject"]
+                         if s.get("name") != MATERIALS_SUBJECT)
         if json_mode:
             emit_json({"step": step, "returncode": rc, "attestation": str(outcome.attestation),
                        "keyid": outcome.keyid, "materials": len(pred["materials"]),
-                       "products": len(outcome.statement["subject"]),
+                       "products": n_products,
                        "predicateType": outcome.statement["predicateType"]})
         else:
             _note(f"modelseal: step {step!r} exited {rc}; {len(pred['materials'])} materials, "
-                  f"{len(outcome.statement['subject'])} products; signed link: "
+                  f"{n_products} products; signed link: "
                   f"{outcome.attestation}")
     sys.exit(rc)
 

@@ -23,23 +23,32 @@ from modelseal.cli import (
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
 def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None:
-    """Attach Sigstore bundles (FILES, or directories of them) to the model at REF."""
+    """Attach Sigstore bundles (FILES, or directories of them) to the model at REF.
+
+    A bundle already attached (the same Statement with the same signatures) is not attached
+    again: re-running an attach adds nothing."""
     with errors_to_exit(json_mode):
         from modelseal.attestations import attach_bundles, bundle_files, subject_of
 
         r, store = open_ref(ref, store_kwargs(kw))
         subject = subject_of(store, r.reference)
         attached = attach_bundles(store, subject, bundle_files(files))
+        new = [a for a in attached if not a.already_attached]
         if json_mode:
             emit_json({"subject": subject.digest,
-                       "attached": [{"digest": a.descriptor.digest, "tag": a.tag}
-                                    for a in attached]})
+                       "attached": [{"digest": a.digest, "tag": a.tag} for a in new],
+                       "alreadyAttached": [{"digest": a.digest, "source": a.source}
+                                           for a in attached if a.already_attached]})
         else:
             c = console()
             for a in attached:
-                c.print(f"attached {a.descriptor.digest} ({a.tag})", soft_wrap=True)
-            c.print(f"{len(attached)} attestations attached to {r.base}@{subject.digest}",
-                    soft_wrap=True)
+                if a.already_attached:
+                    c.print(f"already attached: {a.source} ({a.digest})", soft_wrap=True)
+                else:
+                    c.print(f"attached {a.digest} ({a.tag})", soft_wrap=True)
+            c.print(f"{len(new)} attestations attached to {r.base}@{subject.digest}"
+                    + (f", {len(attached) - len(new)} already attached"
+                       if len(new) < len(attached) else ""), soft_wrap=True)
 
 
 @click.command()
