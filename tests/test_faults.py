@@ -30,6 +30,7 @@ from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
 from modelseal.oci.auth import parse_challenge
 from modelseal.oci.parse import (
+    check_manifest,
     json_depth,
     loads_json,
     parse_descriptor,
@@ -361,6 +362,28 @@ def test_cli_refuses_nested_manifest_without_traceback(proxy: FaultProxy, pushed
     assert proc.returncode == 3 and error_type(proc) == "StoreError"
 
 
+HOSTILE_MANIFESTS = [
+    {"schemaVersion": 2, "mediaType": MANIFEST_V1, "config": 5, "layers": [{"digest": 7}]},
+    {"schemaVersion": 2, "mediaType": MANIFEST_V1, "layers": "no",
+     "config": {"mediaType": "x", "digest": "sha256:" + "a" * 64, "size": "2"}},
+    {"schemaVersion": 2, "mediaType": MANIFEST_V1, "annotations": ["x"], "layers": [],
+     "config": {"mediaType": "x", "digest": "sha256:" + "a" * 64, "size": 2}},
+    {"schemaVersion": 2, "mediaType": MANIFEST_V1, "layers": [None],
+     "config": {"mediaType": "x", "digest": "sha256:" + "a" * 64, "size": 2}},
+    [1, 2],
+]
+
+
+@pytest.mark.parametrize("manifest", HOSTILE_MANIFESTS)
+def test_cli_refuses_manifest_with_mistyped_descriptors(proxy: FaultProxy, pushed: str,
+                                                        tmp_path: Path, manifest: object) -> None:
+    proxy.add("body", method="GET", path="/manifests/", body=json.dumps(manifest).encode(),
+              headers={"Content-Type": MANIFEST_V1})
+    proc, _ = run_cli("--timeout", "2", "pull", f"{proxy.host}/{REPO}:v1",
+                      str(tmp_path / "out"), "--json")
+    assert proc.returncode == 3 and error_type(proc) == "StoreError"
+
+
 def test_referrers_with_missing_or_mistyped_fields_are_skipped(proxy: FaultProxy,
                                                                pushed: str) -> None:
     good = {"mediaType": MANIFEST_V1, "digest": "sha256:" + "a" * 64, "size": 10,
@@ -462,6 +485,20 @@ def test_fuzz_descriptor_parser(obj: object) -> None:
         return
     assert isinstance(d.media_type, str) and isinstance(d.digest, str)
     assert all(isinstance(v, str) for v in d.annotations.values())
+
+
+@FUZZ
+@given(json_values)
+def test_fuzz_manifest_checker(doc: object) -> None:
+    if not isinstance(doc, dict):
+        return
+    try:
+        check_manifest(doc, "fuzz")
+    except StoreError:
+        return
+    for key in ("config", "subject"):
+        if doc.get(key) is not None:
+            Descriptor.from_dict(doc[key])  # what readers above the store do: no crash
 
 
 @FUZZ

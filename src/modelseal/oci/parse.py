@@ -135,3 +135,31 @@ def parse_error_body(data: bytes) -> tuple[list[str], str]:
     return codes, "; ".join(msgs)
 
 
+
+
+def check_manifest(doc: dict[str, Any], what: str) -> None:
+    """Refuse a manifest whose descriptors (``config``, ``layers``, ``subject``) or
+    annotations have missing or mistyped fields, before anything above the store reads it.
+    An index's ``manifests`` must be a list; its entries are judged by who reads them."""
+    config = doc.get("config", ...)
+    if config is not ...:
+        parse_descriptor(config, f"{what} (config)")
+    subject = doc.get("subject")
+    if subject is not None:
+        parse_descriptor(subject, f"{what} (subject)")
+    layers = doc.get("layers")
+    if layers is not None:
+        if not isinstance(layers, list):
+            raise StoreError(f"{what}: 'layers' is not a list")
+        for i, layer in enumerate(layers):
+            parse_descriptor(layer, f"{what} (layer {i})")
+    manifests = doc.get("manifests")
+    if manifests is not None and not isinstance(manifests, list):
+        raise StoreError(f"{what}: 'manifests' is not a list")
+    anns = doc.get("annotations")
+    if anns is not None and (not isinstance(anns, dict)
+                             or not all(isinstance(v, str) for v in anns.values())):
+        raise StoreError(f"{what}: annotations that are not strings")
+    art = doc.get("artifactType")
+    if art is not None and not isinstance(art, str):
+        raise StoreError(f"{what}: a non-string artifactType")

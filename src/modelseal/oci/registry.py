@@ -79,6 +79,7 @@ from modelseal.oci.auth import (
 )
 from modelseal.oci.parse import (
     MAX_ERROR_BYTES,
+    check_manifest,
     loads_json,
     parse_error_body,
     parse_index,
@@ -801,6 +802,7 @@ class RegistryStore:
         doc = loads_json(data, f"{what} from registry {self.host}")
         if not isinstance(doc, dict):
             raise StoreError(f"{what} from registry {self.host} is not a JSON object")
+        check_manifest(doc, f"{what} from registry {self.host}")
         if ctype not in MANIFEST_TYPES:
             ctype = self._media_type_from_json(doc, what, ctype)
         return data, ctype, digest
