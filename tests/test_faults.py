@@ -38,7 +38,7 @@ from modelseal.oci.parse import (
     parse_index,
     parse_tag_list,
 )
-from modelseal.oci.referrers import list_referrers
+from modelseal.oci.referrers import attach, fallback_tag, list_referrers
 from modelseal.oci.registry import (
     RegistryStore,
     classify_failure,
@@ -414,6 +414,19 @@ def test_referrers_with_missing_or_mistyped_fields_are_skipped(proxy: FaultProxy
               headers={"Content-Type": INDEX_V1})
     found = list_referrers(store_via(proxy), pushed)
     assert [d.digest for d in found] == [good["digest"]]
+
+
+def test_unreadable_fallback_index_does_not_hide_tagged_referrers(
+        registry: RegistryServer, proxy: FaultProxy, pushed: str) -> None:
+    direct = RegistryStore(registry.host, REPO)
+    subject = Descriptor(MANIFEST_V1, pushed, len(direct.get_manifest(pushed)[0]))
+    made = {attach(direct, subject, artifact_type="application/x-note", blob=b'{"n": %d}' % i,
+                   blob_media_type="application/json").descriptor.digest for i in range(2)}
+    fault = proxy.add("body", method="GET", path=f"/manifests/{fallback_tag(pushed)}$",
+                      body=b'{"schemaVersion": 2, "manifests": "nope"}',
+                      headers={"Content-Type": INDEX_V1})
+    assert {d.digest for d in list_referrers(store_via(proxy), pushed)} == made
+    assert fault.hits >= 1
 
 
 def test_unexpected_error_bodies_are_clear_errors(proxy: FaultProxy, pushed: str) -> None:
