@@ -43,7 +43,7 @@ ANN_BLOB = "dev.modelseal.referrer.blob"
 INDEX_MERGE_ROUNDS = 8
 MAX_INDEX_BYTES = 4_000_000
 """Largest fallback index written: distribution refuses manifests over 4 MiB (4,194,304
-bytes), as do most registries; ~8,000 referrers with modelseal's annotations fit."""
+bytes), as do most registries; ~7,800 referrers with modelseal's annotations fit."""
 ANN_TRUNCATED = "dev.modelseal.referrers.truncated"
 
 
