@@ -578,3 +578,26 @@ def test_failure_classes() -> None:
     assert classify_failure(requests.ConnectionError("Connection reset by peer")) == "transient"
     assert classify_failure(requests.ReadTimeout("read timed out")) == "timeout"
 
+
+
+def test_bad_timeout_setting_is_a_usage_error(tmp_path: Path) -> None:
+    proc, _ = run_cli("inspect", f"oci:{tmp_path}:v1", env={"MODELSEAL_TIMEOUT": "0"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc, _ = run_cli("--deadline", "soon", "inspect", f"oci:{tmp_path}:v1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_deadline_cuts_each_request_timeout() -> None:
+    from modelseal.oci import network
+
+    try:
+        network.configure(timeout=30, deadline=2)
+        store = RegistryStore("127.0.0.1:1", REPO)
+        connect, read = store._reg.timeouts()
+        assert connect <= 2 and read <= 2
+        network.configure(timeout=30, deadline=0.001)
+        time.sleep(0.01)
+        with pytest.raises(RegistryTimeoutError):
+            store.resolve("v1")
+    finally:
+        network.configure()
