@@ -469,11 +469,12 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
                 resp = self.session.post(realm, data={
                     "grant_type": "refresh_token", "refresh_token": creds.identity_token,
                     "client_id": "modelseal", **params}, timeout=self.timeouts(),
-                    verify=self._tls_verify)
+                    verify=self._tls_verify, stream=True)
             else:
                 headers = {"Authorization": creds.basic()} if creds is not None else {}
                 resp = self.session.get(realm, params=params, headers=headers,
-                                        timeout=self.timeouts(), verify=self._tls_verify)
+                                        timeout=self.timeouts(), verify=self._tls_verify,
+                                        stream=True)
         except requests.exceptions.SSLError as e:
             if network.cancelled():
                 raise network.Interrupted() from e
@@ -487,16 +488,21 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
                    else RegistryUnreachableError)
             raise cls(f"cannot reach the token service {realm} of registry {self.host}: "
                       f"{_failure_reason(e)}") from e
+        if resp.status_code != 200:
+            resp.close()
         if resp.status_code in (401, 403):
             raise self._refused(creds) if creds is not None else self._missing()
         if resp.status_code != 200:
             raise AuthError(f"token service {realm} of registry {self.host} answered "
                             f"HTTP {resp.status_code}")
         try:
-            data = loads_json(resp.content[:MAX_LIST_BYTES], "token answer")
+            with resp:  # a token answer is small: read at most 1 MiB of it
+                body = resp.raw.read(MiB + 1, decode_content=True) or b""
+            data = loads_json(body[:MiB], "token answer") if len(body) <= MiB else None
             token = (data.get("token") or data.get("access_token")
                      if isinstance(data, dict) else None)
-        except (StoreError, requests.RequestException):
+        except (StoreError, requests.RequestException, urllib3.exceptions.HTTPError,
+                OSError):
             token = None
         if not token or not isinstance(token, str):
             raise AuthError(f"token service {realm} of registry {self.host} sent no token")
