@@ -86,14 +86,84 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+_signalled: list[int] = []  # the first SIGINT/SIGTERM received, if any
+INTERRUPT_GRACE = 3.0  # seconds cleanup may take after Ctrl-C before the process just ends
+
+
+def _interrupt_code() -> int:
+    """130 after SIGINT (Ctrl-C), 143 after SIGTERM (CI runners, Kubernetes)."""
+    return 128 + (_signalled[0] if _signalled else 2)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM alike: stop network work in every thread now (shut open
+    connections, wake back-offs), raise KeyboardInterrupt in the main thread so cleanup runs
+    (upload sessions cancelled, staging removed); a second signal, or cleanup that outlives
+    the grace period, ends the process at once."""
+    import os
+    import threading
+
+    from modelseal.oci import network
+
+    if _signalled:
+        os._exit(_interrupt_code())
+    _signalled.append(signum)
+    network.cancel()
+
+    def watchdog() -> None:
+        import time
+
+        time.sleep(INTERRUPT_GRACE)
+        sys.stderr.write("interrupted\n")
+        os._exit(_interrupt_code())
+
+    threading.Thread(target=watchdog, name="modelseal-interrupt", daemon=True).start()
+    raise KeyboardInterrupt
+
+
+class _MainGroup(LazyGroup):
+    """The entry point: signal handling around every command, exit 130/143 on interrupt."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import signal
+        import threading
+
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, _on_signal)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # a command that does not go through errors_to_exit
+            click.echo("interrupted", err=True)
+            sys.exit(_interrupt_code())
+        except SystemExit as e:
+            if e.code == 130 and _signalled:
+                sys.exit(_interrupt_code())
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+@click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="modelseal")
-def main() -> None:
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              envvar="MODELSEAL_TIMEOUT", show_envvar=True, metavar="SECONDS",
+              help="Registry network timeout: connecting, and waiting for each answer or "
+                   "block of data (default 30). See docs/network.md.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True),
+              envvar="MODELSEAL_DEADLINE", show_envvar=True, metavar="SECONDS",
+              help="Give up on registry work after this long in total (default: no bound).")
+def main(timeout: float | None = None, deadline: float | None = None) -> None:
     """modelseal: package, attest, verify and audit machine-learning models.
 
     REF is HOST[:PORT]/REPO[:TAG|@DIGEST] for a registry, or oci:PATH[:TAG|@DIGEST] for an
     OCI image-layout directory on disk (the embedded default).
     """
+    from modelseal.oci import network
+
+    network.configure(timeout=timeout, deadline=deadline)
 
 
 # ---- shared plumbing ---------------------------------------------------------------------

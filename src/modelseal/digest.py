@@ -7,6 +7,7 @@ git's index does, so re-hashing an unchanged model costs one ``stat`` per file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -70,18 +71,37 @@ def hash_file(path: str | os.PathLike[str], progress: ProgressFn | None = None) 
 
 
 class DigestCache:
-    """sqlite cache of file digests keyed by file identity. Safe to share between threads."""
+    """sqlite cache of file digests keyed by file identity. Safe to share between threads.
+
+    The cache is an optimisation: when it cannot be created, read or written (full disk,
+    read-only or corrupt file) it turns itself off (``disabled`` says why) and every file is
+    hashed; the command goes on.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER,"
-            " size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT)"
-        )
         self._pending: list[tuple[str, int, int, int, int, int, str]] = []
+        self._db: sqlite3.Connection | None = None
+        self.disabled: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, dev INTEGER,"
+                " ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT)"
+            )
+        except (sqlite3.Error, OSError) as e:
+            self._disable(e)
+
+    def _disable(self, exc: BaseException) -> None:
+        """Stop using the cache (call with the lock held or before threads start)."""
+        self.disabled = f"digest cache {self.path} is not usable: {exc}"
+        db, self._db = self._db, None
+        self._pending.clear()
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     @staticmethod
     def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -92,12 +112,18 @@ class DigestCache:
         with self._lock:
             rows = {}
             names = [str(p.resolve()) for p in paths]
-            for i in range(0, len(names), 500):
-                part = names[i:i + 500]
-                q = ("SELECT path, dev, ino, size, mtime, ctime, sha256 FROM digests"
-                     " WHERE path IN (%s)")
-                for r in self._db.execute(q % ",".join("?" * len(part)), part):
-                    rows[r[0]] = r
+            try:
+                for i in range(0, len(names), 500):
+                    if self._db is None:
+                        break
+                    part = names[i:i + 500]
+                    q = ("SELECT path, dev, ino, size, mtime, ctime, sha256 FROM digests"
+                         " WHERE path IN (%s)")
+                    for r in self._db.execute(q % ",".join("?" * len(part)), part):
+                        rows[r[0]] = r
+            except sqlite3.Error as e:
+                rows = {}
+                self._disable(e)
         for p, name in zip(paths, names, strict=True):
             st = p.stat()
             r = rows.get(name)
@@ -107,19 +133,29 @@ class DigestCache:
 
     def put(self, path: Path, st: os.stat_result, sha: str) -> None:
         with self._lock:
-            self._pending.append((str(path.resolve()), *self._key(st), sha))
+            if self._db is not None:
+                self._pending.append((str(path.resolve()), *self._key(st), sha))
 
     def flush(self) -> None:
         with self._lock:
-            if self._pending:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?,?,?)", self._pending)
-                self._db.commit()
+            if self._pending and self._db is not None:
+                try:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?,?,?)", self._pending)
+                    self._db.commit()
+                except sqlite3.Error as e:  # e.g. "database or disk is full"
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.rollback()
+                    self._disable(e)
                 self._pending.clear()
 
     def close(self) -> None:
         self.flush()
-        self._db.close()
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
 
 def default_cache_path() -> Path:

@@ -56,6 +56,11 @@ class RegistryUnreachableError(StoreError):
     """The registry could not be reached (connection refused, TLS failure, timeouts)."""
 
 
+class RegistryTimeoutError(RegistryUnreachableError):
+    """The registry stopped answering for longer than ``--timeout``, or the command ran past
+    ``--deadline`` (docs/network.md)."""
+
+
 class TagConflictError(ModelsealError):
     """Pushing would move an existing tag to another digest."""
 

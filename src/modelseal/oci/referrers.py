@@ -8,18 +8,24 @@ OCI 1.1 fallback index at tag ``sha256-<subject hex>`` is kept up to date for ot
 (oras, cosign) as a cache: read-modify-write, re-read after writing, merge what a concurrent
 writer dropped. Discovery reads the referrers API or the index, plus the per-referrer tags, so
 an entry a racing index update lost is still found.
+
+The fallback index stays within registries' manifest size limit (``MAX_INDEX_BYTES``, under
+distribution's 4 MiB): when full it holds every entry of other tools and the newest of
+modelseal's own (by ``org.opencontainers.image.created``), and says so in its annotation
+``dev.modelseal.referrers.truncated``. Discovery stays complete through the per-referrer tags.
+The index is a cache: failing to update it never fails an attach (``Attached.indexed``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from modelseal.digest import sha256_bytes
-from modelseal.errors import NotFoundError, StoreError
+from modelseal.errors import NotFoundError, RegistryTimeoutError, StoreError
 from modelseal.modelpack import ANN_CREATED, created_time, rfc3339
+from modelseal.oci.parse import loads_json, parse_descriptor, parse_index
 from modelseal.oci.store import (
     EMPTY_JSON,
     EMPTY_V1,
@@ -35,6 +41,10 @@ ANN_BLOB = "dev.modelseal.referrer.blob"
 """Annotation naming the referrer's single layer, so a reader that trusts only the content
 (a verifier checking signatures and Statement subjects) can fetch it in one request."""
 INDEX_MERGE_ROUNDS = 8
+MAX_INDEX_BYTES = 4_000_000
+"""Largest fallback index written: distribution refuses manifests over 4 MiB (4,194,304
+bytes), as do most registries; ~7,800 referrers with modelseal's annotations fit."""
+ANN_TRUNCATED = "dev.modelseal.referrers.truncated"
 
 
 def fallback_tag(subject_digest: str) -> str:
@@ -56,6 +66,7 @@ def referrer_tag(subject_digest: str, referrer_digest: str) -> str:
 class Attached:
     descriptor: Descriptor  # of the referrer manifest
     tag: str
+    indexed: bool = True  # listed in the fallback index (False: found through its tag only)
 
 
 def attach(store: Store, subject: Descriptor, *, artifact_type: str, blob: bytes,
@@ -79,37 +90,87 @@ def attach(store: Store, subject: Descriptor, *, artifact_type: str, blob: bytes
     tag = referrer_tag(subject.digest, digest)
     store.put_manifest(raw, MANIFEST_V1, tag)
     desc = Descriptor(MANIFEST_V1, digest, len(raw), dict(anns), artifact_type)
+    indexed = True
     if update_index and store.referrers_api(subject.digest) is None:
-        _add_to_index(store, subject.digest, desc)
-    return Attached(desc, tag)
+        try:
+            indexed = _add_to_index(store, subject.digest, desc)
+        except RegistryTimeoutError:
+            raise
+        except StoreError:
+            # The referrer is stored and tagged (discoverable); the index is only a cache
+            # for other tools. A registry refusing it must not fail the attach.
+            indexed = False
+    return Attached(desc, tag, indexed)
 
 
-def _read_index(store: Store, subject_digest: str) -> list[Descriptor]:
+def _read_index(store: Store, subject_digest: str, *, strict: bool = False) -> list[Descriptor]:
+    """The fallback index's entries (unreadable entries skipped). An unreadable index counts
+    as empty unless ``strict``: discovery goes on through the tags, attach rewrites it."""
     tag = fallback_tag(subject_digest)
-    if store.resolve(tag) is None:
-        return []
-    raw, _, _ = store.get_manifest(tag)
     try:
-        doc = json.loads(raw)
-        return [Descriptor.from_dict(m) for m in doc.get("manifests") or []]
-    except (ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"referrers index {tag} in {store.describe()} is malformed: {e}") from e
+        raw, _, _ = store.get_manifest(tag)
+        return parse_index(raw, f"referrers index {tag} in {store.describe()}")[0]
+    except NotFoundError:
+        return []
+    except StoreError:
+        if strict:
+            raise
+        return []
 
 
-def _add_to_index(store: Store, subject_digest: str, desc: Descriptor) -> None:
-    """Read-modify-write of the fallback index; re-read afterwards and merge what is missing."""
+def _index_order(d: Descriptor) -> tuple[int, str, str]:
+    """Sort key, most worth keeping first: other tools' entries (found only here), then
+    modelseal's newest (also found through their tags)."""
+    ours = 1 if ANN_BLOB in d.annotations else 0
+    created = d.annotations.get(ANN_CREATED, "")
+    # newest first: invert the timestamp's characters for an ascending sort
+    return (ours, "".join(chr(0x10FFFF - ord(c)) for c in created), d.digest)
+
+
+def fit_index(entries: list[Descriptor],
+              max_bytes: int | None = None) -> tuple[list[Descriptor], bool]:
+    """(entries that fit in one index of at most ``max_bytes``, whether some were left out);
+    deterministic, so concurrent writers agree on what the full index holds."""
+    limit = MAX_INDEX_BYTES if max_bytes is None else max_bytes
+    ranked = sorted({d.digest: d for d in entries}.values(), key=_index_order)
+    overhead = len(_index_bytes([], True))
+    size, kept = overhead, []
+    for d in ranked:
+        n = len(canonical_json(d.to_dict())) + 1
+        if size + n > limit:
+            break
+        size += n
+        kept.append(d)
+    kept.sort(key=lambda d: (d.annotations.get(ANN_CREATED, ""), d.digest))
+    return kept, len(kept) < len(ranked)
+
+
+def _index_bytes(entries: list[Descriptor], truncated: bool) -> bytes:
+    index: dict[str, object] = {"schemaVersion": 2, "mediaType": INDEX_V1,
+                                "manifests": [d.to_dict() for d in entries]}
+    if truncated:
+        index["annotations"] = {ANN_TRUNCATED: "true"}
+    return canonical_json(index)
+
+
+def _add_to_index(store: Store, subject_digest: str, desc: Descriptor) -> bool:
+    """Read-modify-write of the fallback index; re-read afterwards and merge what is missing.
+    True when the index lists ``desc`` (False: the full index left it out)."""
     wanted = {desc.digest: desc}
     for _ in range(INDEX_MERGE_ROUNDS):
         current = _read_index(store, subject_digest)
-        have = {d.digest for d in current}
-        if all(d in have for d in wanted):
-            return
-        merged = current + [d for k, d in wanted.items() if k not in have]
+        merged = {d.digest: d for d in current}
+        for k, d in wanted.items():
+            merged.setdefault(k, d)
+        kept, truncated = fit_index(list(merged.values()))
+        keep = {d.digest for d in kept}
+        if {d.digest for d in current} == keep:
+            return desc.digest in keep
         # Entries other writers added but that are gone now come back from their tags later.
-        wanted.update({d.digest: d for d in merged})
-        index = {"schemaVersion": 2, "mediaType": INDEX_V1,
-                 "manifests": [d.to_dict() for d in merged]}
-        store.put_manifest(canonical_json(index), INDEX_V1, fallback_tag(subject_digest))
+        wanted.update(merged)
+        store.put_manifest(_index_bytes(kept, truncated), INDEX_V1,
+                           fallback_tag(subject_digest))
+    return False
 
 
 def list_referrers(store: Store, subject_digest: str, artifact_type: str | None = None,
@@ -134,12 +195,15 @@ def list_referrers(store: Store, subject_digest: str, artifact_type: str | None 
             raw, media_type, digest = store.get_manifest(tag)
         except NotFoundError:
             return None
-        doc = json.loads(raw)
-        if (doc.get("subject") or {}).get("digest") != subject_digest:
+        doc = _manifest_doc(store, raw, digest)
+        if _subject_digest(doc) != subject_digest:
             return None  # a tag that only looks like ours
+        anns = doc.get("annotations")
+        art = doc.get("artifactType")
         return Descriptor(media_type, digest, len(raw),
-                          {str(k): str(v) for k, v in (doc.get("annotations") or {}).items()},
-                          doc.get("artifactType"))
+                          {str(k): str(v) for k, v in anns.items()}
+                          if isinstance(anns, dict) else {},
+                          art if isinstance(art, str) else None)
 
     if missing:
         with ThreadPoolExecutor(max_workers=workers) as ex:
@@ -159,7 +223,7 @@ def fetch_referrer_blob(store: Store, referrer: Descriptor,
     With ``subject_digest``, refuses a manifest whose subject is another artifact.
     """
     raw, _, digest = store.get_manifest(referrer.digest)
-    return _layer_of(store, raw, digest, subject_digest), json.loads(raw)
+    return _layer_of(store, raw, digest, subject_digest), _manifest_doc(store, raw, digest)
 
 
 def fetch_referrer_content(store: Store, referrer: Descriptor) -> bytes:
@@ -176,12 +240,28 @@ def fetch_referrer_content(store: Store, referrer: Descriptor) -> bytes:
     return _layer_of(store, raw, digest, None)
 
 
+def _manifest_doc(store: Store, raw: bytes, digest: str) -> dict[str, object]:
+    doc = loads_json(raw, f"referrer manifest {digest} in {store.describe()}")
+    if not isinstance(doc, dict):
+        raise StoreError(f"referrer manifest {digest} in {store.describe()} is not a JSON "
+                         "object")
+    return doc
+
+
+def _subject_digest(doc: Mapping[str, object]) -> str | None:
+    subject = doc.get("subject")
+    got = subject.get("digest") if isinstance(subject, dict) else None
+    return got if isinstance(got, str) else None
+
+
 def _layer_of(store: Store, raw: bytes, digest: str, subject_digest: str | None) -> bytes:
-    doc = json.loads(raw)
-    if subject_digest is not None and (doc.get("subject") or {}).get("digest") != subject_digest:
+    doc = _manifest_doc(store, raw, digest)
+    if subject_digest is not None and _subject_digest(doc) != subject_digest:
         raise StoreError(f"referrer {digest} in {store.describe()} is about "
-                         f"{(doc.get('subject') or {}).get('digest')}, not {subject_digest}")
-    layers = doc.get("layers") or []
-    if len(layers) != 1:
-        raise StoreError(f"referrer {digest} has {len(layers)} layers; expected exactly one")
-    return store.get_blob_bytes(Descriptor.from_dict(layers[0]).digest, max_size=32 << 20)
+                         f"{_subject_digest(doc)}, not {subject_digest}")
+    layers = doc.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1:
+        n = len(layers) if isinstance(layers, list) else 0
+        raise StoreError(f"referrer {digest} has {n} layers; expected exactly one")
+    layer = parse_descriptor(layers[0], f"referrer {digest} in {store.describe()}")
+    return store.get_blob_bytes(layer.digest, max_size=32 << 20)

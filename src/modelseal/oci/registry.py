@@ -7,7 +7,14 @@ Built on oras-py's ``Registry`` (its session and cookie policy), extended in ONE
   URL), credentials from the caller or the Docker config / credential helpers, and the
   ``Authorization`` header sent up front once known, so a large upload never meets a 401
   mid-body; ``~/.docker/config.json`` is never written;
-- bounded retries with exponential backoff on connection errors, 429 and 5xx;
+- one retry policy: what can heal is retried with exponential backoff (connection resets,
+  5xx, 429 honouring ``Retry-After``); what cannot is not (unknown host, connection refused,
+  TLS failures, timeouts: a registry silent for ``--timeout`` seconds has had its chance);
+- a connect and read timeout on every request and an optional deadline on the whole command
+  (:mod:`modelseal.oci.network`); Ctrl-C/SIGTERM shut down open connections so worker
+  threads stop at once, and abandoned upload sessions are cancelled (DELETE);
+- registry answers parsed defensively: bounded size and JSON nesting, typed descriptors,
+  bounded pagination that refuses loops and links to other hosts;
 - errors mapped onto modelseal's hierarchy (AuthError, NotFoundError,
   RegistryUnreachableError ...), with messages naming the registry;
 - request bodies produced by a factory, so a request can be replayed after a challenge.
@@ -29,12 +36,16 @@ once on one store.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 import os
+import random
+import socket
 import ssl
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,22 +54,36 @@ from typing import Any, BinaryIO, Literal
 import oras.provider
 import requests
 import requests.adapters
+import urllib3
+import urllib3.connection
+import urllib3.exceptions
 
 from modelseal.errors import (
     AuthError,
     DigestMismatchError,
     InputError,
     NotFoundError,
+    RegistryTimeoutError,
     RegistryUnreachableError,
     StoreError,
+    TagConflictError,
     UsageError,
 )
+from modelseal.oci import network
 from modelseal.oci.auth import (
     LOGIN_HINT,
     Challenge,
     Credentials,
     docker_credentials,
     parse_challenge,
+)
+from modelseal.oci.parse import (
+    MAX_ERROR_BYTES,
+    check_manifest,
+    loads_json,
+    parse_error_body,
+    parse_index,
+    parse_tag_list,
 )
 from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn
 from modelseal.refs import DIGEST_RE, Ref
@@ -76,7 +101,14 @@ IO_BLOCK = 4 * MiB  # read and send size: few syscalls, constant memory
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REFUSED_MONOLITHIC = frozenset({405, 411, 413, 501})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-TIMEOUT = (15.0, 300.0)  # connect, read
+MAX_RETRY_AFTER = 60.0  # a registry asking us to wait longer is treated as down
+MAX_LIST_BYTES = 16 * MiB  # one page of a tag list or referrers index
+MAX_LIST_PAGES = 1000
+MAX_TAGS = 1_000_000
+MAX_REFERRERS = 100_000
+BLOB_UNKNOWN = frozenset({"BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"})
+MANIFEST_PUT_ATTEMPTS = 8  # a manifest PUT racing another writer's link of the same blob
+TAG_SETTLE = 0.3  # seconds a guarded tag write waits before its second re-read
 
 
 @dataclass(frozen=True)
@@ -96,6 +128,8 @@ class RegistryOptions:
     retries: int = 5
     docker_config: str | None = None
     mount_from: tuple[str, ...] = ()
+    timeout: float | None = None  # None: network.limits().timeout (--timeout)
+    backoff: float = 0.25  # first retry delay, doubled each time
 
 
 def host_name(host: str) -> str:
@@ -151,22 +185,160 @@ def _failure_reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def _registry_errors(resp: requests.Response) -> tuple[list[str], str]:
-    """(error codes, readable message) from an OCI error body, if any."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (cause, context, ``reason``, args)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        nxt = [e.__cause__, e.__context__, getattr(e, "reason", None),
+               *[a for a in e.args if isinstance(a, BaseException)]]
+        todo.extend(x for x in nxt if isinstance(x, BaseException))
+
+
+FailureKind = Literal["timeout", "dns", "refused", "transient"]
+
+
+def classify_failure(exc: BaseException) -> FailureKind:
+    """Can retrying heal this? Resets and dropped connections may; an unknown host, a refused
+    connection or a registry that stayed silent for the whole timeout do not."""
+    chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, (urllib3.exceptions.NameResolutionError, socket.gaierror)):
+            return "dns"
+        if isinstance(e, ConnectionRefusedError):
+            return "refused"
+    for e in chain:
+        # urllib3's NewConnectionError subclasses ConnectTimeoutError: not a timeout
+        if isinstance(e, urllib3.exceptions.NewConnectionError):
+            continue
+        if isinstance(e, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+            return "timeout"
+    low = str(exc).lower()
+    if any(n in low for n in ("name or service not known", "nodename nor servname",
+                              "temporary failure in name resolution")):
+        return "dns"
+    if "connection refused" in low:
+        return "refused"
+    if "timed out" in low:
+        return "timeout"
+    return "transient"
+
+
+# -- parsing headers (the JSON parsers are in modelseal.oci.parse) -------------------------------
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    v = value.strip()
+    if v.isascii() and v.isdigit():
+        return float(min(int(v[:12]), 10**9))
     try:
-        body = resp.json()
-        errs = body.get("errors") or [] if isinstance(body, dict) else []
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    try:
+        ts = when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+    return max(0.0, ts - (time.time() if now is None else now))
+
+
+def next_page(link: str | None, current: str) -> str | None:
+    """The ``rel="next"`` URL of a ``Link`` header, resolved against ``current``; refused
+    when it points at another scheme or host (our credentials would follow it)."""
+    if not link:
+        return None
+    try:
+        links = requests.utils.parse_header_links(link[:8192])
+    except (ValueError, IndexError):
+        raise StoreError("the registry sent an unreadable Link header") from None
+    nxt = next((x.get("url") for x in links
+                if isinstance(x, dict) and "next" in str(x.get("rel", "")).split()), None)
+    if not nxt:
+        return None
+    try:
+        url = urllib.parse.urljoin(current, nxt.strip())
+        here, there = urllib.parse.urlsplit(current), urllib.parse.urlsplit(url)
     except ValueError:
-        errs = []
-    codes = [str(e.get("code", "")) for e in errs if isinstance(e, dict)]
-    msgs = []
-    for e in errs:
-        if isinstance(e, dict):
-            m = str(e.get("message") or e.get("code") or "")
-            if e.get("detail"):
-                m += f" ({e['detail']})"
-            msgs.append(m)
-    return codes, "; ".join(msgs)
+        raise StoreError("the registry sent an unreadable next-page link") from None
+    if (there.scheme, there.netloc) != (here.scheme, here.netloc):
+        raise StoreError(f"the registry's next-page link points at another server "
+                         f"({there.scheme}://{there.netloc}): refused")
+    return url
+
+
+def _registry_errors(resp: requests.Response) -> tuple[list[str], str]:
+    """(error codes, readable message) from an OCI error body, if any (read capped)."""
+    data = b""
+    try:
+        if getattr(resp, "_content_consumed", True):
+            data = resp.content or b""
+        elif resp.raw is not None:
+            data = resp.raw.read(MAX_ERROR_BYTES, decode_content=True) or b""
+    except Exception:  # an unreadable error body is just no detail
+        data = b""
+    return parse_error_body(data)
+
+
+# -- connections that Ctrl-C can shut down -------------------------------------------------------
+
+_LIVE: weakref.WeakSet[urllib3.connection.HTTPConnection] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+
+class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+
+class _TrackedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose connections are remembered, so :func:`network.cancel` can shut
+    their sockets: a worker blocked in a read then wakes at once instead of after its read
+    timeout."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool,
+                                                   "https": _TrackedHTTPSPool}
+
+
+def _shutdown_connections() -> None:
+    with _LIVE_LOCK:
+        conns = list(_LIVE)
+    for conn in conns:
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                # the plain socket's shutdown, also under TLS: it wakes a blocked SSL read
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+network.add_closer(_shutdown_connections)
 
 
 def _add_query(url: str, **params: str) -> str:
@@ -184,8 +356,10 @@ class _FileBody:
     """
 
     def __init__(self, path: Path, offset: int, length: int,
-                 sent: Callable[[int], None] | None) -> None:
+                 sent: Callable[[int], None] | None,
+                 check: Callable[[], None] = network.check_cancelled) -> None:
         self.path, self.offset, self.length, self.sent = path, offset, length, sent
+        self.check = check
 
     def __len__(self) -> int:
         return self.length
@@ -197,6 +371,7 @@ class _FileBody:
         with open(self.path, "rb", buffering=0) as f:
             f.seek(pos)
             while pos < end:
+                self.check()  # Ctrl-C or the deadline stop an upload between blocks
                 n = f.readinto(view[:min(len(buf), end - pos)])
                 if not n:
                     raise InputError(f"{self.path} became shorter while it was being uploaded")
@@ -214,11 +389,13 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
 
     def __init__(self, host: str, *, scheme: str, verify: bool | str,
                  credentials: Credentials | None, docker_config: str | None,
-                 retries: int) -> None:
+                 retries: int, timeout: float | None = None, backoff: float = 0.25) -> None:
         super().__init__(hostname=host, insecure=(scheme == "http"), tls_verify=verify,
                          auth_backend="basic")
         self.host = host
         self.retries = max(1, retries)
+        self.timeout = timeout
+        self.backoff = max(0.0, backoff)
         self._explicit = credentials
         self._docker_config = docker_config
         self._creds_loaded = credentials is not None
@@ -226,8 +403,7 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         self._authz: str | None = None
         self._lock = threading.Lock()
         self.http: requests.Session = self.session
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16,
-                                                max_retries=0)
+        adapter = _Adapter(pool_connections=4, pool_maxsize=16, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "modelseal"
@@ -292,35 +468,90 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
             if creds is not None and creds.identity_token:
                 resp = self.session.post(realm, data={
                     "grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                    "client_id": "modelseal", **params}, timeout=TIMEOUT,
-                    verify=self._tls_verify)
+                    "client_id": "modelseal", **params}, timeout=self.timeouts(),
+                    verify=self._tls_verify, stream=True)
             else:
                 headers = {"Authorization": creds.basic()} if creds is not None else {}
                 resp = self.session.get(realm, params=params, headers=headers,
-                                        timeout=TIMEOUT, verify=self._tls_verify)
+                                        timeout=self.timeouts(), verify=self._tls_verify,
+                                        stream=True)
         except requests.exceptions.SSLError as e:
+            if network.cancelled():
+                raise network.Interrupted() from e
             raise RegistryUnreachableError(
                 f"TLS verification failed for the token service {realm} of registry "
                 f"{self.host}: {_failure_reason(e)}") from e
         except requests.RequestException as e:
-            raise RegistryUnreachableError(
-                f"cannot reach the token service {realm} of registry {self.host}: "
-                f"{_failure_reason(e)}") from e
+            if network.cancelled():
+                raise network.Interrupted() from e
+            cls = (RegistryTimeoutError if classify_failure(e) == "timeout"
+                   else RegistryUnreachableError)
+            raise cls(f"cannot reach the token service {realm} of registry {self.host}: "
+                      f"{_failure_reason(e)}") from e
+        if resp.status_code != 200:
+            resp.close()
         if resp.status_code in (401, 403):
             raise self._refused(creds) if creds is not None else self._missing()
         if resp.status_code != 200:
             raise AuthError(f"token service {realm} of registry {self.host} answered "
                             f"HTTP {resp.status_code}")
         try:
-            data = resp.json()
-            token = data.get("token") or data.get("access_token")
-        except (ValueError, AttributeError):
+            with resp:  # a token answer is small: read at most 1 MiB of it
+                body = resp.raw.read(MiB + 1, decode_content=True) or b""
+            data = loads_json(body[:MiB], "token answer") if len(body) <= MiB else None
+            token = (data.get("token") or data.get("access_token")
+                     if isinstance(data, dict) else None)
+        except (StoreError, requests.RequestException, urllib3.exceptions.HTTPError,
+                OSError):
             token = None
-        if not token:
+        if not token or not isinstance(token, str):
             raise AuthError(f"token service {realm} of registry {self.host} sent no token")
         return str(token)
 
     # -- requests -----------------------------------------------------------------------------
+
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) timeouts for the next request, cut to what the deadline leaves."""
+        lim = network.limits()
+        t = self.timeout if self.timeout and self.timeout > 0 else lim.timeout
+        left = lim.remaining()
+        if left is not None:
+            if left <= 0:
+                raise RegistryTimeoutError(
+                    f"gave up on registry {self.host}: the command ran past its deadline of "
+                    f"{lim.deadline:g} s", hint="raise --deadline (MODELSEAL_DEADLINE)")
+            t = min(t, left)
+        return (t, t)
+
+    def check_limits(self) -> None:
+        """Between blocks of a transfer: stop when interrupted or past the deadline."""
+        network.check_cancelled()
+        left = network.limits().remaining()
+        if left is not None and left <= 0:
+            self.timeouts()  # raises the deadline error
+
+    def timeout_error(self, what: str, exc: BaseException | None = None) -> RegistryTimeoutError:
+        """The error for a registry that went silent for the whole connect/read timeout."""
+        lim = network.limits()
+        left = lim.remaining()
+        if left is not None and left <= 0.05:
+            return RegistryTimeoutError(
+                f"gave up on registry {self.host} ({what}): the command ran past its deadline "
+                f"of {lim.deadline:g} s", hint="raise --deadline (MODELSEAL_DEADLINE)")
+        t = self.timeout if self.timeout and self.timeout > 0 else lim.timeout
+        connect = exc is not None and any(
+            isinstance(e, (requests.exceptions.ConnectTimeout,
+                           urllib3.exceptions.ConnectTimeoutError)) for e in _chain(exc))
+        how = "did not accept a connection" if connect else "stopped answering"
+        return RegistryTimeoutError(
+            f"registry {self.host} {how} for {t:g} s ({what}): gave up",
+            hint="check the registry; a slow network may need a larger --timeout "
+                 "(MODELSEAL_TIMEOUT); see docs/network.md")
+
+    def current_authorization(self) -> str | None:
+        """The Authorization header value in use, if any."""
+        with self._lock:
+            return self._authz
 
     def _send(self, method: str, url: str, headers: dict[str, str],
               body: BodyFactory | None, stream: bool) -> requests.Response:
@@ -330,8 +561,8 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         if authz is not None:
             h["Authorization"] = authz
         resp = self.http.request(method, url, headers=h, data=body() if body else None,
-                                    stream=stream, timeout=TIMEOUT, verify=self._tls_verify,
-                                    allow_redirects=True)
+                                 stream=stream, timeout=self.timeouts(),
+                                 verify=self._tls_verify, allow_redirects=True)
         if resp.status_code != 401:
             return resp
         challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
@@ -340,7 +571,8 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         with self._lock:
             h["Authorization"] = self._authz or ""
         resp = self.http.request(method, url, headers=h, data=body() if body else None,
-                                    stream=stream, timeout=TIMEOUT, verify=self._tls_verify)
+                                 stream=stream, timeout=self.timeouts(),
+                                 verify=self._tls_verify)
         if resp.status_code == 401:
             resp.close()
             creds = self.credentials()
@@ -364,19 +596,37 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         if json is not None:
             raise TypeError("pass JSON as bytes")
         attempts = self.retries if retry else 1
-        delay = 0.5
+        delay = self.backoff
+        path = urllib.parse.urlsplit(url).path
         for attempt in range(attempts):
             last = attempt + 1 >= attempts
+            network.check_cancelled()
             try:
                 resp = self._send(method, url, headers or {}, body, stream)
             except requests.exceptions.SSLError as e:
+                if network.cancelled():
+                    raise network.Interrupted() from e
                 raise RegistryUnreachableError(
                     f"TLS verification failed for registry {self.host}: "
                     f"{_failure_reason(e)}",
                     hint="pass --ca-file with the CA bundle that signed the registry's "
                          "certificate") from e
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as e:
+            except requests.RequestException as e:
+                if network.cancelled():
+                    raise network.Interrupted() from e
+                if not isinstance(e, (requests.ConnectionError, requests.Timeout,
+                                      requests.exceptions.ChunkedEncodingError,
+                                      requests.exceptions.ContentDecodingError)):
+                    raise StoreError(f"request {method} {path} to registry {self.host} "
+                                     f"failed: {_failure_reason(e)}") from e
+                kind = classify_failure(e)
+                if kind == "timeout":
+                    raise self.timeout_error(f"{method} {path}", e) from e
+                if kind in ("dns", "refused"):
+                    # does not heal by retrying: say so at once, not after 8 s of backoff
+                    raise RegistryUnreachableError(
+                        f"cannot reach registry {self.host}: {_failure_reason(e)}",
+                        hint="is the registry running and is the address right?") from e
                 if not retry:
                     raise _Transient(f"lost the connection to registry {self.host}: "
                                      f"{_failure_reason(e)}") from e
@@ -385,21 +635,29 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
                         f"cannot reach registry {self.host}: {_failure_reason(e)}",
                         hint=f"gave up after {attempts} attempts; is the registry running "
                              "and is the address right?") from e
-                time.sleep(delay)
+                network.sleep(delay * (1 + random.random() / 2))
                 delay *= 2
                 continue
             if resp.status_code in RETRY_STATUSES:
+                wait = delay * (1 + random.random() / 2)
+                asked = parse_retry_after(resp.headers.get("Retry-After"))
+                if asked is not None:
+                    left = network.limits().remaining()
+                    if asked > MAX_RETRY_AFTER or (left is not None and asked > left):
+                        resp.close()
+                        raise RegistryUnreachableError(
+                            f"registry {self.host} answered HTTP {resp.status_code} to "
+                            f"{method} {path} and asks to retry after {asked:.0f} s: gave up",
+                            hint="the registry is rate-limiting or down for maintenance; "
+                                 "run the command again later")
+                    wait = asked
                 if not retry:
                     resp.close()
                     raise _Transient(f"registry {self.host} answered HTTP "
-                                     f"{resp.status_code} to {method} {url}")
+                                     f"{resp.status_code} to {method} {path}")
                 if not last:
-                    wait = delay
-                    ra = resp.headers.get("Retry-After", "")
-                    if ra.isdigit():
-                        wait = min(float(ra), 4.0)
                     resp.close()
-                    time.sleep(wait)
+                    network.sleep(wait)
                     delay *= 2
                     continue
             return resp
@@ -432,8 +690,9 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         if marker in (resp.content or b""):
             return True
         try:  # a HEAD answer has no body: ask once more with GET
-            probe = self.http.get(f"http://{self.host}/v2/", timeout=5)
-            return marker in probe.content
+            probe = self.http.get(f"http://{self.host}/v2/",
+                                  timeout=min(5.0, self.timeouts()[1]))
+            return marker in probe.content[:MAX_ERROR_BYTES]
         except requests.RequestException:
             return False
 
@@ -446,12 +705,16 @@ class RegistryStore:
     """One repository of an OCI registry (see the module docstring for transport and threads)."""
 
     tags_page_size = 1000
+    max_list_pages = MAX_LIST_PAGES
+    max_tags = MAX_TAGS
+    max_referrers = MAX_REFERRERS
 
     def __init__(self, host: str, repository: str, *, insecure: bool | None = None,
                  ca_file: str | None = None, username: str | None = None,
                  password: str | None = None, upload_mode: UploadMode = "auto",
                  chunk_size: int = 64 * MiB, retries: int = 5,
-                 docker_config: str | None = None, mount_from: tuple[str, ...] = ()) -> None:
+                 docker_config: str | None = None, mount_from: tuple[str, ...] = (),
+                 timeout: float | None = None, backoff: float = 0.25) -> None:
         if upload_mode not in ("auto", "monolithic", "chunked"):
             raise UsageError(f"unknown upload mode {upload_mode!r}: auto, monolithic or chunked")
         if chunk_size < 1:
@@ -473,7 +736,7 @@ class RegistryStore:
                  if username is not None and password is not None else None)
         self._reg = _OrasRegistry(host, scheme=scheme, verify=ca_file or True,
                                   credentials=creds, docker_config=docker_config,
-                                  retries=self.retries)
+                                  retries=self.retries, timeout=timeout, backoff=backoff)
         # not oras.container.Container: it takes a first component with a dot for a host
         self._base = f"{scheme}://{host}/v2/{repository}"
 
@@ -525,15 +788,15 @@ class RegistryStore:
             total = 0
             try:
                 for chunk in resp.iter_content(256 * 1024):
+                    self._reg.check_limits()
                     total += len(chunk)
                     if total > MAX_MANIFEST_SIZE:
                         raise StoreError(f"{what} is larger than {MAX_MANIFEST_SIZE} bytes; "
                                          "refusing it")
                     h.update(chunk)
                     parts.append(chunk)
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-                raise RegistryUnreachableError(
-                    f"lost registry {self.host} while reading {what}: {_failure_reason(e)}") from e
+            except requests.RequestException as e:
+                raise self._stream_error(e, f"reading {what}") from e
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
             header_digest = resp.headers.get("Docker-Content-Digest")
         data = b"".join(parts)
@@ -542,36 +805,110 @@ class RegistryStore:
         if expected and expected.startswith("sha256:") and expected != digest:
             raise DigestMismatchError(
                 f"{what} from registry {self.host} hashes to {digest}, not {expected}")
+        doc = loads_json(data, f"{what} from registry {self.host}")
+        if not isinstance(doc, dict):
+            raise StoreError(f"{what} from registry {self.host} is not a JSON object")
+        check_manifest(doc, f"{what} from registry {self.host}")
         if ctype not in MANIFEST_TYPES:
-            ctype = self._media_type_from_json(data, what, ctype)
+            ctype = self._media_type_from_json(doc, what, ctype)
         return data, ctype, digest
 
-    @staticmethod
-    def _media_type_from_json(data: bytes, what: str, ctype: str) -> str:
-        import json
+    def _stream_error(self, e: BaseException, what: str) -> StoreError:
+        """The error for a body that stopped arriving (interrupt, timeout, lost connection)."""
+        if network.cancelled():
+            raise network.Interrupted() from e
+        if classify_failure(e) == "timeout":
+            return self._reg.timeout_error(what, e)
+        return RegistryUnreachableError(f"lost registry {self.host} while {what}: "
+                                        f"{_failure_reason(e)}")
 
+    def _read_capped(self, resp: requests.Response, limit: int, what: str) -> bytes:
+        """The body of a streamed answer, refused beyond ``limit`` bytes."""
+        parts: list[bytes] = []
+        total = 0
         try:
-            mt = json.loads(data).get("mediaType")
-        except (ValueError, AttributeError):
-            mt = None
-        if mt in MANIFEST_TYPES:
+            for chunk in resp.iter_content(256 * 1024):
+                self._reg.check_limits()
+                total += len(chunk)
+                if total > limit:
+                    raise StoreError(f"{what} from registry {self.host} is larger than {limit} "
+                                     "bytes: refused")
+                parts.append(chunk)
+        except requests.RequestException as e:
+            raise self._stream_error(e, f"reading {what}") from e
+        return b"".join(parts)
+
+    @staticmethod
+    def _media_type_from_json(doc: dict[str, Any], what: str, ctype: str) -> str:
+        mt = doc.get("mediaType")
+        if isinstance(mt, str) and mt in MANIFEST_TYPES:
             return str(mt)
-        raise StoreError(f"{what} has media type {ctype or mt!r}, which modelseal does not read "
+        shown = ctype or (mt[:100] if isinstance(mt, str) else None)
+        raise StoreError(f"{what} has media type {shown!r}, which modelseal does not read "
                          f"(expected one of: {', '.join(MANIFEST_TYPES)})")
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> str:
+        """Store a manifest (under ``tag``, else its digest); returns the digest.
+
+        A 400 "blob unknown" is retried with jittered backoff: when several writers upload
+        the same blob (every referrer's empty config) the registry may briefly not see the
+        blob a concurrent commit is linking, although it was uploaded.
+        """
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         ref = tag if tag is not None else digest
-        resp = self._reg.do_request(self._url(f"manifests/{ref}"), "PUT", data=data,
-                                    headers={"Content-Type": media_type})
-        resp.close()
-        if resp.status_code not in (200, 201):
+        delay = max(0.05, self._reg.backoff / 2)
+        for attempt in range(MANIFEST_PUT_ATTEMPTS):
+            resp = self._reg.do_request(self._url(f"manifests/{ref}"), "PUT", data=data,
+                                        headers={"Content-Type": media_type})
+            resp.close()
+            if resp.status_code in (200, 201):
+                got = resp.headers.get("Docker-Content-Digest")
+                if got and got.startswith("sha256:") and got != digest:
+                    raise DigestMismatchError(f"registry {self.host} stored manifest {ref} as "
+                                              f"{got}, but its bytes hash to {digest}")
+                return digest
+            codes, _ = _registry_errors(resp)
+            if (resp.status_code == 400 and BLOB_UNKNOWN & set(codes)
+                    and attempt + 1 < MANIFEST_PUT_ATTEMPTS):
+                network.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+                continue
             raise self._reg.error(resp, f"storing manifest {self.describe()}:{ref}")
-        got = resp.headers.get("Docker-Content-Digest")
-        if got and got.startswith("sha256:") and got != digest:
-            raise DigestMismatchError(f"registry {self.host} stored manifest {ref} as {got}, "
-                                      f"but its bytes hash to {digest}")
+        raise AssertionError("unreachable")
+
+    def put_manifest_exclusive(self, data: bytes, media_type: str, tag: str) -> str:
+        """Point ``tag`` at ``data`` unless another writer holds or takes it; the digest.
+
+        The distribution API has no conditional tag update, so two pushes of different
+        content to one tag both "succeed" and one is silently overwritten. This narrows the
+        window to one round trip and detects a lost race: the tag is checked right before
+        the PUT and re-read twice after it (at once, and after a pause longer than a
+        competitor's check-then-PUT). A lost race raises TagConflictError naming both
+        digests (exit 5). For a guarantee, enable the registry's tag immutability
+        (docs/network.md).
+        """
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        before = self.resolve(tag)
+        if before is not None and before != digest:
+            raise self._tag_conflict(tag, digest, before, "before this push wrote it")
+        t0 = time.monotonic()
+        self.put_manifest(data, media_type, tag)
+        rtt = time.monotonic() - t0
+        for pause in (0.0, min(2.0, max(TAG_SETTLE, 4 * rtt))):
+            network.sleep(pause)
+            now = self.resolve(tag)
+            if now != digest:
+                raise self._tag_conflict(tag, digest, now, "right after this push wrote it")
         return digest
+
+    def _tag_conflict(self, tag: str, mine: str, theirs: str | None,
+                      when: str) -> TagConflictError:
+        return TagConflictError(
+            f"lost a race for tag {tag!r} in {self.describe()}: another writer moved it to "
+            f"{theirs or 'nothing'} {when}; this push's manifest {mine} is stored but not "
+            "tagged",
+            hint="two pushes wrote this tag at once; push under a new tag, and enable the "
+                 "registry's tag immutability (docs/network.md)")
 
     def delete_manifest(self, digest: str) -> None:
         """Delete a manifest by digest (registries need ``storage.delete.enabled``)."""
@@ -580,45 +917,57 @@ class RegistryStore:
         if resp.status_code not in (200, 202):
             raise self._reg.error(resp, f"deleting manifest {self.describe()}@{digest}")
 
+    def _pages(self, first: str, what: str,
+               headers: dict[str, str] | None = None) -> Iterator[requests.Response]:
+        """Each page of a paginated listing, following ``Link: <...>; rel="next"`` within
+        bounds: no URL twice (a self-pointing link), at most ``max_list_pages`` pages."""
+        seen: set[str] = set()
+        url: str | None = first
+        while url is not None:
+            if url in seen:
+                raise StoreError(f"registry {self.host} sent a next-page link back to a page "
+                                 f"already read while {what}: refused (pagination loop)")
+            if len(seen) >= self.max_list_pages:
+                raise StoreError(f"registry {self.host} sent more than {self.max_list_pages} "
+                                 f"pages while {what}: refused")
+            seen.add(url)
+            resp = self._reg.do_request(url, "GET", headers=headers, stream=True)
+            with resp:
+                yield resp
+                url = next_page(resp.headers.get("Link"), url) if resp.ok else None
+
     def list_tags(self) -> list[str]:
         tags: list[str] = []
-        url: str | None = self._url(f"tags/list?n={self.tags_page_size}")
-        while url:
-            resp = self._reg.do_request(url, "GET")
-            with resp:
-                if resp.status_code == 404:
-                    return tags  # repository unknown: no tags
-                if resp.status_code != 200:
-                    raise self._reg.error(resp, f"listing tags of {self.describe()}")
-                try:
-                    tags.extend(str(t) for t in (resp.json().get("tags") or []))
-                except (ValueError, AttributeError) as e:
-                    raise StoreError(f"registry {self.host} sent an unreadable tag list") from e
-                nxt = resp.links.get("next", {}).get("url")
-                url = urllib.parse.urljoin(url, nxt) if nxt else None
+        what = f"listing tags of {self.describe()}"
+        for resp in self._pages(self._url(f"tags/list?n={self.tags_page_size}"), what):
+            if resp.status_code == 404:
+                return tags  # repository unknown: no tags
+            if resp.status_code != 200:
+                raise self._reg.error(resp, what)
+            tags.extend(parse_tag_list(self._read_capped(resp, MAX_LIST_BYTES, "a tag list"),
+                                       f"tag list of {self.describe()} on {self.host}"))
+            if len(tags) > self.max_tags:
+                raise StoreError(f"registry {self.host} listed more than {self.max_tags} tags "
+                                 f"in {self.repository}: refused")
         return tags
 
     def referrers_api(self, subject_digest: str) -> list[Descriptor] | None:
         out: list[Descriptor] = []
-        url: str | None = self._url(f"referrers/{subject_digest}")
+        what = f"listing referrers of {subject_digest}"
         first = True
-        while url:
-            resp = self._reg.do_request(url, "GET", headers={"Accept": INDEX_V1})
-            with resp:
-                if first and resp.status_code in (400, 404, 405, 501):
-                    return None  # no referrers API (distribution 2.8 answers 404)
-                if resp.status_code != 200:
-                    raise self._reg.error(resp, f"listing referrers of {subject_digest}")
-                try:
-                    index = resp.json()
-                    manifests = index.get("manifests") or []
-                    out.extend(Descriptor.from_dict(m) for m in manifests)
-                except (ValueError, AttributeError, KeyError, TypeError) as e:
-                    raise StoreError(f"registry {self.host} sent an unreadable referrers "
-                                     f"index for {subject_digest}") from e
-                nxt = resp.links.get("next", {}).get("url")
-                url = urllib.parse.urljoin(url, nxt) if nxt else None
-                first = False
+        for resp in self._pages(self._url(f"referrers/{subject_digest}"), what,
+                                {"Accept": INDEX_V1}):
+            if first and resp.status_code in (400, 404, 405, 501):
+                return None  # no referrers API (distribution 2.8 answers 404)
+            first = False
+            if resp.status_code != 200:
+                raise self._reg.error(resp, what)
+            found, _ = parse_index(self._read_capped(resp, MAX_LIST_BYTES, "a referrers index"),
+                                   f"referrers index of {subject_digest} on {self.host}")
+            out.extend(found)
+            if len(out) > self.max_referrers:
+                raise StoreError(f"registry {self.host} listed more than {self.max_referrers} "
+                                 f"referrers of {subject_digest}: refused")
         return out
 
     # -- blobs: reading -----------------------------------------------------------------------
@@ -656,6 +1005,7 @@ class RegistryStore:
                             f"blob {digest} on registry {self.host} is {announced} bytes, "
                             f"the manifest says {size}")
                 for chunk in resp.iter_content(IO_BLOCK):
+                    self._reg.check_limits()
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -671,13 +1021,17 @@ class RegistryStore:
                     if progress is not None:
                         progress(len(chunk))
                 break
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+            except requests.RequestException as e:
+                # a dropped connection resumes with Range; a stall or an interrupt ends here
+                if (network.cancelled() or classify_failure(e) != "transient"
+                        or isinstance(e, requests.exceptions.SSLError)):
+                    raise self._stream_error(e, f"downloading blob {digest}") from e
                 drops += 1
                 if drops >= self.retries:
                     raise RegistryUnreachableError(
                         f"lost registry {self.host} while downloading blob {digest}: "
                         f"{_failure_reason(e)}") from e
-                time.sleep(0.5 * drops)
+                network.sleep(self._reg.backoff * 2 * drops)
             finally:
                 resp.close()
         if size is not None and got != size:
@@ -742,7 +1096,7 @@ class RegistryStore:
                 high[0] = pos
 
         def body(off: int, n: int, report: bool) -> Any:
-            return _FileBody(path, off, n, sent if report else None)
+            return _FileBody(path, off, n, sent if report else None, self._reg.check_limits)
 
         sources = self.mount_from if mount_from is None else mount_from
         self._with_restarts(digest, lambda: self._upload_once(
@@ -750,7 +1104,7 @@ class RegistryStore:
         return True
 
     def _with_restarts(self, digest: str, once: Callable[[], None]) -> None:
-        delay = 0.5
+        delay = max(self._reg.backoff, 0.01) * 2
         for attempt in range(self.retries):
             try:
                 once()
@@ -761,7 +1115,7 @@ class RegistryStore:
                         f"uploading blob {digest} to {self.describe()} failed: {e.message}",
                         hint=f"gave up after {self.retries} attempts; run the command again "
                              "when the registry is back") from e
-                time.sleep(delay)
+                network.sleep(delay)
                 delay *= 2
 
     def _start_upload(self, digest: str, sources: tuple[str, ...]) -> str | None:
@@ -806,6 +1160,19 @@ class RegistryStore:
         location = self._start_upload(digest, sources)
         if location is None:
             return
+        session = [location]
+        try:
+            self._upload_session(session, digest, size, body, path, mode)
+        except BaseException:
+            # failed, timed out or interrupted: cancel the session, or the registry keeps
+            # what was sent so far (up to the whole blob) until its upload purging runs
+            self._cancel(session[0])
+            raise
+
+    def _upload_session(self, session: list[str], digest: str, size: int,
+                        body: Callable[[int, int, bool], Any], path: Path | None,
+                        mode: UploadMode) -> None:
+        location = session[0]
         octet = {"Content-Type": "application/octet-stream"}
         if mode in ("auto", "monolithic"):
             url = _add_query(location, digest=digest)
@@ -829,7 +1196,7 @@ class RegistryStore:
             resp.close()
             if resp.status_code != 202:
                 raise self._reg.error(resp, f"uploading a chunk of blob {digest}")
-            location = self._location(resp, f"the upload of {digest}")
+            location = session[0] = self._location(resp, f"the upload of {digest}")
             start += n
         resp = self._reg.do_request(_add_query(location, digest=digest), "PUT",
                                     headers={**octet, "Content-Length": "0"}, retry=False)
@@ -837,8 +1204,14 @@ class RegistryStore:
         self._finish(resp, digest, path)
 
     def _cancel(self, location: str) -> None:
-        with contextlib.suppress(StoreError):
-            self._reg.do_request(location, "DELETE", retry=False).close()
+        """DELETE an upload session; best effort, a short timeout, even after Ctrl-C."""
+        headers: dict[str, str] = {}
+        authz = self._reg.current_authorization()
+        if authz:
+            headers["Authorization"] = authz
+        with contextlib.suppress(Exception):
+            self._reg.http.request("DELETE", location, headers=headers, timeout=(1.0, 2.0),
+                                   verify=self._reg._tls_verify).close()
 
 
 def open_registry_store(ref: Ref, options: RegistryOptions | None = None) -> RegistryStore:
@@ -849,4 +1222,5 @@ def open_registry_store(ref: Ref, options: RegistryOptions | None = None) -> Reg
     return RegistryStore(ref.location, ref.repository, insecure=o.insecure, ca_file=o.ca_file,
                          username=o.username, password=o.password, upload_mode=o.upload_mode,
                          chunk_size=o.chunk_size, retries=o.retries,
-                         docker_config=o.docker_config, mount_from=o.mount_from)
+                         docker_config=o.docker_config, mount_from=o.mount_from,
+                         timeout=o.timeout, backoff=o.backoff)
