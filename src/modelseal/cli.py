@@ -36,6 +36,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
                "Create, sign and check in-toto layouts."),
     "verify": ("modelseal.commands.verify_cmds:verify",
                "Verify a model against a policy before rollout."),
+    "copy": ("modelseal.commands.audit_cmds:copy", "Copy a model with every referrer."),
+    "bundle": ("modelseal.commands.audit_cmds:bundle", "Export and verify offline audit bundles."),
+    "audit": ("modelseal.commands.audit_cmds:audit", "Write an auditor's report (HTML, JSON)."),
 }
 
 

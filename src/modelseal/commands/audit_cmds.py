@@ -1,0 +1,94 @@
+"""``copy``, ``bundle export|verify`` and ``audit``: moving a model with its evidence, and
+reading that evidence offline."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from modelseal.cli import (
+    console,
+    emit_json,
+    errors_to_exit,
+    human_size,
+    make_progress,
+    registry_options,
+    store_kwargs,
+)
+
+
+@contextlib.contextmanager
+def _committed(store: Any) -> Iterator[Any]:
+    """Commit an oci-archive destination once the block succeeded; always clean up."""
+    from modelseal.oci.archive import ArchiveStore
+
+    try:
+        yield store
+        if isinstance(store, ArchiveStore):
+            store.commit()
+    finally:
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+
+
+@click.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--filter-type", "filter_types", multiple=True, metavar="TYPE",
+              help="Copy only referrers with this predicate type or artifact type "
+                   "(repeatable); referrers of those referrers are always copied.")
+@click.option("--allow-retag", is_flag=True, help="Allow moving an existing tag in DST.")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
+              help="Verify the copy in DST against this policy afterwards (exit 10 if not).")
+@click.option("--jobs", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Blobs copied at once.")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@registry_options
+def copy(src: str, dst: str, filter_types: tuple[str, ...], allow_retag: bool,
+         policy_file: str | None, jobs: int, json_mode: bool, **kw: Any) -> None:
+    """Copy the model at SRC with every referrer to DST, digest-identical.
+
+    SRC and DST are any references: HOST/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE.tar[:TAG].
+    A rerun after an interruption copies only what is missing. DST's tag defaults to SRC's.
+    """
+    with errors_to_exit(json_mode):
+        from modelseal.copy import copy as do_copy
+        from modelseal.oci import open_store
+        from modelseal.refs import parse_ref
+
+        opts = store_kwargs(kw)
+        src_ref = parse_ref(src)
+        dst_ref = parse_ref(dst, default_tag=None)
+        src_store = open_store(src_ref, **opts)
+        verified = None
+        with _committed(open_store(dst_ref, **opts)) as dst_store:
+            result = do_copy(src_store, src_ref, dst_store, dst_ref, filter_types=filter_types,
+                             workers=jobs, progress=make_progress(json_mode),
+                             allow_retag=allow_retag)
+        if policy_file:
+            from modelseal.verify.pipeline import verify_model
+            from modelseal.verify.policy import load_policy
+
+            check_ref = dst_ref.with_tag(result.tag).with_digest(result.digest)
+            verified = verify_model(open_store(dst_ref, **opts), check_ref,
+                                    load_policy(policy_file), registry_options=opts)
+        if json_mode:
+            emit_json({**result.to_dict(),
+                       "verification": verified.to_dict() if verified else None})
+        else:
+            c = console()
+            c.print(f"copied {result.source} -> {result.destination}", soft_wrap=True)
+            c.print(f"{result.blobs} blobs ({human_size(result.bytes_total)}): "
+                    f"{result.blobs_copied} copied ({human_size(result.bytes_copied)}), "
+                    f"{result.blobs_present} already there, {result.blobs_mounted} mounted; "
+                    f"{len(result.referrers)} referrers"
+                    + (f" ({result.referrers_filtered} filtered out)"
+                       if result.referrers_filtered else ""))
+            if verified is not None:
+                c.print(f"verified in {dst_ref.base}: {verified.verified}", soft_wrap=True)
+        if verified is not None:
+            verified.raise_for_refusal()
