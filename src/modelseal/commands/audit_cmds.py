@@ -92,3 +92,82 @@ def copy(src: str, dst: str, filter_types: tuple[str, ...], allow_retag: bool,
                 c.print(f"verified in {dst_ref.base}: {verified.verified}", soft_wrap=True)
         if verified is not None:
             verified.raise_for_refusal()
+
+
+def _print_verdict(result: Any) -> None:
+    from rich.markup import escape
+
+    c = console()
+    c.print(f"[bold]{escape(result.ref or result.subject)}[/]", soft_wrap=True)
+    for s in result.steps:
+        mark = "[green]passed[/]" if s.passed else "[red]failed[/]"
+        c.print(f"  {escape(s.name)}: {mark} ({escape(', '.join(s.signers) or '-')})",
+                soft_wrap=True)
+    for r in result.requirements:
+        c.print(f"  {'[green]ok[/]' if r.passed else '[red]failed[/]'}  {escape(r.name)}",
+                soft_wrap=True)
+    if result.verified:
+        c.print("[bold green]VERIFIED[/]")
+    else:
+        c.print("[bold red]REFUSED[/]")
+        for r in result.refusals:
+            c.print(f"  - {escape(r.message)}", soft_wrap=True)
+
+
+@click.group()
+def bundle() -> None:
+    """Offline audit bundles: one tar file with the model's manifest, every attestation and,
+    with --policy, the layout, keys and trusted root to verify it with no network."""
+
+
+@bundle.command("export")
+@click.argument("ref")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The bundle file to write (an OCI image-layout tar).")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
+              help="Carry this policy, its layout, keys and trusted root in the bundle.")
+@click.option("--with-weights", is_flag=True,
+              help="Include the weight blobs (by default only their digests are kept).")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@registry_options
+def bundle_export(ref: str, output: str, policy_file: str | None, with_weights: bool,
+                  json_mode: bool, **kw: Any) -> None:
+    """Export the model at REF with its evidence into one offline-verifiable file."""
+    with errors_to_exit(json_mode):
+        from modelseal.audit.bundle import export_bundle
+        from modelseal.oci import open_store
+        from modelseal.refs import parse_ref
+
+        opts = store_kwargs(kw)
+        r = parse_ref(ref)
+        res = export_bundle(open_store(r, **opts), r, output, policy=policy_file,
+                            with_weights=with_weights, progress=make_progress(json_mode),
+                            registry_options=opts)
+        if json_mode:
+            emit_json(res.to_dict())
+            return
+        c = console()
+        c.print(f"wrote {res.path}: {res.ref}", soft_wrap=True)
+        c.print(f"{res.referrers} referrers, {res.blobs} blobs ({human_size(res.bytes_total)})"
+                + (f", {len(res.omitted_blobs)} weight blobs left out (digests kept)"
+                   if res.omitted_blobs else "")
+                + (f"; policy, layout, {len([f for f in res.files if '/keys/' in f])} keys "
+                   "and trusted root included" if res.files else ""))
+
+
+@bundle.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
+              help="Verify against this policy instead of the one in the bundle.")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+def bundle_verify(file: str, policy_file: str | None, json_mode: bool) -> None:
+    """Verify the model in a bundle FILE with no network at all (exit 10 when refused)."""
+    with errors_to_exit(json_mode):
+        from modelseal.audit.bundle import verify_bundle_file
+
+        result = verify_bundle_file(file, policy=policy_file)
+        if json_mode:
+            emit_json(result.to_dict())
+        else:
+            _print_verdict(result)
+        result.raise_for_refusal()
