@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelseal.errors import InputError, NotFoundError, StoreError, TagConflictError
+from modelseal.errors import (
+    DigestMismatchError,
+    InputError,
+    NotFoundError,
+    StoreError,
+    TagConflictError,
+)
 from modelseal.oci.referrers import fallback_tag, list_referrers, referrer_tag
 from modelseal.oci.store import INDEX_V1, Descriptor, Store, canonical_json
 from modelseal.refs import Ref
@@ -42,6 +48,7 @@ from modelseal.transfer import Progress
 ANN_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 MAX_REFERRERS = 10_000
 MAX_DEPTH = 8
+SMALL_BLOB = 4 * 1024 * 1024
 INDEX_MERGE_ROUNDS = 8
 
 
@@ -224,7 +231,15 @@ def _copy_blobs(src: Store, dst: Store, blobs: dict[str, Descriptor], result: Co
                 result.blobs_mounted += 1
             return
         local = _local_blob(src, d.digest)
-        if local is not None:
+        if local is None and d.size <= SMALL_BLOB:
+            # Small blobs (configs, shards, bundles) go through memory: no temporary file.
+            data = src.get_blob_bytes(d.digest, max_size=SMALL_BLOB)
+            if len(data) != d.size:
+                raise DigestMismatchError(f"blob {d.digest} in {src.describe()} is "
+                                          f"{len(data)} bytes, the manifest says {d.size}")
+            dst.put_blob_bytes(data)
+            advance(d.size)
+        elif local is not None:
             dst.put_blob_file(local, d.digest, d.size, advance)
         else:
             tmp = staging / d.digest.partition(":")[2]
