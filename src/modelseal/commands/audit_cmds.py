@@ -171,3 +171,49 @@ def bundle_verify(file: str, policy_file: str | None, json_mode: bool) -> None:
         else:
             _print_verdict(result)
         result.raise_for_refusal()
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
+              help="Verify against this policy and show the verdict with every reason.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False),
+              help="Write a self-contained HTML report (no external assets) to this file.")
+@click.option("--json", "json_mode", is_flag=True, help="The whole report as JSON on stdout.")
+@registry_options
+def audit(ref: str, policy_file: str | None, html_file: str | None, json_mode: bool,
+          **kw: Any) -> None:
+    """Everything about the model at REF for an auditor: provenance graph, steps with their
+    signers and evidence, the verdict, the ML-BOM, the safety result and findings.
+
+    The exit code is 0 whether or not the model verified: the report is the product (read
+    the verdict in it); `modelseal verify` is the gate.
+    """
+    with errors_to_exit(json_mode):
+        from modelseal.audit.html import render_html
+        from modelseal.audit.report import build_report
+        from modelseal.oci import open_store
+        from modelseal.refs import parse_ref
+
+        opts = store_kwargs(kw)
+        policy = None
+        if policy_file:
+            from modelseal.verify.policy import load_policy
+
+            policy = load_policy(policy_file)
+        r = parse_ref(ref)
+        report = build_report(open_store(r, **opts), r, policy=policy, registry_options=opts)
+        if html_file:
+            from modelseal.attest.steps import write_attestation
+
+            write_attestation(render_html(report).encode(), html_file)  # atomic write
+        if json_mode:
+            emit_json(report.to_dict())
+            return
+        c = console()
+        c.print(f"[bold]{report.name}[/] {report.ref}", soft_wrap=True)
+        c.print(f"verdict: {report.verdict}; {len(report.steps)} steps, "
+                f"{len(report.evidence)} attestations, {len(report.findings)} findings",
+                soft_wrap=True)
+        if html_file:
+            c.print(f"report written to {html_file}", soft_wrap=True)
