@@ -163,3 +163,28 @@ def test_report_escapes_hostile_attestation_text(tmp_path: Path,
     dom = _Dom()
     dom.feed(html)
     assert dom.external == [] and "<script>" not in html and "<img" not in html
+
+
+def test_attestations_download_names_files_by_step_predicate_and_signer(
+        tmp_path: Path, registry: RegistryServer) -> None:
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.statement import statement
+    from modelseal.attestations import attach_bundle, subject_of
+
+    p = honest_pipeline(tmp_path, registry.host)
+    trainer = p.functionaries["trainer"]
+    prov = statement([("weights.bin", "22" * 32)], "https://slsa.dev/provenance/v1",
+                     {"buildDefinition": {}, "runDetails": {}})
+    attach_bundle(p.store, subject_of(p.store, p.digest), sign_statement(prov, trainer.signer))
+    out = tmp_path / "evidence"
+    done = subprocess.run([sys.executable, "-m", "modelseal.cli", "attestations",
+                           p.ref_text(), "--download", str(out), "--json"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)["attestations"]
+    keyid8 = trainer.signer.public_key.keyid[:8]
+    names = sorted(Path(a["path"]).name for a in listed)
+    assert f"train.provenance.{keyid8}.sigstore.json" in names
+    assert f"train.link.{keyid8}.sigstore.json" in names
+    assert sorted(x.name for x in out.iterdir()) == names
+    assert {a["step"] for a in listed} == set(STEPS)

@@ -62,15 +62,18 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
 
             raise NotFoundError(f"{r} does not exist")
         infos = list_attestations(store, digest, predicate_type=predicate_type, fetch=True)
+        paths: dict[str, dict[str, Any]] = {}
         if download:
-            out = Path(download)
-            out.mkdir(parents=True, exist_ok=True)
-            for info in infos:
-                assert info.bundle is not None
-                name = info.descriptor.digest.partition(":")[2][:16] + ".sigstore.json"
-                (out / name).write_bytes(info.bundle)
+            from modelseal.audit.evidence import download as write_evidence
+
+            # STEP.PREDICATE.SIGNER.sigstore.json and an index.json (docs/auditor.md)
+            paths = {e["digest"]: e for e in write_evidence(infos, Path(download))}
         if json_mode:
-            emit_json({"subject": digest, "attestations": [i.to_dict() for i in infos]})
+            emit_json({"subject": digest, "attestations": [
+                {**i.to_dict(), **({"path": paths[i.descriptor.digest]["path"],
+                                    "step": paths[i.descriptor.digest]["step"]}
+                                   if i.descriptor.digest in paths else {})}
+                for i in infos]})
             return
         from rich.table import Table
 
