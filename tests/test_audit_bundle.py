@@ -122,3 +122,17 @@ def test_bundle_without_policy_needs_one(tmp_path: Path, registry: RegistryServe
     not_tar.write_text("hello")
     done = _cli("bundle", "verify", str(not_tar))
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_failed_export_leaves_the_previous_bundle_intact(tmp_path: Path,
+                                                         registry: RegistryServer) -> None:
+    from modelseal.errors import NotFoundError
+
+    p = honest_pipeline(tmp_path, registry.host)
+    out = tmp_path / "audit.tar"
+    export_bundle(p.store, p.ref, out, policy=p.policy_path)
+    before = out.read_bytes()
+    with pytest.raises(NotFoundError):
+        export_bundle(p.store, p.ref.with_tag("missing"), out, policy=p.policy_path)
+    assert out.read_bytes() == before
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".audit.tar")] == []

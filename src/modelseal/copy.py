@@ -243,20 +243,16 @@ def _copy_blobs(src: Store, dst: Store, blobs: dict[str, Descriptor], result: Co
             dst.put_blob_file(local, d.digest, d.size, advance)
         else:
             tmp = staging / d.digest.partition(":")[2]
-            got = [0]
-
-            def fetched(n: int) -> None:
-                got[0] += n
-                advance(n // 2)
 
             # Half the bar for the download, half for the upload: both take time.
-            with open(tmp, "wb") as out:
-                src.fetch_blob(d.digest, d.size, out, fetched)
-            sent = [0]
+            def fetched(n: int) -> None:
+                advance(n // 2)
 
             def uploaded(n: int) -> None:
-                sent[0] += n
                 advance(n - n // 2)
+
+            with open(tmp, "wb") as out:
+                src.fetch_blob(d.digest, d.size, out, fetched)
 
             try:
                 dst.put_blob_file(tmp, d.digest, d.size, uploaded)

@@ -19,8 +19,10 @@ policy from the bundle unless one is given, and runs the same verifier as ``mode
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -127,11 +129,14 @@ def export_bundle(store: Store, ref: Ref, out: str | Path, *, policy: str | Path
     out = Path(out)
     if out.exists() and not out.is_file():
         raise InputError(f"{out} exists and is not a file")
-    if out.exists():
-        out.unlink()  # a bundle is written whole, never merged into an older one
     extras = _policy_files(Path(policy), registry_options) if policy else {}
     tag = ref.tag or "latest"
-    archive = ArchiveStore(out)
+    # A bundle is written whole, never merged into an older file of that name: build it
+    # under a temporary name, then rename it over ``out`` (which survives a failed export).
+    partial = out.with_name(f".{out.name}.partial")
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    archive = ArchiveStore(partial)
     try:
         a_ref = Ref("oci-archive", str(out), tag=tag)
         res = copy(store, ref, archive, a_ref, workers=workers, progress=progress,
@@ -145,8 +150,11 @@ def export_bundle(store: Store, ref: Ref, out: str | Path, *, policy: str | Path
             archive.add_extra(name, data)
         archive.add_extra(MANIFEST_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
         archive.commit()
+        os.replace(partial, out)
     finally:
         archive.close()
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
     return ExportResult(str(out), str(ref.with_digest(res.digest)), res.digest, tag,
                         len(res.referrers), res.blobs, res.bytes_total, res.blobs_omitted,
                         files)
