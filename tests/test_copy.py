@@ -196,3 +196,21 @@ def test_copy_cli_json_and_exit_codes(tmp_path: Path, registry: RegistryServer) 
                             f"oci-archive:{out}:v1", "--json"],
                            capture_output=True, text=True, check=False)
     assert shown.returncode == 0 and json.loads(shown.stdout)["digest"] == p.digest
+
+
+def test_copy_with_policy_verifies_in_the_new_home(tmp_path: Path,
+                                                   registry: RegistryServer) -> None:
+    from modelseal.attest.signers import keygen
+
+    p = honest_pipeline(tmp_path, registry.host)
+    cmd = [sys.executable, "-m", "modelseal.cli", "copy", p.ref_text(),
+           f"oci:{tmp_path / 'home'}:v1", "--policy", str(p.policy_path), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verification"]["verified"] is True
+    keygen(tmp_path / "stranger")
+    other = tmp_path / "other.yaml"
+    other.write_text(f"layout: {p.layout_path}\nlayout_keys: [{tmp_path / 'stranger.pub'}]\n")
+    cmd[cmd.index(str(p.policy_path))] = str(other)
+    refused = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert refused.returncode == 10, refused.stderr
