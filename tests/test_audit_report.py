@@ -188,3 +188,16 @@ def test_attestations_download_names_files_by_step_predicate_and_signer(
     assert f"train.link.{keyid8}.sigstore.json" in names
     assert sorted(x.name for x in out.iterdir()) == names
     assert {a["step"] for a in listed} == set(STEPS)
+    first = listed[0]
+    for what in (first["digest"][:19], first["path"]):
+        shown = subprocess.run([sys.executable, "-m", "modelseal.cli", "attestations", "show",
+                                p.ref_text(), what, "--json"],
+                               capture_output=True, text=True, check=False)
+        assert shown.returncode == 0, shown.stderr
+        doc = json.loads(shown.stdout)
+        assert doc["predicateType"] == first["predicateType"]
+        assert doc["keyless"] is False and doc["subject"]
+    missing = subprocess.run([sys.executable, "-m", "modelseal.cli", "attestations", "show",
+                              p.ref_text(), "sha256:0000"], capture_output=True, text=True,
+                             check=False)
+    assert missing.returncode == 3 and "Traceback" not in missing.stderr

@@ -67,3 +67,43 @@ def download(infos: Sequence[Any], out: Path) -> list[dict[str, Any]]:
                       "predicateType": info.predicate_type, "step": step,
                       "signer": info.signer, "created": info.created})
     return index
+
+
+def show(bundle: bytes) -> dict[str, Any]:
+    """A Sigstore bundle decoded for a person (nothing verified): media type, signer as
+    claimed (key id, or certificate identity and issuer), transparency-log entries, the
+    Statement's type, subjects and predicate."""
+    from modelseal.attest.bundle import parse_bundle
+
+    pb = parse_bundle(bundle)
+    st = decode_statement(bundle) or {}
+    ident, issuer = pb.certificate_identity()
+    return {"bundleDigest": pb.bundle_digest, "mediaType": pb.media_type,
+            "payloadType": pb.payload_type, "keyless": pb.keyless,
+            "keyid": None if pb.keyless else (pb.signer_hint or None),
+            "identity": ident, "issuer": issuer, "tlogEntries": pb.tlog_entries,
+            "statementType": st.get("_type"), "predicateType": st.get("predicateType"),
+            "subject": st.get("subject") or [], "predicate": st.get("predicate")}
+
+
+def load_bundle(store: Any, subject_digest: str, what: str) -> bytes:
+    """A bundle by referrer digest (or a unique prefix of one) attached to ``subject_digest``,
+    or read from the file ``what``."""
+    from modelseal.attestations import list_attestations
+    from modelseal.errors import InputError, NotFoundError
+
+    p = Path(what)
+    if p.is_file():
+        try:
+            return p.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read {p}: {e.strerror or e}") from e
+    key = what if what.startswith("sha256:") else f"sha256:{what}"
+    found = [i for i in list_attestations(store, subject_digest)
+             if i.descriptor.digest.startswith(key)]
+    if len(found) != 1:
+        raise NotFoundError(f"{len(found)} attestations of {subject_digest} match {what!r}; "
+                            "give a file or a longer digest")
+    from modelseal.oci.referrers import fetch_referrer_blob
+
+    return fetch_referrer_blob(store, found[0].descriptor, subject_digest)[0]

@@ -42,7 +42,17 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
                     soft_wrap=True)
 
 
-@click.command()
+class _WithShow(click.Command):
+    """``attestations REF`` lists; ``attestations show REF DIGEST|FILE`` decodes one bundle."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] == "show":
+            ctx.exit(attestations_show.main(args[1:], prog_name=f"{ctx.command_path} show",
+                                            standalone_mode=False) or 0)
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_WithShow)
 @click.argument("ref")
 @click.option("--predicate-type", help="Only attestations with this predicate type.")
 @click.option("--download", type=click.Path(file_okay=False),
@@ -89,3 +99,36 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
         c.print(f"{r.base}@{digest}", soft_wrap=True)
         c.print(t)
         c.print(f"{len(infos)} attestations" + (f", written to {download}" if download else ""))
+
+
+@click.command("show")
+@click.argument("ref")
+@click.argument("what", metavar="DIGEST|FILE")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@registry_options
+def attestations_show(ref: str, what: str, json_mode: bool, **kw: Any) -> None:
+    """Decode one attestation of the model at REF (a referrer digest or prefix, or a bundle
+    file): claimed signer, subjects and predicate. Nothing is verified."""
+    with errors_to_exit(json_mode):
+        import json
+
+        from modelseal.audit.evidence import load_bundle, show
+
+        r, store = open_ref(ref, store_kwargs(kw))
+        digest = store.resolve(r.reference)
+        if digest is None:
+            from modelseal.errors import NotFoundError
+
+            raise NotFoundError(f"{r} does not exist")
+        doc = show(load_bundle(store, digest, what))
+        if json_mode:
+            emit_json(doc)
+            return
+        c = console()
+        signer = (f"{doc['identity']} ({doc['issuer']})" if doc["keyless"]
+                  else f"key {doc['keyid']}")
+        c.print(f"{doc['predicateType']}\nsigned by (claimed): {signer}", soft_wrap=True)
+        for sub in doc["subject"]:
+            c.print(f"  subject {sub.get('name')}: {sub.get('digest')}", soft_wrap=True)
+        c.print(json.dumps(doc["predicate"], indent=2, sort_keys=True), soft_wrap=True,
+                markup=False, highlight=False)
