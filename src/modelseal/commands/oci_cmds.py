@@ -61,7 +61,10 @@ class _WithShow(click.Command):
 @registry_options
 def attestations(ref: str, predicate_type: str | None, download: str | None, json_mode: bool,
                  **kw: Any) -> None:
-    """List the attestations attached to the model at REF (signer as claimed, unverified)."""
+    """List the attestations attached to the model at REF (signer as claimed, unverified).
+
+    `attestations show REF DIGEST|FILE` decodes one of them.
+    """
     with errors_to_exit(json_mode):
         from modelseal.attestations import list_attestations
 
