@@ -152,8 +152,10 @@ def collect(src: Store, digest: str, *, filter_types: Collection[str] = (),
         if not level:
             break
         found: list[tuple[str, Descriptor]] = []
-        for subject in level:
-            for d in list_referrers(src, subject, workers=workers):
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(level)))) as ex:
+            listed = list(ex.map(lambda s: list_referrers(src, s, workers=workers), level))
+        for subject, descs in zip(level, listed, strict=True):
+            for d in descs:
                 if d.digest in seen:
                     continue
                 if depth == 0 and not _wanted(d, filter_types):
