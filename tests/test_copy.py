@@ -214,3 +214,35 @@ def test_copy_with_policy_verifies_in_the_new_home(tmp_path: Path,
     cmd[cmd.index(str(p.policy_path))] = str(other)
     refused = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert refused.returncode == 10, refused.stderr
+
+
+def test_archive_ignores_members_that_escape_or_are_links(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+    import io
+
+    from modelseal.errors import InputError, NotFoundError
+
+    data = b"secret"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    tar = tmp_path / "evil.tar"
+    with tarfile.open(tar, "w") as tf:
+        for name, body in (("index.json", b'{"schemaVersion":2,"manifests":[]}'),
+                           ("../outside", data)):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tf.addfile(info, io.BytesIO(body))
+        link = tarfile.TarInfo(f"blobs/sha256/{digest.partition(':')[2]}")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tf.addfile(link)
+    store = ArchiveStore(tar)
+    assert not store.has_blob(digest)
+    with pytest.raises(NotFoundError):
+        store.get_blob_bytes(digest)
+    assert store.extra_files() == []
+    gz = tmp_path / "model.tar.gz"
+    gz.write_bytes(gzip.compress(tar.read_bytes()))
+    with pytest.raises(InputError) as err:
+        ArchiveStore(gz).list_tags()
+    assert err.value.hint and "gunzip" in err.value.hint
