@@ -139,7 +139,7 @@ def test_oci_archive_round_trip_is_the_disaster_recovery_import(
     p = honest_pipeline(tmp_path, registry.host)
     archive = tmp_path / "backup.tar"
     a_ref = parse_ref(f"oci-archive:{archive}:v1")
-    a_store = ArchiveStore(archive)
+    a_store = ArchiveStore(archive, writable=True)
     copy(p.store, p.ref, a_store, a_ref)
     a_store.commit()
     a_store.close()
@@ -161,7 +161,7 @@ def test_oci_archive_round_trip_is_the_disaster_recovery_import(
 def test_tampered_archive_blob_is_refused(tmp_path: Path, registry: RegistryServer) -> None:
     p = honest_pipeline(tmp_path, registry.host)
     archive = tmp_path / "backup.tar"
-    store = ArchiveStore(archive)
+    store = ArchiveStore(archive, writable=True)
     copy(p.store, p.ref, store, parse_ref(f"oci-archive:{archive}:v1"))
     store.commit()
     store.close()
@@ -188,6 +188,10 @@ def test_copy_cli_json_and_exit_codes(tmp_path: Path, registry: RegistryServer) 
                               f"{registry.host}/nope/nope:v1", f"oci:{tmp_path / 'x'}", "--json"],
                              capture_output=True, text=True, check=False)
     assert missing.returncode == 3 and "Traceback" not in missing.stderr
+    pushed = subprocess.run([sys.executable, "-m", "modelseal.cli", "push",
+                             str(p.model_dir), f"oci-archive:{tmp_path / 'p.tar'}:v1"],
+                            capture_output=True, text=True, check=False)
+    assert pushed.returncode == 2 and not (tmp_path / "p.tar").exists()
     bad = subprocess.run([sys.executable, "-m", "modelseal.cli", "inspect",
                           f"oci-archive:{tmp_path / 'policy.yaml'}"],
                          capture_output=True, text=True, check=False)

@@ -136,7 +136,7 @@ def export_bundle(store: Store, ref: Ref, out: str | Path, *, policy: str | Path
     partial = out.with_name(f".{out.name}.partial")
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
-    archive = ArchiveStore(partial)
+    archive = ArchiveStore(partial, writable=True)
     try:
         a_ref = Ref("oci-archive", str(out), tag=tag)
         res = copy(store, ref, archive, a_ref, workers=workers, progress=progress,

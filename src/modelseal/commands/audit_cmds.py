@@ -65,7 +65,13 @@ def copy(src: str, dst: str, filter_types: tuple[str, ...], allow_retag: bool,
         dst_ref = parse_ref(dst, default_tag=None)
         src_store = open_store(src_ref, **opts)
         verified = None
-        with _committed(open_store(dst_ref, **opts)) as dst_store:
+        if dst_ref.kind == "oci-archive":
+            from modelseal.oci.archive import ArchiveStore
+
+            dst_open: Any = ArchiveStore(dst_ref.location, writable=True)
+        else:
+            dst_open = open_store(dst_ref, **opts)
+        with _committed(dst_open) as dst_store:
             result = do_copy(src_store, src_ref, dst_store, dst_ref, filter_types=filter_types,
                              workers=jobs, progress=make_progress(json_mode),
                              allow_retag=allow_retag)

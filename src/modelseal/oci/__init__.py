@@ -19,7 +19,7 @@ def open_store(ref: Ref, **registry_options: Any) -> Store:
     if ref.kind == "oci-archive":
         from modelseal.oci.archive import ArchiveStore
 
-        return ArchiveStore(ref.location)
+        return ArchiveStore(ref.location)  # read-only: copy and bundle export write archives
     from modelseal.oci.registry import RegistryOptions, open_registry_store
 
     opts = RegistryOptions(**{k: v for k, v in registry_options.items() if v is not None})

@@ -29,7 +29,13 @@ import weakref
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from modelseal.errors import DigestMismatchError, InputError, NotFoundError, StoreError
+from modelseal.errors import (
+    DigestMismatchError,
+    InputError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+)
 from modelseal.oci.layout import REF_NAME, LayoutStore
 from modelseal.oci.store import MANIFEST_V1, Descriptor, ProgressFn
 
@@ -76,8 +82,9 @@ def _cleanup(path: str) -> None:
 class ArchiveStore:
     """An OCI image layout held in one (uncompressed) tar file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, writable: bool = False) -> None:
         self.path = Path(path)
+        self.writable = writable  # writes need commit(): only callers that commit open one
         self._members: dict[str, tuple[int, int]] | None = None
         self._writer: LayoutStore | None = None
         self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
@@ -145,6 +152,11 @@ class ArchiveStore:
     # -- writing -------------------------------------------------------------------------------
     def _writable(self) -> LayoutStore:
         """The layout directory writes go to, seeded with the archive's content."""
+        if not self.writable:
+            raise UsageError(
+                f"{self.describe()} is read here; modelseal writes oci-archive files only "
+                "with `modelseal copy` and `modelseal bundle export`",
+                hint="write to oci:DIR first, then `modelseal copy oci:DIR oci-archive:FILE`")
         with self._lock:
             if self._writer is None:
                 self._writer = self._seed()
