@@ -259,7 +259,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
         for s in result.steps:
             for att in s.attestations:
                 if att in by_digest:
-                    by_digest[att].step = by_digest[att].step or s.name
+                    by_digest[att].step = s.name  # the verifier's assignment wins
                     by_digest[att].counted = True
         for r in result.refusals:
             findings.append({"severity": "refusal", "message": r.message,
@@ -273,6 +273,16 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
     else:
         findings.append({"severity": "note", "message": "no policy given: signers are as "
                          "claimed by each bundle, nothing was verified", "where": ""})
+
+    # An attestation of another predicate belongs, as claimed, to the step whose link the same
+    # key signed, when that is one step (the trainer's provenance goes with its train link).
+    link_steps: dict[str, set[str]] = {}
+    for e in evidence:
+        if e.predicate_type == LINK and e.step:
+            link_steps.setdefault(e.signer, set()).add(e.step)
+    for e in evidence:
+        if e.step is None and len(link_steps.get(e.signer, set())) == 1:
+            e.step = next(iter(link_steps[e.signer]))
 
     steps: list[StepView] = []
     if result is not None and result.steps:
