@@ -41,6 +41,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "retire": ("modelseal.commands.lifecycle_cmds:retire", "Retire a model for good."),
     "correct": ("modelseal.commands.lifecycle_cmds:correct", "Correct a model's metadata."),
     "history": ("modelseal.commands.lifecycle_cmds:history", "A model's story in time order."),
+    "copy": ("modelseal.commands.audit_cmds:copy", "Copy a model with every referrer."),
+    "bundle": ("modelseal.commands.audit_cmds:bundle", "Export and verify offline audit bundles."),
+    "audit": ("modelseal.commands.audit_cmds:audit", "Write an auditor's report (HTML, JSON)."),
 }
 
 

@@ -1,7 +1,9 @@
 """Parsing model references.
 
-Two kinds:
+Three kinds:
 
+- ``oci-archive:FILE[:TAG|@sha256:HEX]``: a single-file OCI image-layout tarball (an audit
+  bundle, a disaster-recovery copy), same tag rules as ``oci:``.
 - ``oci:PATH[:TAG|@sha256:HEX]``: an OCI image-layout directory on disk (the embedded default).
   The tag defaults to ``latest``. A PATH containing ``:`` can be written ``oci:PATH@digest`` or
   with the tag separated by the *last* colon.
@@ -25,7 +27,7 @@ REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 
 @dataclass(frozen=True)
 class Ref:
-    kind: Literal["oci", "registry"]
+    kind: Literal["oci", "oci-archive", "registry"]
     location: str  # directory path (oci) or host[:port] (registry)
     repository: str = ""  # registry only
     tag: str | None = None
@@ -44,8 +46,8 @@ class Ref:
 
     @property
     def base(self) -> str:
-        if self.kind == "oci":
-            return f"oci:{self.location}"
+        if self.kind in ("oci", "oci-archive"):
+            return f"{self.kind}:{self.location}"
         return f"{self.location}/{self.repository}"
 
     def __str__(self) -> str:
@@ -76,8 +78,11 @@ def parse_ref(text: str, default_tag: str | None = "latest") -> Ref:
     """Parse a reference; raises UsageError with the accepted forms when it cannot."""
     if not text:
         raise UsageError("empty reference")
-    if text.startswith("oci:"):
-        body, _, digest = _split_tag_digest(text[4:])
+    kind: Literal["oci", "oci-archive"] | None = (
+        "oci" if text.startswith("oci:") else
+        "oci-archive" if text.startswith("oci-archive:") else None)
+    if kind is not None:
+        body, _, digest = _split_tag_digest(text[len(kind) + 1:])
         tag: str | None = None
         path = body
         if ":" in body:
@@ -85,12 +90,13 @@ def parse_ref(text: str, default_tag: str | None = "latest") -> Ref:
             if TAG_RE.match(cand) and "/" not in cand:
                 path, tag = head, cand
         if not path:
-            raise UsageError(f"reference {text!r} has no directory: write oci:PATH[:TAG]")
+            raise UsageError(f"reference {text!r} has no {'directory' if kind == 'oci' else 'file'}"
+                             f": write {kind}:PATH[:TAG]")
         if tag is None and digest is None:
             tag = default_tag
         if tag is not None and not TAG_RE.match(tag):
             raise UsageError(f"invalid tag {tag!r} in {text!r}")
-        return Ref("oci", path, tag=tag, digest=digest)
+        return Ref(kind, path, tag=tag, digest=digest)
 
     body, _, digest = _split_tag_digest(text)
     if "/" not in body:

@@ -51,7 +51,17 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
                        if len(new) < len(attached) else ""), soft_wrap=True)
 
 
-@click.command()
+class _WithShow(click.Command):
+    """``attestations REF`` lists; ``attestations show REF DIGEST|FILE`` decodes one bundle."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] == "show":
+            ctx.exit(attestations_show.main(args[1:], prog_name=f"{ctx.command_path} show",
+                                            standalone_mode=False) or 0)
+        return super().parse_args(ctx, args)
+
+
+@click.command(cls=_WithShow)
 @click.argument("ref")
 @click.option("--predicate-type", help="Only attestations with this predicate type.")
 @click.option("--download", type=click.Path(file_okay=False),
@@ -60,7 +70,10 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
 @registry_options
 def attestations(ref: str, predicate_type: str | None, download: str | None, json_mode: bool,
                  **kw: Any) -> None:
-    """List the attestations attached to the model at REF (signer as claimed, unverified)."""
+    """List the attestations attached to the model at REF (signer as claimed, unverified).
+
+    `attestations show REF DIGEST|FILE` decodes one of them.
+    """
     with errors_to_exit(json_mode):
         from modelseal.attestations import list_attestations
 
@@ -71,15 +84,18 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
 
             raise NotFoundError(f"{r} does not exist")
         infos = list_attestations(store, digest, predicate_type=predicate_type, fetch=True)
+        paths: dict[str, dict[str, Any]] = {}
         if download:
-            out = Path(download)
-            out.mkdir(parents=True, exist_ok=True)
-            for info in infos:
-                assert info.bundle is not None
-                name = info.descriptor.digest.partition(":")[2][:16] + ".sigstore.json"
-                (out / name).write_bytes(info.bundle)
+            from modelseal.audit.evidence import download as write_evidence
+
+            # STEP.PREDICATE.SIGNER.sigstore.json and an index.json (docs/auditor.md)
+            paths = {e["digest"]: e for e in write_evidence(infos, Path(download))}
         if json_mode:
-            emit_json({"subject": digest, "attestations": [i.to_dict() for i in infos]})
+            emit_json({"subject": digest, "attestations": [
+                {**i.to_dict(), **({"path": paths[i.descriptor.digest]["path"],
+                                    "step": paths[i.descriptor.digest]["step"]}
+                                   if i.descriptor.digest in paths else {})}
+                for i in infos]})
             return
         from rich.table import Table
 
@@ -95,3 +111,36 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
         c.print(f"{r.base}@{digest}", soft_wrap=True)
         c.print(t)
         c.print(f"{len(infos)} attestations" + (f", written to {download}" if download else ""))
+
+
+@click.command("show")
+@click.argument("ref")
+@click.argument("what", metavar="DIGEST|FILE")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
+@registry_options
+def attestations_show(ref: str, what: str, json_mode: bool, **kw: Any) -> None:
+    """Decode one attestation of the model at REF (a referrer digest or prefix, or a bundle
+    file): claimed signer, subjects and predicate. Nothing is verified."""
+    with errors_to_exit(json_mode):
+        import json
+
+        from modelseal.audit.evidence import load_bundle, show
+
+        r, store = open_ref(ref, store_kwargs(kw))
+        digest = store.resolve(r.reference)
+        if digest is None:
+            from modelseal.errors import NotFoundError
+
+            raise NotFoundError(f"{r} does not exist")
+        doc = show(load_bundle(store, digest, what))
+        if json_mode:
+            emit_json(doc)
+            return
+        c = console()
+        signer = (f"{doc['identity']} ({doc['issuer']})" if doc["keyless"]
+                  else f"key {doc['keyid']}")
+        c.print(f"{doc['predicateType']}\nsigned by (claimed): {signer}", soft_wrap=True)
+        for sub in doc["subject"]:
+            c.print(f"  subject {sub.get('name')}: {sub.get('digest')}", soft_wrap=True)
+        c.print(json.dumps(doc["predicate"], indent=2, sort_keys=True), soft_wrap=True,
+                markup=False, highlight=False)

@@ -1,4 +1,5 @@
-"""OCI storage: one Store interface, two backends (registry, image-layout directory)."""
+"""OCI storage: one Store interface, three backends (registry, image-layout directory,
+image-layout tarball)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def open_store(ref: Ref, **registry_options: Any) -> Store:
         from modelseal.oci.layout import LayoutStore
 
         return LayoutStore(ref.location)
+    if ref.kind == "oci-archive":
+        from modelseal.oci.archive import ArchiveStore
+
+        return ArchiveStore(ref.location)  # read-only: copy and bundle export write archives
     from modelseal.oci.registry import RegistryOptions, open_registry_store
 
     opts = RegistryOptions(**{k: v for k, v in registry_options.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Auditors: offline bundles and reports."""
