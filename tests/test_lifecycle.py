@@ -38,7 +38,6 @@ from modelseal.lifecycle.chain import (
 )
 from modelseal.lifecycle.evidence import add_lifecycle_rules
 from modelseal.lifecycle.predicate import LIFECYCLE_PREDICATE, LifecycleRecord, record_digest
-from modelseal.lifecycle.service import load_policy_with_lifecycle, verify_with_lifecycle
 from modelseal.lifecycle.state import StateStore
 from pipeline_fixtures import FUNCTIONARY, STEPS, Pipeline, honest_pipeline, make_functionaries
 from registry_server import RegistryServer
@@ -338,8 +337,10 @@ def _transition(p: Pipeline, who: Any, action: str, *extra: str, tsa_url: str) -
 
 def _verify(p: Pipeline, state: StateStore | None, now: datetime | None = None,
             ref: Any = None) -> Any:
-    policy, lc = load_policy_with_lifecycle(p.policy_path)
-    return verify_with_lifecycle(p.store, ref or p.ref, policy, lc, state=state, now=now)
+    from modelseal.verify.pipeline import verify_model
+    from modelseal.verify.policy import load_policy
+
+    return verify_model(p.store, ref or p.ref, load_policy(p.policy_path), state=state, now=now)
 
 
 def test_promotion_by_two_release_managers_with_trusted_time_verifies(

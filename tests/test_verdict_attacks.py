@@ -661,29 +661,6 @@ def test_refusals_and_steps_name_functionaries(world: World, tmp_path: Path) -> 
     assert res.exit_code == 0 and all(n in res.output for n in FUNCTIONARY.values())
 
 
-def test_required_stage_is_not_decided_by_unsigned_or_tied_records(world: World,
-                                                                   tmp_path: Path) -> None:
-    from modelseal.verify.policy import LIFECYCLE_PREDICATE
-
-    w = world
-    rule = "required stage production"
-    r = run(w, tmp_path, required_stage="production")
-    find(r, rule=rule)
-    store = MaliciousStore(w.p.store)  # no signed time: cannot be ordered
-    unsigned = store.add(w.p.digest, sign_statement(statement(
-        [("model", w.p.digest)], LIFECYCLE_PREDICATE, {"stage": "production"}),
-        signer_of(w, "approver")))
-    find(run(w, tmp_path, store, required_stage="production"), rule=rule, attestation=unsigned)
-    store = MaliciousStore(w.p.store)  # two records at one signed time disagree
-    t = "2026-01-01T00:00:00Z"
-    for stage in ("production", "retired"):
-        store.add(w.p.digest, sign_statement(statement(
-            [("model", w.p.digest)], LIFECYCLE_PREDICATE, {"stage": stage, "timestamp": t}),
-            signer_of(w, "approver")))
-    r = run(w, tmp_path, store, required_stage="production")
-    assert {x.rule for x in r.refusals} == {rule} and len(r.refusals) == 2
-
-
 def test_swapped_referrer_content_counts_for_nothing_and_no_weight_is_fetched(
         world: World, tmp_path: Path) -> None:
     """The registry serves other bytes for the approve attestation: garbage, then another

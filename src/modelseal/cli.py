@@ -463,10 +463,12 @@ def _attach_after_push(store: Any, result: Any, signer: Any, bundles: list[tuple
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET_DIR.")
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
               help="Verify against this deployer policy first; pull only what was verified.")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False), envvar="MODELSEAL_STATE",
+              help="With --policy: where lifecycle heads are remembered (env MODELSEAL_STATE).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
-def pull(ref: str, target_dir: str, overwrite: bool, policy_file: str | None, json_mode: bool,
-         **kw: Any) -> None:
+def pull(ref: str, target_dir: str, overwrite: bool, policy_file: str | None,
+         state_dir: str | None, json_mode: bool, **kw: Any) -> None:
     """Pull the model at REF into TARGET_DIR, checking every blob's digest.
 
     Nothing is written to TARGET_DIR unless every file arrived intact (and, with --policy,
@@ -482,7 +484,13 @@ def pull(ref: str, target_dir: str, overwrite: bool, policy_file: str | None, js
             from modelseal.verify.pipeline import pull_verified
             from modelseal.verify.policy import load_policy
 
-            verified, result = pull_verified(store, r, target_dir, load_policy(policy_file),
+            policy = load_policy(policy_file)
+            state = None
+            if policy.lifecycle is not None:
+                from modelseal.lifecycle.state import StateStore
+
+                state = StateStore(state_dir)
+            verified, result = pull_verified(store, r, target_dir, policy, state=state,
                                              registry_options=opts, overwrite=overwrite,
                                              progress=make_progress(json_mode))
         else:

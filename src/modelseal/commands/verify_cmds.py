@@ -211,10 +211,17 @@ def _print_result(result: Any) -> None:
               help="Attach the verification summary to the model (needs --vsa-signer).")
 @click.option("--vsa-output", type=click.Path(dir_okay=False),
               help="Write the signed verification summary bundle to this file.")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False), envvar="MODELSEAL_STATE",
+              help="Where this verifier remembers each model's lifecycle head (rollback "
+                   "defence; default: the user's state directory; env MODELSEAL_STATE).")
+@click.option("--at", "at_time", metavar="TIME",
+              help="Judge as of this time (ISO 8601): was the model valid then? Expiry, ages "
+                   "and stages are evaluated at TIME.")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
 def verify(ref: str, policy_file: str, vsa_signer: str | None, attach: bool,
-           vsa_output: str | None, json_mode: bool, **kw: Any) -> None:
+           vsa_output: str | None, state_dir: str | None, at_time: str | None,
+           json_mode: bool, **kw: Any) -> None:
     """Verify the model at REF against a policy, without downloading its weights.
 
     Exit codes: 0 verified, 10 refused, 2 usage error, 3 registry unreachable.
@@ -233,8 +240,18 @@ def verify(ref: str, policy_file: str, vsa_signer: str | None, attach: bool,
             from modelseal.attest.signers import load_signer
 
             signer = load_signer(vsa_signer)  # before verifying: a bad key fails first
+        now = None
+        if at_time:
+            from modelseal.layout import parse_time
+
+            now = parse_time(at_time)
+        state = None
+        if policy.lifecycle is not None and now is None:  # a past verdict moves no state
+            from modelseal.lifecycle.state import StateStore
+
+            state = StateStore(state_dir)
         r, store = open_ref(ref, opts)
-        result = verify_model(store, r, policy, registry_options=opts)
+        result = verify_model(store, r, policy, registry_options=opts, now=now, state=state)
         if signer is not None:
             if attach and attach_vsa(store, r, result, policy, signer) is None:
                 result.warnings.append("the verification summary was not attached: a refused "

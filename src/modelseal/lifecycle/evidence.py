@@ -16,7 +16,6 @@ Keys are the layout's ``keys`` entries; they count by their material, never by k
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,31 +34,11 @@ MAX_LIFECYCLE_BUNDLES = 1000  # per model and verification
 
 
 def key_material(d: Mapping[str, Any]) -> str:
-    """The canonical identity of a layout key: its public key material.
+    """The canonical identity of a layout key: ``layout.key_identity``, the one definition
+    that thresholds, separation of duties and names count everywhere."""
+    from modelseal.layout import key_identity
 
-    PEM keys become the sha256 of their DER SubjectPublicKeyInfo (so one key in two PEM
-    spellings, or under two key ids, is one key); raw ed25519 keys their hex; Sigstore
-    identities ``sigstore:IDENTITY|ISSUER``."""
-    from modelseal.layout import is_sigstore_key
-
-    kv = d.get("keyval") or {}
-    if is_sigstore_key(d):
-        return f"sigstore:{kv.get('identity')}|{kv.get('issuer')}"
-    public = str(kv.get("public") or "")
-    if "-----BEGIN" in public:
-        from cryptography.hazmat.primitives.serialization import (
-            Encoding,
-            PublicFormat,
-            load_pem_public_key,
-        )
-
-        try:
-            der = load_pem_public_key(public.encode()).public_bytes(
-                Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        except ValueError as e:
-            raise InputError(f"layout key cannot be read: {e}") from e
-        return "spki-sha256:" + hashlib.sha256(der).hexdigest()
-    return f"{d.get('keytype')}:{public.lower()}"
+    return key_identity(d)
 
 
 def layout_key_materials(tl: TrustedLayout) -> dict[str, str]:

@@ -138,14 +138,13 @@ class LifecycleRequirement:
             except InputError as e:
                 skipped.append((att.id, f"malformed lifecycle record: {e.message}"))
                 continue
-            material = self.key_materials.get(att.keyid, att.keyid)
+            material = att.who  # the key material the decision counted
             tt = self.times.get(att.id)
             records.append(SignedRecord(
                 rec, record_digest(att.statement), att.id, material,
                 self.rules.names.get(material, att.signer),
                 tt.time if tt else None, tt.tsa if tt else None))
-        step_signers = {s: [self.key_materials.get(k, k) for k in ks]
-                        for s, ks in facts.step_signers.items()}
+        step_signers = {s: list(ks) for s, ks in facts.step_signers.items()}
         opts = replace(self.options, tag=self.tag)
         view = evaluate(records, self.rules, model_digest=facts.manifest_digest, now=facts.now,
                         options=opts, known=self.known.get(facts.manifest_digest),

@@ -43,12 +43,10 @@ if TYPE_CHECKING:
     from modelseal.attest.tsa import TSAClient
     from modelseal.layout import TrustedLayout
     from modelseal.lifecycle.requirement import LifecycleRequirement
-    from modelseal.lifecycle.state import StateStore
     from modelseal.oci.store import Store
     from modelseal.refs import Ref
     from modelseal.verify.decision import Evidence
     from modelseal.verify.policy import Policy
-    from modelseal.verify.result import VerificationResult
 
 
 def _fmt(t: datetime) -> str:
@@ -407,32 +405,11 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
 
 
 def load_policy_with_lifecycle(path: str | Path) -> tuple[Policy, LifecycleRequirement | None]:
-    """A policy file whose lifecycle keys (``LIFECYCLE_POLICY_KEYS``) become a
-    ``LifecycleRequirement`` and whose other keys compile as usual."""
-    import hashlib
+    """A policy file and its lifecycle requirement (None when it asks for none)."""
+    from modelseal.verify.policy import load_policy
 
-    import yaml
-
-    from modelseal.lifecycle.requirement import LIFECYCLE_POLICY_KEYS, compile_lifecycle
-    from modelseal.verify.policy import compile_policy
-
-    p = Path(path)
-    try:
-        text = p.read_text()
-        data = yaml.safe_load(text) or {}
-    except FileNotFoundError as e:
-        raise UsageError(f"policy {p}: no such file") from e
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"policy {p} cannot be read: {e}") from e
-    if not isinstance(data, dict):
-        raise UsageError(f"policy {p}: a policy is a YAML mapping")
-    base = p.resolve().parent
-    lc = compile_lifecycle(data, source=f"policy {p}",
-                           path=lambda s: s if Path(s).is_absolute() else str(base / s))
-    rest = {k: v for k, v in data.items() if k not in LIFECYCLE_POLICY_KEYS}
-    policy = compile_policy(rest, base_dir=base, source=f"policy {p}")
-    policy.digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return policy, lc
+    policy = load_policy(path)
+    return policy, policy.lifecycle
 
 
 def trusted_layout(policy: Policy, registry_options: Mapping[str, Any] | None = None
@@ -443,42 +420,3 @@ def trusted_layout(policy: Policy, registry_options: Mapping[str, Any] | None = 
 
     data, _ = load_layout_bytes(policy, registry_options)
     return verify_layout(data, policy.layout_keys)
-
-
-def verify_with_lifecycle(store: Store, ref: Ref, policy: Policy,
-                          lifecycle: LifecycleRequirement | None, *,
-                          state: StateStore | None = None, now: datetime | None = None,
-                          registry_options: Mapping[str, Any] | None = None
-                          ) -> VerificationResult:
-    """``verify.pipeline.verify_and_resolve`` with the lifecycle requirement hooked in: what
-    the pipeline does once the lead merges the lifecycle (prepare, decide, finish)."""
-    from modelseal.attest.bundle import load_trusted_root
-    from modelseal.errors import NotFoundError
-    from modelseal.transfer import fetch_model_manifest
-    from modelseal.verify.decision import ModelView, decide
-    from modelseal.verify.pipeline import fetch_evidence, load_layout_bytes
-    from modelseal.verify.policy import AllOf, Requirement
-
-    layout_bytes, layout_source = load_layout_bytes(policy, registry_options)
-    digest = store.resolve(ref.reference)
-    if digest is None:
-        raise NotFoundError(f"{ref} not found in {store.describe()}")
-    pinned = ref.with_digest(digest)
-    manifest = fetch_model_manifest(store, pinned)
-    evidence, missing, _ = fetch_evidence(store, digest)
-    reqs: list[Requirement] = list(policy.requirements)
-    if lifecycle is not None:
-        lifecycle.prepare(layout_bytes=layout_bytes, layout_keys=policy.layout_keys,
-                          evidence=evidence, model_digest=digest, state=state,
-                          tag=None if ref.digest else ref.tag, repository=ref.base)
-        reqs.append(lifecycle)
-    needs_root = any(b'"certificate"' in e.bundle for e in evidence)
-    result = decide(layout_bytes, policy.layout_keys, ModelView(manifest.digest, manifest.files),
-                    evidence, trusted_root=load_trusted_root(policy.trusted_root)
-                    if needs_root else None, requirement=AllOf(reqs),
-                    final_step=policy.final_step, now=now, layout_source=layout_source,
-                    ref=str(pinned))
-    result.warnings.extend(missing)
-    if lifecycle is not None:
-        lifecycle.finish(result, state)
-    return result

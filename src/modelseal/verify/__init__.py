@@ -8,18 +8,21 @@
 
 from __future__ import annotations
 
-from modelseal.verify.decision import Evidence, ModelView, decide
-from modelseal.verify.policy import Policy, compile_policy, load_policy
-from modelseal.verify.result import Refusal, StepOutcome, VerificationResult
+import importlib
 
-__all__ = ["Evidence", "ModelView", "Policy", "Refusal", "StepOutcome", "VerificationResult",
-           "compile_policy", "decide", "load_policy", "pull_verified", "verify_model"]
+# name -> submodule; loaded on first use, so that importing one submodule (the lifecycle
+# requirement imports ``verify.result``) does not import the whole package
+_EXPORTS = {"Evidence": "decision", "ModelView": "decision", "decide": "decision",
+            "Policy": "policy", "compile_policy": "policy", "load_policy": "policy",
+            "Refusal": "result", "StepOutcome": "result", "VerificationResult": "result",
+            "verify_model": "pipeline", "pull_verified": "pipeline",
+            "verify_and_resolve": "pipeline"}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> object:
-    # the pipeline imports the store machinery: load it only when asked for
-    if name in ("verify_model", "pull_verified", "verify_and_resolve"):
-        from modelseal.verify import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(name)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(f"modelseal.verify.{module}"), name)

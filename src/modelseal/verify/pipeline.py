@@ -37,6 +37,7 @@ from modelseal.verify.result import Ignored, VerificationResult
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
+    from modelseal.lifecycle.state import StateStore
     from modelseal.modelpack import ModelManifest
     from modelseal.transfer import PullResult
 
@@ -185,9 +186,12 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
 def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
                        now: datetime | None = None,
                        registry_options: Mapping[str, Any] | None = None,
-                       workers: int = 16) -> tuple[VerificationResult, ModelManifest]:
+                       workers: int = 16, state: StateStore | None = None
+                       ) -> tuple[VerificationResult, ModelManifest]:
     """Verify the model at ``ref``; the result and the manifest that was judged (pull exactly
-    that manifest, by digest, so nothing changes between verifying and pulling)."""
+    that manifest, by digest, so nothing changes between verifying and pulling). ``state``
+    remembers each model's lifecycle head (rollback defence) when the policy has lifecycle
+    requirements."""
     from modelseal.attestations import ANN_PREDICATE_TYPE
     from modelseal.transfer import fetch_model_manifest
 
@@ -201,6 +205,11 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
         store, digest, workers=workers,
         predicate_types=relevant_predicate_types(layout_bytes, policy))
     root = trust_root_for(layout_bytes, policy)
+    lifecycle = policy.lifecycle
+    if lifecycle is not None:  # TSA times, layout rules and the remembered head, read here
+        lifecycle.prepare(layout_bytes=layout_bytes, layout_keys=policy.layout_keys,
+                          evidence=evidence, model_digest=digest, state=state,
+                          tag=None if ref.digest else ref.tag, repository=ref.base)
     result = decide(layout_bytes, policy.layout_keys, ModelView(manifest.digest, manifest.files),
                     evidence, trusted_root=root, requirement=policy.requirement(),
                     final_step=policy.final_step, now=now, layout_source=layout_source,
@@ -211,6 +220,8 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
         Ignored(d.digest, "its predicate type (as annotated) is used by neither the layout nor "
                 "the policy: not fetched", d.annotations.get(ANN_PREDICATE_TYPE))
         for d in skipped)
+    if lifecycle is not None:
+        lifecycle.finish(result, state)
     return result, manifest
 
 
@@ -221,7 +232,7 @@ def verify_model(store: Store, ref: Ref, policy: Policy, **kw: Any) -> Verificat
 
 def pull_verified(store: Store, ref: Ref, target_dir: str | os.PathLike[str], policy: Policy,
                   *, registry_options: Mapping[str, Any] | None = None,
-                  now: datetime | None = None,
+                  now: datetime | None = None, state: StateStore | None = None,
                   **pull_kw: Any) -> tuple[VerificationResult, PullResult]:
     """Verify, then pull the very manifest that was verified (per-blob digest checks).
 
@@ -229,7 +240,7 @@ def pull_verified(store: Store, ref: Ref, target_dir: str | os.PathLike[str], po
     from modelseal.transfer import pull
 
     result, manifest = verify_and_resolve(store, ref, policy, now=now,
-                                          registry_options=registry_options)
+                                          registry_options=registry_options, state=state)
     result.raise_for_refusal()
     pulled = pull(store, ref.with_digest(manifest.digest), target_dir, manifest=manifest,
                   **pull_kw)

@@ -11,7 +11,9 @@ A policy (YAML) names what the deployer trusts and requires::
       - {type: https://slsa.dev/provenance/v1, step: train}
     distinct_signers: [[train, approve]]
     max_attestation_age: 90d
-    required_stage: production                # or {stage: production, step: approve}
+    required_stage: production                # lifecycle (docs/lifecycle.md): also
+    stage_max_age: 30d                        #   deprecated, require_trusted_time,
+                                              #   trusted_tsa, check_tag
     model_safety: true                        # or {include_suspicious: true}
 
 Unknown keys are a UsageError naming the key. Each requirement is an object with a ``check``
@@ -31,6 +33,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from modelseal.errors import InputError, UsageError
 from modelseal.layout import parse_duration
+from modelseal.lifecycle.predicate import LIFECYCLE_PREDICATE
+from modelseal.lifecycle.requirement import (
+    LIFECYCLE_POLICY_KEYS,
+    LifecycleRequirement,
+    compile_lifecycle,
+)
 from modelseal.verify.result import Refusal
 
 if TYPE_CHECKING:
@@ -38,13 +46,12 @@ if TYPE_CHECKING:
 
 BOM_PREDICATE = "https://cyclonedx.org/bom"
 SAFETY_PREDICATE = "https://modelseal.dev/attestation/model-safety/v1"
-LIFECYCLE_PREDICATE = "https://modelseal.dev/attestation/lifecycle/v1"
 VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
 TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 
 POLICY_KEYS = ("version", "layout", "layout_keys", "trusted_root", "final_step",
                "required_predicates", "distinct_signers", "max_attestation_age",
-               "required_stage", "model_safety")
+               "model_safety", *LIFECYCLE_POLICY_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,64 +363,6 @@ class MaxAge:
         return out
 
 
-StageOf = Callable[[Facts, Sequence[Attestation]], tuple[str | None, list[Refusal]]]
-
-
-def latest_signed_stage(facts: Facts, records: Sequence[Attestation]
-                        ) -> tuple[str | None, list[Refusal]]:
-    """The default reading of lifecycle records: the stage of the newest record by signed
-    time. Records without a signed time cannot be ordered (a registry could reorder them)
-    and records at the same time that disagree contradict each other: both are refusals."""
-    rule = "required stage"
-    unsigned = [a for a in records if a.time is None or not a.time_signed]
-    if unsigned:
-        return None, [Refusal(f"{rule}: lifecycle attestation {a.id[:19]} carries no signed "
-                              "time, so it cannot be ordered", rule=rule, attestation=a.id,
-                              key=a.who) for a in unsigned]
-    if not records:
-        return None, []
-    newest = max(a.time for a in records if a.time is not None)
-    top = [a for a in records if a.time == newest]
-    stages = {str(a.predicate.get("stage")) for a in top}
-    if len(stages) > 1:
-        return None, [Refusal(f"{rule}: lifecycle attestations signed at the same time "
-                              f"disagree ({', '.join(sorted(stages))})", rule=rule,
-                              attestation=a.id, key=a.who) for a in top]
-    stage = top[0].predicate.get("stage")
-    return (stage if isinstance(stage, str) else None), []
-
-
-@dataclass(frozen=True)
-class RequiredStage:
-    """The model's current lifecycle stage, read from lifecycle attestations about it, is
-    ``stage``. ``stage_of`` reads the records (default ``latest_signed_stage``): the hook
-    for lifecycle semantics. No record, or no stage, is a refusal."""
-
-    stage: str
-    step: str | None = None
-    stage_of: StageOf | None = None
-
-    @property
-    def name(self) -> str:
-        return f"required stage {self.stage}"
-
-    def check(self, facts: Facts) -> list[Refusal]:
-        good, why = _candidates(facts, LIFECYCLE_PREDICATE, self.step, self.name)
-        if not good:
-            return why or [Refusal(f"{self.name}: no lifecycle attestation "
-                                   f"({LIFECYCLE_PREDICATE}) signed by a layout functionary",
-                                   rule=self.name, step=self.step)]
-        stage, refusals = (self.stage_of or latest_signed_stage)(facts, good)
-        if refusals:
-            from dataclasses import replace
-
-            return [replace(x, rule=self.name, step=self.step) for x in refusals]
-        if stage != self.stage:
-            return [Refusal(f"{self.name}: the model's current lifecycle stage is {stage!r}",
-                            rule=self.name, step=self.step)]
-        return []
-
-
 def named_steps(req: Requirement) -> list[tuple[str, str]]:
     """(step, requirement name) for every step a requirement names, to check against the
     layout: a misspelt step must be a bad policy, never a check silently turned off."""
@@ -533,13 +482,18 @@ class Policy:
     def requirement(self) -> AllOf:
         return AllOf(list(self.requirements))
 
+    @property
+    def lifecycle(self) -> LifecycleRequirement | None:
+        """The lifecycle requirement, which the pipeline prepares with what it fetched."""
+        return next((r for r in self.requirements if isinstance(r, LifecycleRequirement)), None)
+
     def predicate_types(self) -> set[str]:
         """Predicate types the requirements look at (besides the layout's steps)."""
         out: set[str] = set()
         for r in self.requirements:
             if isinstance(r, (RequiredPredicate, ModelSafety)):
                 out.add(r.predicate_type)
-            elif isinstance(r, RequiredStage):
+            elif isinstance(r, LifecycleRequirement):
                 out.add(LIFECYCLE_PREDICATE)
         return out
 
@@ -621,17 +575,9 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
                              "twice")
         pairs.append((pair[0], pair[1]))
         reqs.append(DistinctSigners(pair[0], pair[1]))
-    stage = data.get("required_stage")
-    if isinstance(stage, str):
-        reqs.append(RequiredStage(stage))
-    elif isinstance(stage, Mapping):
-        _unknown(stage, ("stage", "step"), f"{source}: required_stage")
-        sstep = stage.get("step")
-        reqs.append(RequiredStage(_str(stage.get("stage"), f"{source}: required_stage.stage"),
-                                  None if sstep is None
-                                  else _str(sstep, f"{source}: required_stage.step")))
-    elif stage is not None:
-        raise UsageError(f"{source}: required_stage is a stage name or {{stage, step}}")
+    lifecycle = compile_lifecycle(data, source=source, path=path)
+    if lifecycle is not None:
+        reqs.append(lifecycle)
     safety = data.get("model_safety")
     if safety is True:
         reqs.append(ModelSafety())
