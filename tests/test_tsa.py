@@ -106,3 +106,38 @@ def test_tsa_url_from_option_or_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert tsa_url("https://tsa.example/") == "https://tsa.example/"
     with pytest.raises(UsageError):
         tsa_url("ftp://tsa.example/")
+
+
+def test_every_signing_command_takes_tsa_option_and_environment(tmp_path: Path,
+                                                                 tsa: TSAServer,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """``--tsa`` (or MODELSEAL_TSA) on a signing command countersigns what it signs; outside
+    the command nothing is timestamped any more."""
+    from click.testing import CliRunner
+
+    from modelseal.attest.tsa import ambient_tsa
+    from modelseal.cli import main
+
+    keygen(tmp_path / "k")
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    (tmp_path / "p.json").write_text('{"ok": true}')
+    roots = load_tsa_certificates([tsa.ca_file])
+    for how in ("option", "env"):
+        out = tmp_path / f"{how}.sigstore.json"
+        args = ["attest", "--signer", str(tmp_path / "k.key"), "--subject",
+                str(tmp_path / "w.bin"), "--predicate-type", "https://example.com/p/v1",
+                "--predicate", str(tmp_path / "p.json"), "--output", str(out)]
+        if how == "option":
+            args[1:1] = ["--tsa", tsa.url]
+        else:
+            monkeypatch.setenv("MODELSEAL_TSA", tsa.url)
+        res = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        check = verified_times_of_bundle(out.read_bytes(), roots)
+        assert check.earliest is not None and not check.refused
+        assert ambient_tsa() is None
+    assert tsa.requests == 2
+    for cmd in ("run", "push", "bom", "scan", "verify", "promote"):
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert "--tsa" in res.output, cmd

@@ -185,6 +185,23 @@ def registry_options(f: F) -> F:
     return f
 
 
+def tsa_option(f: F) -> F:
+    """``--tsa URL`` (env MODELSEAL_TSA) for a command that signs: every keyed signature the
+    command makes is countersigned by that RFC 3161 Time-Stamp Authority."""
+
+    def enable(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        from modelseal.attest.tsa import TSAClient, timestamping, tsa_url
+
+        with errors_to_exit(False):
+            url = tsa_url(value)
+        if url:
+            ctx.with_resource(timestamping(TSAClient(url)))
+
+    return click.option("--tsa", metavar="URL", expose_value=False, callback=enable,
+                        help="RFC 3161 Time-Stamp Authority that countersigns each keyed "
+                             "signature (env MODELSEAL_TSA).")(f)
+
+
 def store_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     """Registry options from parsed CLI arguments (pops them from ``kw``)."""
     import os
@@ -318,6 +335,7 @@ def human_size(n: float) -> str:
               help="gitignore-style pattern of files to leave out (repeatable).")
 @click.option("--no-default-excludes", is_flag=True,
               help="Also package .git, .modelseal, __pycache__, *.pyc and .DS_Store.")
+@tsa_option
 @click.option("--signer", envvar="MODELSEAL_SIGNER", metavar="URI|PATH",
               help="Sign the package step (in-toto link + model-signing signature) "
               "with this key file or signer URI (env MODELSEAL_SIGNER).")

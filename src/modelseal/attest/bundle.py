@@ -162,9 +162,10 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer,
                    tsa: TSAClient | None = None) -> bytes:
     """Sign an in-toto Statement; the Sigstore bundle v0.3 (DSSE) as JSON bytes.
 
-    With ``tsa``, a keyed signature is countersigned by that RFC 3161 Time-Stamp Authority
-    (``verificationMaterial.timestampVerificationData``). Keyless bundles already carry the
-    transparency log's signed integration time and are left as sigstore made them."""
+    With ``tsa`` (or inside ``attest.tsa.timestamping``), a keyed signature is countersigned by
+    that RFC 3161 Time-Stamp Authority (``verificationMaterial.timestampVerificationData``).
+    Keyless bundles already carry the transparency log's signed integration time and are
+    left as sigstore made them."""
     from modelseal.attest.signers import is_keyless, sign_bytes, signer_description
 
     check_statement(statement)
@@ -190,6 +191,10 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer,
         },
     }
     out = json.dumps(bundle, separators=(",", ":")).encode()
+    if tsa is None:
+        from modelseal.attest.tsa import ambient_tsa
+
+        tsa = ambient_tsa()
     if tsa is not None:
         from modelseal.attest.tsa import add_timestamp
 

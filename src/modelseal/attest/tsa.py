@@ -22,7 +22,8 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,29 @@ def tsa_url(option: str | None) -> str | None:
     if url is not None and not url.startswith(("http://", "https://")):
         raise UsageError(f"--tsa {url!r}: a Time-Stamp Authority URL is http(s)://...")
     return url
+
+
+_ambient: list[TSAClient] = []  # set by ``timestamping``: the CLI's --tsa for one command
+
+
+@contextmanager
+def timestamping(client: TSAClient | None) -> Iterator[None]:
+    """Within this block, every keyed signature ``sign_statement`` makes is countersigned by
+    ``client`` (when not None) unless the caller passes its own ``tsa``. The CLI's ``--tsa``
+    sets it once for a command, so every signing path of that command is timestamped."""
+    if client is None:
+        yield
+        return
+    _ambient.append(client)
+    try:
+        yield
+    finally:
+        _ambient.remove(client)
+
+
+def ambient_tsa() -> TSAClient | None:
+    """The TSA of the innermost ``timestamping`` block, if any."""
+    return _ambient[-1] if _ambient else None
 
 
 @dataclass(frozen=True)

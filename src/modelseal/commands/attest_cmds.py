@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 
 import click
 
-from modelseal.cli import emit_json, errors_to_exit, registry_options, store_kwargs
+from modelseal.cli import emit_json, errors_to_exit, registry_options, store_kwargs, tsa_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def signer_options(f: F, *, required: bool = True) -> F:
-    """--signer and what some signers need beside it."""
+    """--signer and what some signers need beside it (--tsa for a signed time)."""
+    f = tsa_option(f)
     f = click.option("--trust-config", metavar="FILE|staging",
                      help="Sigstore client trust config for keyless signing on a private "
                           "Sigstore deployment (default: public Sigstore).")(f)

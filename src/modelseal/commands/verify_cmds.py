@@ -16,6 +16,7 @@ from modelseal.cli import (
     open_ref,
     registry_options,
     store_kwargs,
+    tsa_option,
 )
 
 EXIT_REFUSED = 10
@@ -207,6 +208,7 @@ def _print_result(result: Any) -> None:
 @click.option("--policy", "policy_file", required=True,
               type=click.Path(exists=True, dir_okay=False), help="The deployer's policy (YAML).")
 @click.option("--vsa-signer", help="Sign a SLSA verification summary with this key or URI.")
+@tsa_option
 @click.option("--attach", is_flag=True,
               help="Attach the verification summary to the model (needs --vsa-signer).")
 @click.option("--vsa-output", type=click.Path(dir_okay=False),
