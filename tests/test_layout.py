@@ -259,3 +259,30 @@ def test_key_identity_is_the_key_material_not_its_encoding_or_id() -> None:
     assert key_identity(ci) != key_identity({**ci, "keyval": {**ci["keyval"], "issuer": "o"}})
     junk = {"keytype": "ecdsa", "scheme": "x", "keyval": {"public": "not a key"}}
     assert key_identity(junk).startswith("unparsed:") and key_identity(junk) != key_identity(a)
+
+
+def test_new_layout_puts_release_managers_in_the_lifecycle_section(tmp_path: Path) -> None:
+    """Transitions (promote:STAGE, deprecate, retire) are filled like steps, into the
+    extension's lifecycle section; a transition nobody may sign is left out; production
+    needs two release managers (the template's threshold)."""
+    from modelseal.lifecycle.evidence import rules_from_layout
+
+    fs = make_functionaries(tmp_path, [*FUNCTIONARY.values(), "owner", "rm1", "rm2"])
+    pairs = [(s, fs[FUNCTIONARY[s]].public) for s in STEPS]
+    assert "lifecycle" not in new_layout(load_template("ml-pipeline"), pairs)["modelseal"]
+    doc = new_layout(load_template("ml-pipeline"),
+                     [*pairs, ("promote:production", fs["rm1"].public),
+                      ("promote:production", fs["rm2"].public), ("retire", fs["rm1"].public)])
+    section = doc["modelseal"]["lifecycle"]
+    assert sorted(section) == ["promote:production", "retire"]
+    assert section["promote:production"]["threshold"] == 2
+    assert section["promote:production"]["distinct_from"] == ["train"]
+    rules = rules_from_layout(verify_layout(
+        json.dumps(sign_layout(doc, fs["owner"].signer)).encode(),
+        {fs["owner"].public.keyid: fs["owner"].public}))
+    assert sorted(rules.transitions) == ["promote:production", "retire"]
+    with pytest.raises(UsageError, match="promote:production"):
+        new_layout(load_template("ml-pipeline"),
+                   [*pairs, ("promote:production", fs["rm1"].public)])
+    with pytest.raises(UsageError, match="no step 'promote'"):
+        new_layout(load_template("ml-pipeline"), [*pairs, ("promote", fs["rm1"].public)])

@@ -280,30 +280,49 @@ def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, K
     encoding) is one functionary: it is listed once. ``names`` (keyid -> functionary name)
     go into the extension's ``functionaries`` so that refusals name people, not key ids.
     """
+    from modelseal.lifecycle.predicate import ACTIONS
+
     doc = copy.deepcopy(dict(template))
     steps = {s["name"]: s for s in doc.get("steps") or []}
     keys: dict[str, Any] = dict(doc.get("keys") or {})
     by_identity = {key_identity(d): kid for kid, d in keys.items() if isinstance(d, Mapping)}
     ext = doc.setdefault(EXTENSION, {})
     known = dict(ext.get("functionaries") or {}) if isinstance(ext, dict) else {}
+    # lifecycle transitions (promote:STAGE, deprecate, retire, correct: docs/lifecycle.md) are
+    # signed like steps but live in the extension: no link is ever expected for them
+    lifecycle = ext.setdefault("lifecycle", {}) if isinstance(ext, dict) else {}
+
+    def slot(name: str) -> dict[str, Any] | None:
+        if name.partition(":")[0] in ACTIONS and (name.partition(":")[0] == "promote") == (
+                ":" in name):
+            return lifecycle.setdefault(name, {"pubkeys": [], "threshold": 1})  # type: ignore[no-any-return]
+        return None
+
     for step, key in functionaries:
-        if step not in steps:
+        target = steps.get(step) or slot(step)
+        if target is None:
             raise UsageError(f"the template has no step {step!r}",
-                             hint="its steps: " + ", ".join(steps))
+                             hint="its steps: " + ", ".join(steps) + "; lifecycle "
+                             "transitions: promote:STAGE, deprecate, retire, correct")
         d = key_dict(key)
         kid = by_identity.setdefault(key_identity(d), key.keyid)
         keys.setdefault(kid, d if kid == key.keyid else keys[kid])
         if names and names.get(key.keyid):
             known.setdefault(kid, names[key.keyid])
-        if kid not in steps[step]["pubkeys"]:
-            steps[step]["pubkeys"].append(kid)
+        if kid not in target["pubkeys"]:
+            target["pubkeys"].append(kid)
     if known and isinstance(ext, dict):
         ext["functionaries"] = known
     for step, n in (thresholds or {}).items():
-        if step not in steps:
+        target = steps.get(step) or (lifecycle.get(step) if step in lifecycle else None)
+        if target is None:
             raise UsageError(f"threshold for unknown step {step!r}")
-        steps[step]["threshold"] = int(n)
-    for s in steps.values():
+        target["threshold"] = int(n)
+    for name in [n for n, t in lifecycle.items() if not t.get("pubkeys")]:
+        del lifecycle[name]  # a transition nobody may sign is not offered
+    if isinstance(ext, dict) and not lifecycle:
+        ext.pop("lifecycle", None)
+    for s in [*steps.values(), *({"name": n, **t} for n, t in lifecycle.items())]:
         if len(s["pubkeys"]) < int(s.get("threshold", 1)):
             raise UsageError(
                 f"step {s['name']!r} needs {s.get('threshold', 1)} functionary key(s), "
