@@ -12,13 +12,13 @@ an entry a racing index update lost is still found.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from modelseal._util.json import loads_object as load_json_object
 from modelseal.digest import sha256_bytes
-from modelseal.errors import NotFoundError, StoreError
+from modelseal.errors import InputError, NotFoundError, StoreError
 from modelseal.modelpack import ANN_CREATED, created_time, rfc3339
 from modelseal.oci.store import (
     EMPTY_JSON,
@@ -89,11 +89,21 @@ def _read_index(store: Store, subject_digest: str) -> list[Descriptor]:
     if store.resolve(tag) is None:
         return []
     raw, _, _ = store.get_manifest(tag)
+    # Anyone who can push can write this index, and it is only a cache of the per-referrer
+    # tags: a malformed index or entry is skipped (and rewritten by the next attach), never
+    # allowed to stop a verification.
     try:
-        doc = json.loads(raw)
-        return [Descriptor.from_dict(m) for m in doc.get("manifests") or []]
-    except (ValueError, KeyError, TypeError) as e:
-        raise StoreError(f"referrers index {tag} in {store.describe()} is malformed: {e}") from e
+        doc = load_json_object(raw, what=f"referrers index {tag}")
+    except InputError:
+        return []
+    entries = doc.get("manifests")
+    out = []
+    for m in entries if isinstance(entries, list) else []:
+        try:
+            out.append(Descriptor.from_dict(m, f"referrers index {tag}: entry"))
+        except InputError:
+            continue
+    return out
 
 
 def _add_to_index(store: Store, subject_digest: str, desc: Descriptor) -> None:
@@ -134,12 +144,17 @@ def list_referrers(store: Store, subject_digest: str, artifact_type: str | None 
             raw, media_type, digest = store.get_manifest(tag)
         except NotFoundError:
             return None
-        doc = json.loads(raw)
-        if (doc.get("subject") or {}).get("digest") != subject_digest:
-            return None  # a tag that only looks like ours
-        return Descriptor(media_type, digest, len(raw),
-                          {str(k): str(v) for k, v in (doc.get("annotations") or {}).items()},
-                          doc.get("artifactType"))
+        try:
+            doc = load_json_object(raw, what=f"referrer {digest}")
+            subject = Descriptor.from_dict(doc.get("subject"), f"referrer {digest}: subject")
+            if subject.digest != subject_digest:
+                return None  # a tag that only looks like ours
+            return Descriptor.from_dict(
+                {"mediaType": media_type, "digest": digest, "size": len(raw),
+                 "annotations": doc.get("annotations"), "artifactType": doc.get("artifactType")},
+                f"referrer {digest}")
+        except InputError:
+            return None  # malformed: not a referrer modelseal can use
 
     if missing:
         with ThreadPoolExecutor(max_workers=workers) as ex:
@@ -159,7 +174,7 @@ def fetch_referrer_blob(store: Store, referrer: Descriptor,
     With ``subject_digest``, refuses a manifest whose subject is another artifact.
     """
     raw, _, digest = store.get_manifest(referrer.digest)
-    return _layer_of(store, raw, digest, subject_digest), json.loads(raw)
+    return _layer_of(store, raw, digest, subject_digest), _manifest_doc(store, raw, digest)
 
 
 def fetch_referrer_content(store: Store, referrer: Descriptor) -> bytes:
@@ -176,12 +191,24 @@ def fetch_referrer_content(store: Store, referrer: Descriptor) -> bytes:
     return _layer_of(store, raw, digest, None)
 
 
+def _manifest_doc(store: Store, raw: bytes, digest: str) -> dict[str, object]:
+    return load_json_object(raw, what=f"referrer {digest} in {store.describe()}",
+                            error=StoreError)
+
+
 def _layer_of(store: Store, raw: bytes, digest: str, subject_digest: str | None) -> bytes:
-    doc = json.loads(raw)
-    if subject_digest is not None and (doc.get("subject") or {}).get("digest") != subject_digest:
+    doc = _manifest_doc(store, raw, digest)
+    subject = doc.get("subject")
+    about = subject.get("digest") if isinstance(subject, dict) else None
+    if subject_digest is not None and about != subject_digest:
         raise StoreError(f"referrer {digest} in {store.describe()} is about "
-                         f"{(doc.get('subject') or {}).get('digest')}, not {subject_digest}")
+                         f"{about}, not {subject_digest}")
     layers = doc.get("layers") or []
-    if len(layers) != 1:
-        raise StoreError(f"referrer {digest} has {len(layers)} layers; expected exactly one")
-    return store.get_blob_bytes(Descriptor.from_dict(layers[0]).digest, max_size=32 << 20)
+    if not isinstance(layers, list) or len(layers) != 1:
+        count = len(layers) if isinstance(layers, list) else "no"
+        raise StoreError(f"referrer {digest} has {count} layers; expected exactly one")
+    try:
+        layer = Descriptor.from_dict(layers[0], f"referrer {digest}: layer")
+    except InputError as e:
+        raise StoreError(e.message) from e
+    return store.get_blob_bytes(layer.digest, max_size=32 << 20)

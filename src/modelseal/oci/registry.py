@@ -44,6 +44,7 @@ import oras.provider
 import requests
 import requests.adapters
 
+from modelseal._util.json import loads_object as load_json_object
 from modelseal.errors import (
     AuthError,
     DigestMismatchError,
@@ -548,11 +549,9 @@ class RegistryStore:
 
     @staticmethod
     def _media_type_from_json(data: bytes, what: str, ctype: str) -> str:
-        import json
-
         try:
-            mt = json.loads(data).get("mediaType")
-        except (ValueError, AttributeError):
+            mt = load_json_object(data, what=what).get("mediaType")
+        except InputError:
             mt = None
         if mt in MANIFEST_TYPES:
             return str(mt)
@@ -610,12 +609,16 @@ class RegistryStore:
                 if resp.status_code != 200:
                     raise self._reg.error(resp, f"listing referrers of {subject_digest}")
                 try:
-                    index = resp.json()
-                    manifests = index.get("manifests") or []
-                    out.extend(Descriptor.from_dict(m) for m in manifests)
-                except (ValueError, AttributeError, KeyError, TypeError) as e:
+                    index = load_json_object(resp.content, what=f"referrers of {subject_digest}")
+                except InputError as e:
                     raise StoreError(f"registry {self.host} sent an unreadable referrers "
-                                     f"index for {subject_digest}") from e
+                                     f"index for {subject_digest}: {e.message}") from e
+                manifests = index.get("manifests")
+                for m in manifests if isinstance(manifests, list) else []:
+                    try:  # one malformed entry (anyone can push one) must not hide the rest
+                        out.append(Descriptor.from_dict(m, "referrers index entry"))
+                    except InputError:
+                        continue
                 nxt = resp.links.get("next", {}).get("url")
                 url = urllib.parse.urljoin(url, nxt) if nxt else None
                 first = False
