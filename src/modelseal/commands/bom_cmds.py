@@ -311,15 +311,15 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, **kw: Any) -> None:
             from rich.markup import escape
             from rich.table import Table
 
-            t = Table(title=f"{model_dir} — scanned with {report.scanner} "
-                            f"{report.scanner_version}")
+            t = Table(title=escape(f"{model_dir} — scanned with {report.scanner} "
+                                   f"{report.scanner_version}"))
             for col in ("file", "format", "verdict", "imports"):
                 t.add_column(col)
             for f in report.files:
                 imports = ", ".join(
                     f"{x.callable}" + (f" (in {x.member})" if x.member else "")
                     for x in f.findings if x.severity != "innocuous")
-                t.add_row(escape(f.path), f.format,
+                t.add_row(escape(f.path), escape(f.format),
                           f"[{_VERDICT_STYLE.get(f.verdict, 'default')}]{f.verdict}[/]",
                           escape(imports or (f.note or "")))
             console().print(t)

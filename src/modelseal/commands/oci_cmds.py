@@ -11,6 +11,7 @@ from modelseal.cli import (
     console,
     emit_json,
     errors_to_exit,
+    escape,
     open_ref,
     registry_options,
     store_kwargs,
@@ -37,8 +38,8 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
         else:
             c = console()
             for a in attached:
-                c.print(f"attached {a.descriptor.digest} ({a.tag})", soft_wrap=True)
-            c.print(f"{len(attached)} attestations attached to {r.base}@{subject.digest}",
+                c.print(escape(f"attached {a.descriptor.digest} ({a.tag})"), soft_wrap=True)
+            c.print(escape(f"{len(attached)} attestations attached to {r.base}@{subject.digest}"),
                     soft_wrap=True)
 
 
@@ -81,8 +82,11 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
             signer = i.signer or "?"
             if len(signer) == 64 and all(ch in "0123456789abcdef" for ch in signer):
                 signer = f"key {signer[:16]}"  # a keyid; --json has it whole
-            t.add_row(i.predicate_type or "?", signer, i.created or "?", i.descriptor.digest)
+            # unsigned, from whoever pushed the referrer: text, never markup
+            t.add_row(escape(i.predicate_type or "?"), escape(signer), escape(i.created or "?"),
+                      escape(i.descriptor.digest))
         c = console()
-        c.print(f"{r.base}@{digest}", soft_wrap=True)
+        c.print(escape(f"{r.base}@{digest}"), soft_wrap=True)
         c.print(t)
-        c.print(f"{len(infos)} attestations" + (f", written to {download}" if download else ""))
+        c.print(escape(f"{len(infos)} attestations"
+                       + (f", written to {download}" if download else "")))
