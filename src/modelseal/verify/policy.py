@@ -376,6 +376,8 @@ def _list(v: Any, where: str) -> list[Any]:
 
 def _exists(p: str, where: str) -> bool:
     """Whether a path names something; a path the OS cannot even look up does not."""
+    if "\x00" in p:  # pathlib would quietly say "no"; the file would then fail to open
+        raise UsageError(f"{where}: {p!r} contains a NUL character")
     try:
         return Path(p).exists()
     except ValueError as e:  # an embedded NUL
