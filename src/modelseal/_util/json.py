@@ -5,8 +5,9 @@ clear error, never a crash:
 
 - size: at most ``max_bytes`` (refused before parsing);
 - encoding: UTF-8 only (RFC 8259 section 8.1); a byte-order mark is refused;
-- depth: arrays and objects nested at most ``max_depth`` levels (checked on the text before
-  parsing, so a deeply nested document never reaches the recursive decoder);
+- depth: arrays and objects nested at most ``max_depth`` levels. The C decoder gives up at
+  the interpreter's recursion limit (about 1,000 levels, a cheap RecursionError turned into
+  the refusal); what it parses is then walked, iteratively, to the bound;
 - duplicate keys in one object are refused: parsers disagree on which one wins (first, last,
   error), and a signed document that two tools read differently is an attack waiting to
   happen (the same reason Go's encoding/json hardening and RFC 8785 refuse them);
@@ -20,19 +21,13 @@ clear error, never a crash:
 from __future__ import annotations
 
 import json
-import operator
 import re
 from collections.abc import Mapping
-from itertools import accumulate
 from typing import Any, NoReturn
 
 from modelseal._util.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_VALUE_NODES
 from modelseal.errors import InputError, ModelsealError
 
-# A JSON string literal, unrolled so the regex engine does not backtrack per character.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_WEIGHTS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -40,28 +35,27 @@ class _Refused(ValueError):
     """Raised inside the decoder's hooks; turned into the caller's error class."""
 
 
-def _too_deep(text: str, max_depth: int) -> bool:
-    """Whether the brackets of ``text`` nest deeper than ``max_depth``.
-
-    Runs on the text before parsing, with C-speed string and iterator operations: strings
-    are blanked out, the brackets kept, and the running depth is (opening brackets so far)
-    minus (closing brackets so far)."""
-    if text.count("[") + text.count("{") <= max_depth:
-        return False
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode()
-    # opening -> 2, closing -> 0: after i+1 brackets the sum is 2*opens = depth + (i+1)
-    weights = brackets.translate(_WEIGHTS)
-    depth = max(map(operator.sub, accumulate(weights), range(1, len(weights) + 1)),
-                default=0)
-    return depth > max_depth
+def _deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether arrays and objects in ``value`` nest deeper than ``max_depth``. Iterative, and
+    it stops at the first container past the bound."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _Refused(f"the key {k!r} appears twice in one object")
-        out[k] = v
+    out = dict(pairs)  # C speed; only a document with a duplicate pays for the search
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _Refused(f"the key {k!r} appears twice in one object")
+            seen.add(k)
     return out
 
 
@@ -87,16 +81,20 @@ def loads(data: bytes | str, *, what: str, max_bytes: int = MAX_JSON_BYTES,
         text = data
     if text.startswith("\ufeff"):
         raise error(f"{what} starts with a byte-order mark, which JSON does not allow")
-    if _too_deep(text, max_depth):
-        raise error(f"{what} nests arrays and objects deeper than {max_depth} levels: refused")
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except _Refused as e:
         raise error(f"{what} is not acceptable JSON: {e}") from e
-    except RecursionError as e:  # belt and braces: the depth check should have caught it
-        raise error(f"{what} nests too deeply: refused") from e
+    except RecursionError as e:
+        # the C decoder stops at the interpreter's recursion limit (about 1,000 levels),
+        # cheaply and long before memory matters
+        raise error(f"{what} nests arrays and objects deeper than {max_depth} levels: "
+                    "refused") from e
     except ValueError as e:
         raise error(f"{what} is not valid JSON: {e}") from e
+    if (isinstance(value, dict | list) and text.count("[") + text.count("{") > max_depth
+            and _deeper_than(value, max_depth)):
+        raise error(f"{what} nests arrays and objects deeper than {max_depth} levels: refused")
     if _SURROGATE_ESCAPE.search(text):
         check_value(value, what=what, max_depth=max_depth, error=error)
     return value

@@ -180,6 +180,12 @@ def _bounded_bundle(store: Store, referrer: Descriptor) -> bytes:
         if size > MAX_ATTESTATION_BYTES:
             raise _BlobTooLarge(f"its layer {blob} is {size} bytes, more than the "
                                 f"{MAX_ATTESTATION_BYTES} an attestation may have: not fetched")
+    from modelseal.oci.layout import LayoutStore
+
+    if isinstance(store, LayoutStore):
+        # a file: its size is known before reading, and it is read in one piece (streaming
+        # it would cost a 4 MiB read buffer per thread)
+        return store.get_blob_bytes(blob, max_size=MAX_ATTESTATION_BYTES)
     sink = _CappedSink(MAX_ATTESTATION_BYTES, f"blob {blob}")
     store.fetch_blob(blob, size, sink, None)  # type: ignore[arg-type]
     data = b"".join(sink.chunks)
