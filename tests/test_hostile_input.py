@@ -305,12 +305,16 @@ def test_inspect_prints_markup_in_names_and_annotations_as_text(tmp_path: Path) 
     (model / "a[" / "b]").write_bytes(b"weights")
     ref = f"oci:{tmp_path / 'layout'}:v1"
     store = open_store(parse_ref(ref))
-    md = ModelMetadata({"name": "m"}, annotations={"note": "[white on white]hidden[/]"})
+    md = ModelMetadata({"name": "m"}, annotations={"note": "[white on white]hidden[/]",
+                                                   "esc": "\x1b[8mconcealed\x1b[0m \u202eevil"})
     push(model, store, parse_ref(ref), md)
     r = cli("inspect", ref)
     assert r.returncode == 0, r.stderr
     assert "a[/b]" in r.stdout
     assert "[white on white]hidden[/]" in r.stdout
+    # terminal control sequences and bidi overrides are shown, not obeyed
+    assert "\x1b" not in r.stdout and "\u202e" not in r.stdout
+    assert "\\x1b[8mconcealed" in r.stdout and "\\u202eevil" in r.stdout
 
 
 def test_attestations_listing_prints_markup_as_text(tmp_path: Path) -> None:

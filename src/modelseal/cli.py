@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -136,12 +137,23 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, width=width)
 
 
+# Terminal control characters (ESC sequences can conceal text or move the cursor; CR can
+# overwrite a line) and bidirectional overrides (which reorder what is shown): from
+# untrusted text they are shown as \xNN / \uNNNN escapes. Newline and tab stay.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
 def escape(text: str) -> str:
     """``text`` (a path, a digest, anything from a registry or a file) made safe to print
-    with rich: shown as written, never interpreted as markup."""
+    with rich: shown as written, never interpreted as markup or as terminal control."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(_UNPRINTABLE.sub(_visible, text))
 
 
 def emit_json(obj: Any) -> None:
@@ -161,8 +173,6 @@ def errors_to_exit(json_mode: bool = False) -> Iterator[None]:
                                    "type": type(e).__name__,
                                    "reasons": getattr(e, "reasons", [e.message])}), err=True)
         else:
-            from rich.markup import escape
-
             err = console(stderr=True)
             err.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
             for reason in getattr(e, "reasons", []):

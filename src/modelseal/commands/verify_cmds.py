@@ -129,7 +129,6 @@ def layout_check(layout_file: str, separate: tuple[str, ...], soon: str,
         if json_mode:
             emit_json(rep.to_dict())
         else:
-            from rich.markup import escape
 
             c = console()
             for f in rep.findings:
