@@ -307,9 +307,12 @@ def payload_of(signed: Mapping[str, Any]) -> dict[str, Any]:
     import base64
 
     if "payload" in signed:
+        from modelseal._util.json import loads as load_json
+
         try:
-            doc = json.loads(base64.b64decode(str(signed["payload"])))
-        except ValueError as e:
+            doc = load_json(base64.b64decode(str(signed["payload"])),
+                            what="the layout envelope's payload")
+        except ValueError as e:  # base64
             raise InputError(f"the layout envelope's payload is not JSON: {e}") from e
     elif "signed" in signed:
         doc = signed["signed"]

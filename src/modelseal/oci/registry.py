@@ -155,9 +155,11 @@ def _failure_reason(exc: BaseException) -> str:
 def _registry_errors(resp: requests.Response) -> tuple[list[str], str]:
     """(error codes, readable message) from an OCI error body, if any."""
     try:
-        body = resp.json()
-        errs = body.get("errors") or [] if isinstance(body, dict) else []
-    except ValueError:
+        body = load_json_object(resp.content, what="error body", max_bytes=1 << 20)
+        errs = body.get("errors") or []
+    except InputError:
+        errs = []
+    if not isinstance(errs, list):
         errs = []
     codes = [str(e.get("code", "")) for e in errs if isinstance(e, dict)]
     msgs = []
@@ -590,9 +592,11 @@ class RegistryStore:
                 if resp.status_code != 200:
                     raise self._reg.error(resp, f"listing tags of {self.describe()}")
                 try:
-                    tags.extend(str(t) for t in (resp.json().get("tags") or []))
-                except (ValueError, AttributeError) as e:
+                    listed = load_json_object(resp.content, what="tag list").get("tags") or []
+                except InputError as e:
                     raise StoreError(f"registry {self.host} sent an unreadable tag list") from e
+                if isinstance(listed, list):
+                    tags.extend(t for t in listed if isinstance(t, str))
                 nxt = resp.links.get("next", {}).get("url")
                 url = urllib.parse.urljoin(url, nxt) if nxt else None
         return tags

@@ -5,7 +5,6 @@ fetched. Optionally sign a SLSA Verification Summary Attestation and attach it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -70,16 +69,15 @@ def fetch_layout(store: Store, digest: str) -> bytes:
     raw, _, got = store.get_manifest(digest)
     if got != digest:
         raise StoreError(f"{store.describe()} returned {got} for layout {digest}")
-    try:
-        doc = json.loads(raw)
-        layers = doc.get("layers") or []
-    except (ValueError, AttributeError) as e:
-        raise InputError(f"layout artifact {digest} is not an OCI manifest") from e
-    chosen = [la for la in layers if la.get("mediaType") == LAYOUT_MEDIA_TYPE] or layers
+    doc = load_json_object(raw, what=f"layout artifact {digest}")
+    found = doc.get("layers")
+    layers = [Descriptor.from_dict(la, f"layout artifact {digest}: layer")
+              for la in (found if isinstance(found, list) else [])]
+    chosen = [la for la in layers if la.media_type == LAYOUT_MEDIA_TYPE] or layers
     if len(chosen) != 1:
         raise InputError(f"layout artifact {digest} has {len(chosen)} layers; expected one "
                          f"({LAYOUT_MEDIA_TYPE})")
-    return store.get_blob_bytes(str(chosen[0]["digest"]), max_size=16 << 20)
+    return store.get_blob_bytes(chosen[0].digest, max_size=16 << 20)
 
 
 def load_layout_bytes(policy: Policy, registry_options: Mapping[str, Any] | None = None
@@ -119,7 +117,7 @@ def relevant_predicate_types(layout_bytes: bytes, policy: Policy) -> set[str] | 
     from modelseal.layout import EXTENSION, LINK_PREDICATE, payload_of
 
     try:
-        doc = payload_of(json.loads(layout_bytes))
+        doc = payload_of(load_json_object(layout_bytes, what="the layout"))
     except (ValueError, InputError):
         return None
     out = {LINK_PREDICATE, *policy.predicate_types()}
