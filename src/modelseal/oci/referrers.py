@@ -211,4 +211,7 @@ def _layer_of(store: Store, raw: bytes, digest: str, subject_digest: str | None)
         layer = Descriptor.from_dict(layers[0], f"referrer {digest}: layer")
     except InputError as e:
         raise StoreError(e.message) from e
+    if layer.size > 32 << 20:  # refused from the descriptor, before any byte is fetched
+        raise StoreError(f"referrer {digest}: its layer is {layer.size} bytes, more than the "
+                         f"{32 << 20} modelseal reads")
     return store.get_blob_bytes(layer.digest, max_size=32 << 20)
