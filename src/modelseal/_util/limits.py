@@ -18,9 +18,10 @@ MAX_JSON_BYTES = 16 * MiB
 """Largest JSON document read from outside (manifests, indexes, layouts, policies)."""
 
 MAX_ATTESTATION_BYTES = 4 * MiB
-"""Largest attestation blob (a Sigstore bundle) fetched. A bundle is a few KiB; a BOM inside
-one a few hundred. Larger blobs are refused from the descriptor's size when it is known, and
-their download is cut at this many bytes when it is not."""
+"""An attestation blob (a Sigstore bundle) must be smaller than this. A bundle is a few KiB; a
+BOM inside one a few hundred. Larger blobs are refused from the descriptor's size when it is
+known, and their download is cut at the first read chunk that reaches the bound when it is
+not."""
 
 MAX_EVIDENCE_BYTES = 32 * MiB
 """Total attestation bytes fetched for one verification; referrers past it are ignored."""

@@ -199,9 +199,9 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer) -> bytes:
 
 def parse_bundle(data: bytes) -> ParsedBundle:
     """Read a Sigstore bundle holding a DSSE envelope. Checks shape, not signatures."""
-    if len(data) > MAX_ATTESTATION_BYTES:
-        raise InputError(f"the bundle is {len(data)} bytes, more than the "
-                         f"{MAX_ATTESTATION_BYTES} modelseal reads (a bundle is a few KiB)")
+    if len(data) >= MAX_ATTESTATION_BYTES:
+        raise InputError(f"the bundle is {len(data)} bytes; modelseal reads bundles smaller "
+                         f"than {MAX_ATTESTATION_BYTES} (a bundle is a few KiB)")
     raw = load_json_object(data, what="the Sigstore bundle", max_bytes=MAX_ATTESTATION_BYTES)
     media_type = raw.get("mediaType")
     if media_type not in BUNDLE_MEDIA_TYPES:

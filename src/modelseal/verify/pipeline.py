@@ -133,20 +133,20 @@ class _BlobTooLarge(StoreError):
 
 
 class _CappedSink:
-    """A write target that keeps at most ``cap`` bytes and refuses the chunk that would
-    exceed it, so a hostile blob's download stops early. Chunks are kept as they come (no
-    growing buffer to copy) and dropped with the sink; a plain class, not one defined per
-    call, so no reference cycle keeps a refused buffer alive until the garbage collector
-    runs."""
+    """A write target that keeps fewer than ``cap`` bytes and refuses the chunk that would
+    reach it, so a hostile blob's download stops at its first full read chunk. Chunks are
+    kept as they come (no growing buffer to copy) and dropped with the sink; a plain class,
+    not one defined per call, so no reference cycle keeps a refused buffer alive until the
+    garbage collector runs."""
 
     def __init__(self, cap: int, what: str) -> None:
         self.cap, self.what, self.size = cap, what, 0
         self.chunks: list[bytes] = []
 
     def write(self, b: bytes) -> int:
-        if self.size + len(b) > self.cap:
+        if self.size + len(b) >= self.cap:
             self.chunks.clear()
-            raise _BlobTooLarge(f"{self.what} is larger than {self.cap} bytes (the bound on "
+            raise _BlobTooLarge(f"{self.what} is {self.cap} bytes or more (the bound on "
                                 "an attestation): not read further")
         self.chunks.append(bytes(b))
         self.size += len(b)
@@ -175,15 +175,15 @@ def _bounded_bundle(store: Store, referrer: Descriptor) -> bytes:
         except InputError as e:
             raise StoreError(e.message) from e
         blob, size = layer.digest, layer.size
-        if size > MAX_ATTESTATION_BYTES:
-            raise _BlobTooLarge(f"its layer {blob} is {size} bytes, more than the "
-                                f"{MAX_ATTESTATION_BYTES} an attestation may have: not fetched")
+        if size >= MAX_ATTESTATION_BYTES:
+            raise _BlobTooLarge(f"its layer {blob} is {size} bytes; an attestation must be "
+                                f"smaller than {MAX_ATTESTATION_BYTES}: not fetched")
     from modelseal.oci.layout import LayoutStore
 
     if isinstance(store, LayoutStore):
         # a file: its size is known before reading, and it is read in one piece (streaming
         # it would cost a 4 MiB read buffer per thread)
-        return store.get_blob_bytes(blob, max_size=MAX_ATTESTATION_BYTES)
+        return store.get_blob_bytes(blob, max_size=MAX_ATTESTATION_BYTES - 1)
     sink = _CappedSink(MAX_ATTESTATION_BYTES, f"blob {blob}")
     store.fetch_blob(blob, size, sink, None)  # type: ignore[arg-type]
     data = b"".join(sink.chunks)
