@@ -126,6 +126,19 @@ def test_verify_ignores_referrers_past_the_bound(tmp_path: Path, registry: Regis
     assert any("more than the 3" in w for w in result.warnings)
 
 
+def test_verify_stops_reading_past_the_byte_bound(tmp_path: Path, registry: RegistryServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelseal.verify.pipeline as pipeline
+
+    p = honest_pipeline(tmp_path, registry.host)
+    one = max(len(b) for b in p.bundles.values())
+    monkeypatch.setattr(pipeline, "MAX_EVIDENCE_BYTES", 2 * one)
+    result = verify_model(p.store, p.ref, load_policy(p.policy_path))
+    assert not result.verified  # fails closed, naming the bound
+    over = [i for i in result.ignored if "bytes of attestations per verification" in i.reason]
+    assert len(over) >= 3
+
+
 # ---------------------------------------------------------------------------------------------
 # bundles
 
