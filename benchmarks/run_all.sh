@@ -5,7 +5,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/setup_venv.sh" >/dev/null
 rc=0
-for b in bench_hash bench_push bench_run bench_verify; do
+for b in bench_hash bench_push bench_run bench_verify bench_hostile; do
     echo "== $b"
     python3 "$here/$b.py" "$@" || rc=1
     echo

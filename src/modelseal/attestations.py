@@ -4,13 +4,13 @@ them, and sign the package step at push time (DESIGN.md section 2)."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelseal._util.json import loads_object as load_json_object
 from modelseal.errors import InputError
 from modelseal.modelpack import ANN_CREATED, Layer
 from modelseal.oci.referrers import Attached, attach, fetch_referrer_blob, list_referrers
@@ -26,8 +26,10 @@ def subject_of(store: Store, reference: str) -> Descriptor:
     """The descriptor of a model manifest (resolving a tag once)."""
     raw, media_type, digest = store.get_manifest(reference)
     artifact_type = None
-    with contextlib.suppress(ValueError, AttributeError):
-        artifact_type = json.loads(raw).get("artifactType")
+    with contextlib.suppress(InputError):
+        artifact_type = load_json_object(raw, what=f"manifest {digest}").get("artifactType")
+    if not isinstance(artifact_type, str):
+        artifact_type = None
     return Descriptor(media_type or MANIFEST_V1, digest, len(raw), artifact_type=artifact_type)
 
 

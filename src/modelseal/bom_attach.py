@@ -9,13 +9,13 @@ layout's keys; the BOM only points at them (by referrer digest and predicate typ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from modelseal._util.json import loads as load_json
 from modelseal.attest.statement import MATERIALS_SUBJECT
 from modelseal.bom import (
     BOM_MEDIA_TYPE,
@@ -326,8 +326,9 @@ def bom_for_ref(store: Store, ref: Ref, *, model_card: dict[str, Any] | None = N
     manifest = fetch_model_manifest(store, ref)
     pinned = ref.with_digest(manifest.digest)
     try:
-        config = json.loads(store.get_blob_bytes(manifest.config.digest, max_size=4 << 20))
-    except ValueError:
+        config = load_json(store.get_blob_bytes(manifest.config.digest, max_size=4 << 20),
+                           what=f"config {manifest.config.digest}")
+    except InputError:
         config = {}
     info = model_info_from_manifest(pinned, manifest, config if isinstance(config, dict)
                                     else None, name=name, version=version)
@@ -409,9 +410,9 @@ def find_attached_bom(store: Store, digest: str) -> AttachedBom | None:
     for d in reversed(list_referrers(store, digest, BOM_MEDIA_TYPE)):
         blob, _ = fetch_referrer_blob(store, d, digest)
         try:
-            doc = json.loads(blob)
-        except ValueError as e:
-            raise StoreError(f"the BOM referrer {d.digest} is not JSON: {e}") from e
+            doc = load_json(blob, what=f"the BOM referrer {d.digest}")
+        except InputError as e:
+            raise StoreError(e.message) from e
         if isinstance(doc, dict) and doc.get("bomFormat") == "CycloneDX":
             return AttachedBom(doc, "referrer", d.digest)
     for info in reversed(list_attestations(store, digest, predicate_type=BOM_PREDICATE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -231,6 +232,25 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, width=width)
 
 
+# Terminal control characters (ESC sequences can conceal text or move the cursor; CR can
+# overwrite a line) and bidirectional overrides (which reorder what is shown): from
+# untrusted text they are shown as \xNN / \uNNNN escapes. Newline and tab stay.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` (a path, a digest, anything from a registry or a file) made safe to print
+    with rich: shown as written, never interpreted as markup or as terminal control."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(_UNPRINTABLE.sub(_visible, text))
+
+
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
@@ -248,8 +268,6 @@ def errors_to_exit(json_mode: bool = False) -> Iterator[None]:
                                    "type": type(e).__name__,
                                    "reasons": getattr(e, "reasons", [e.message])}), err=True)
         else:
-            from rich.markup import escape
-
             err = console(stderr=True)
             err.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
             for reason in getattr(e, "reasons", []):
@@ -519,10 +537,12 @@ def pull(ref: str, target_dir: str, overwrite: bool, policy_file: str | None,
                        "verification": verified.to_dict() if verified else None})
         else:
             if verified is not None:
-                console().print(f"verified against {policy_file}: "
-                                f"{', '.join(s.name for s in verified.steps)}", soft_wrap=True)
-            console().print(f"pulled {result.files} files ({human_size(result.bytes_total)}) "
-                            f"into {result.target}\n{r.base}@{result.digest}", soft_wrap=True)
+                console().print(escape(f"verified against {policy_file}: "
+                                       f"{', '.join(s.name for s in verified.steps)}"),
+                                soft_wrap=True)
+            console().print(escape(f"pulled {result.files} files "
+                                   f"({human_size(result.bytes_total)}) into {result.target}\n"
+                                   f"{r.base}@{result.digest}"), soft_wrap=True)
 
 
 @main.command()
@@ -542,31 +562,37 @@ def inspect(ref: str, json_mode: bool, show_bom: bool, **kw: Any) -> None:
         if show_bom:
             _inspect_bom(store, r, m.digest, json_mode)
             return
-        config = json.loads(store.get_blob_bytes(m.config.digest))
+        from modelseal._util.json import loads_object
+
+        config = loads_object(store.get_blob_bytes(m.config.digest, max_size=16 << 20),
+                              what=f"config {m.config.digest}")
         if json_mode:
             emit_json({"ref": str(r), "digest": m.digest, "artifactType": m.artifact_type,
                        "annotations": m.annotations, "config": config,
-                       "manifest": json.loads(m.raw)})
+                       "manifest": loads_object(m.raw, what=f"manifest {m.digest}")})
             return
         from rich.table import Table
 
+        # Everything below comes from the registry: printed as text, never read as markup
+        # (a file named "a[/b]" would crash rich; "[white on white]" would hide text).
         c = console()
-        c.print(f"[bold]{r.base}@{m.digest}[/]", soft_wrap=True)
-        c.print(f"artifactType: {m.artifact_type}")
+        c.print(f"[bold]{escape(f'{r.base}@{m.digest}')}[/]", soft_wrap=True)
+        c.print(escape(f"artifactType: {m.artifact_type}"))
         for k, v in sorted(m.annotations.items()):
-            c.print(f"  {k}: {v}")
-        desc = config.get("descriptor", {})
-        cfg = config.get("config", {})
-        for k, v in [*desc.items(), *cfg.items()]:
-            c.print(f"  {k}: {v}")
+            c.print(escape(f"  {k}: {v}"))
+        desc, cfg = config.get("descriptor"), config.get("config")
+        for part in (desc, cfg):
+            for k, v in (part.items() if isinstance(part, dict) else ()):
+                c.print(escape(f"  {k}: {v}"))
         t = Table(show_lines=False, box=None)
         for col in ("file", "size", "role", "digest"):
             t.add_column(col, overflow="fold", no_wrap=col in ("digest", "role", "size"))
         from modelseal.modelpack import ROLE_BY_MEDIA_TYPE
 
         for la in m.layers:
-            t.add_row(la.filepath, human_size(la.size),
-                      ROLE_BY_MEDIA_TYPE.get(la.media_type, la.media_type), la.digest)
+            t.add_row(escape(la.filepath), human_size(la.size),
+                      escape(ROLE_BY_MEDIA_TYPE.get(la.media_type, la.media_type)),
+                      escape(la.digest))
         c.print(t)
         c.print(f"{len(m.layers)} files, {human_size(sum(la.size for la in m.layers))}")
 

@@ -88,9 +88,10 @@ def parse_time(text: str) -> datetime:
     """An RFC 3339 / ISO 8601 time, as UTC."""
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, AttributeError) as e:
+        # an extreme offset ("0001-01-01T00:00:00+23:59") overflows the conversion to UTC
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, AttributeError, OverflowError) as e:
         raise InputError(f"{text!r} is not an RFC 3339 time") from e
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,9 +405,12 @@ def payload_of(signed: Mapping[str, Any]) -> dict[str, Any]:
     import base64
 
     if "payload" in signed:
+        from modelseal._util.json import loads as load_json
+
         try:
-            doc = json.loads(base64.b64decode(str(signed["payload"])))
-        except ValueError as e:
+            doc = load_json(base64.b64decode(str(signed["payload"])),
+                            what="the layout envelope's payload")
+        except ValueError as e:  # base64
             raise InputError(f"the layout envelope's payload is not JSON: {e}") from e
     elif "signed" in signed:
         doc = signed["signed"]

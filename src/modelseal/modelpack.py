@@ -18,6 +18,9 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from modelseal._util.json import check_value, type_name
+from modelseal._util.json import loads_object as load_json_object
+from modelseal._util.limits import MAX_METADATA_BYTES
 from modelseal.digest import DEFAULT_EXCLUDES, FileDigest, PathExcluder
 from modelseal.errors import InputError, UnsafePathError, UsageError
 from modelseal.oci.store import MANIFEST_V1, Descriptor, canonical_json
@@ -180,9 +183,22 @@ class ModelMetadata:
             if unknown:
                 raise InputError(f"{source}: unknown keys {sorted(unknown)}; expected "
                                  "descriptor, config, annotations")
-            md.descriptor = dict(data.get("descriptor") or {})
-            md.config = dict(data.get("config") or {})
-            md.annotations = {str(k): str(v) for k, v in (data.get("annotations") or {}).items()}
+            parts = {}
+            for key in ("descriptor", "config", "annotations"):
+                part = data.get(key)
+                if part is None:
+                    part = {}
+                if not isinstance(part, Mapping):
+                    raise InputError(f"{source}: {key} must be a mapping, not "
+                                     f"{type_name(part)}")
+                parts[key] = part
+            md.descriptor = dict(parts["descriptor"])
+            md.config = dict(parts["config"])
+            for k, v in parts["annotations"].items():
+                if isinstance(v, Mapping | list):
+                    raise InputError(f"{source}: annotation {k!r} must be a string, not "
+                                     f"{type_name(v)}")
+                md.annotations[str(k)] = str(v)
             return md
         for k, v in data.items():
             if k in cls._DESCRIPTOR_KEYS:
@@ -200,9 +216,16 @@ class ModelMetadata:
         """Read a YAML or JSON metadata file."""
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            with open(p, "rb") as f:
+                raw = f.read(MAX_METADATA_BYTES + 1)
         except OSError as e:
             raise InputError(f"cannot read metadata file {p}: {e.strerror or e}") from e
+        if len(raw) > MAX_METADATA_BYTES:
+            raise InputError(f"metadata file {p} is larger than {MAX_METADATA_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"metadata file {p} is not UTF-8 text (byte {e.start})") from e
         try:
             import yaml
 
@@ -211,6 +234,9 @@ class ModelMetadata:
             raise InputError(f"metadata file {p} is not valid YAML/JSON: {e}") from e
         if not isinstance(data, dict):
             raise InputError(f"metadata file {p} must hold a mapping")
+        # plain JSON values only: dates, binary, NaN, alias bombs and lone surrogates would
+        # crash (or blow up) the config's serialization later
+        check_value(data, what=f"metadata file {p}")
         return cls.from_mapping(data, str(p))
 
     def merged(self, other: ModelMetadata) -> ModelMetadata:
@@ -309,6 +335,8 @@ def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
         "config": dict(metadata.config),
         "modelfs": {"type": "layers", "diffIds": [la.digest for la in layers]},
     }
+    check_value(config, what="model metadata")  # e.g. a non-UTF-8 --name from argv
+    check_value(metadata.annotations, what="model annotations")
     validate_config(config)
     config_bytes = canonical_json(config)
     from modelseal.digest import sha256_bytes
@@ -333,6 +361,10 @@ def check_filepath(path: str) -> str:
     """Refuse a layer path that is absolute, contains '..' or is otherwise unsafe."""
     if not path or "\x00" in path:
         raise UnsafePathError(f"layer path {path!r} is empty or contains NUL: refused")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as e:  # a non-UTF-8 file name, decoded with surrogateescape
+        raise UnsafePathError(f"layer path {path!r} is not valid UTF-8: refused") from e
     if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
         raise UnsafePathError(f"layer path {path!r} is absolute: refused")
     parts = path.split("/")
@@ -360,24 +392,55 @@ class ModelManifest:
 
 
 def parse_model_manifest(raw: bytes, digest: str) -> ModelManifest:
-    """Parse a ModelPack manifest and refuse unsafe or conflicting file paths."""
-    try:
-        doc = json.loads(raw)
-    except ValueError as e:
-        raise InputError(f"manifest {digest} is not JSON: {e}") from e
-    if not isinstance(doc, dict) or "layers" not in doc or "config" not in doc:
-        raise InputError(f"manifest {digest} is not an OCI image manifest")
+    """Parse a ModelPack manifest and refuse unsafe, conflicting or ambiguous content.
+
+    The document must be an image manifest and nothing else: a document that is also an
+    index (``manifests``) is refused, whatever its ``mediaType`` says (CVE-2021-41190:
+    tools that read it as an index would see other content than we judge). A layer whose
+    title is not the base name of its file path is refused: other tools name files by title.
+    """
+    what = f"manifest {digest}"
+    doc = load_json_object(raw, what=what)
+    media_type = doc.get("mediaType", MANIFEST_V1)
+    if media_type != MANIFEST_V1:
+        raise InputError(f"{what} has mediaType {media_type!r}, not an OCI image manifest "
+                         f"({MANIFEST_V1})")
+    if "manifests" in doc:
+        raise InputError(f"{what} is ambiguous: it carries an index's 'manifests' next to a "
+                         "manifest's config and layers (CVE-2021-41190): refused")
+    if doc.get("schemaVersion") != 2:
+        raise InputError(f"{what}: schemaVersion is {doc.get('schemaVersion')!r}, not 2")
+    if "layers" not in doc or "config" not in doc:
+        raise InputError(f"{what} is not an OCI image manifest (no config or no layers)")
+    layer_docs = doc["layers"]
+    if not isinstance(layer_docs, list):
+        raise InputError(f"{what}: layers is {type_name(layer_docs)}, not an array")
+    artifact_type = doc.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise InputError(f"{what}: artifactType is {type_name(artifact_type)}, not a string")
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+            isinstance(v, str) for v in annotations.values()):
+        raise InputError(f"{what}: annotations must map strings to strings")
+    config = Descriptor.from_dict(doc["config"], f"{what}: config")
     layers: list[Layer] = []
     seen: set[str] = set()
     dirs: set[str] = set()
-    for i, ld in enumerate(doc.get("layers") or []):
-        desc = Descriptor.from_dict(ld)
-        path = desc.annotations.get(ANN_FILEPATH) or desc.annotations.get(ANN_TITLE)
+    for i, ld in enumerate(layer_docs):
+        desc = Descriptor.from_dict(ld, f"{what}: layer {i}")
+        filepath = desc.annotations.get(ANN_FILEPATH)
+        title = desc.annotations.get(ANN_TITLE)
+        path = filepath or title
         if not path:
-            raise InputError(f"manifest {digest}: layer {i} ({desc.digest}) names no file path")
+            raise InputError(f"{what}: layer {i} ({desc.digest}) names no file path")
         check_filepath(path)
+        if filepath and title is not None and title != PurePosixPath(filepath).name:
+            raise UnsafePathError(
+                f"{what}: layer {i} ({desc.digest}) is titled {title!r} but its file path is "
+                f"{filepath!r}: tools that name files by title would write another file: "
+                "refused")
         if path in seen:
-            raise UnsafePathError(f"manifest {digest}: file path {path!r} appears twice: refused")
+            raise UnsafePathError(f"{what}: file path {path!r} appears twice: refused")
         seen.add(path)
         parts = path.split("/")
         for k in range(1, len(parts)):
@@ -385,12 +448,10 @@ def parse_model_manifest(raw: bytes, digest: str) -> ModelManifest:
         layers.append(Layer(path, desc))
     clash = seen & dirs
     if clash:
-        raise UnsafePathError(f"manifest {digest}: {sorted(clash)[0]!r} is both a file and a "
+        raise UnsafePathError(f"{what}: {sorted(clash)[0]!r} is both a file and a "
                               "directory: refused")
-    return ModelManifest(
-        digest=digest, raw=raw, config=Descriptor.from_dict(doc["config"]), layers=layers,
-        annotations={str(k): str(v) for k, v in (doc.get("annotations") or {}).items()},
-        artifact_type=doc.get("artifactType"))
+    return ModelManifest(digest=digest, raw=raw, config=config, layers=layers,
+                         annotations=dict(annotations), artifact_type=artifact_type)
 
 
 def content_key(manifest: bytes, config: bytes) -> Any:
@@ -400,13 +461,17 @@ def content_key(manifest: bytes, config: bytes) -> Any:
     unchanged model again to its tag is a no-op rather than a retag.
     """
     try:
-        m, c = json.loads(manifest), json.loads(config)
-    except ValueError:
+        m = load_json_object(manifest, what="manifest")
+        c = load_json_object(config, what="config")
+    except InputError:
         return None
     if not isinstance(m, dict) or not isinstance(c, dict):
         return None
     m.pop("config", None)
+    anns, desc = m.get("annotations"), c.get("descriptor")
     for k in VOLATILE_ANNOTATIONS:
-        (m.get("annotations") or {}).pop(k, None)
-    (c.get("descriptor") or {}).pop("createdAt", None)
+        if isinstance(anns, dict):
+            anns.pop(k, None)
+    if isinstance(desc, dict):
+        desc.pop("createdAt", None)
     return [m, c]

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.json import loads_object as load_json_object
+from modelseal._util.limits import MAX_ATTESTATION_BYTES, MAX_SIGNATURES_PER_ENVELOPE
 from modelseal.attest.statement import IN_TOTO_PAYLOAD_TYPE, check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
 from modelseal.oci.store import canonical_json  # the bytes we sign, as we store JSON
@@ -88,11 +90,15 @@ class ParsedBundle:
         """The in-toto Statement, when the payload is one (not verified!)."""
         if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
             return None
+        # Only a well-formed Statement: callers read its fields before any signature is
+        # checked, so a malformed unsigned one must look like no Statement at all.
         try:
-            obj = json.loads(self.payload)
-        except ValueError:
+            obj = load_json_object(self.payload, what="DSSE payload",
+                                   max_bytes=MAX_ATTESTATION_BYTES)
+            check_statement(obj)
+        except InputError:
             return None
-        return obj if isinstance(obj, dict) else None
+        return obj
 
     @property
     def predicate_type(self) -> str | None:
@@ -140,6 +146,12 @@ class VerifiedStatement:
             if d:
                 out.append((str(s.get("name", "")), str(d)))
         return out
+
+
+def _shown(value: Any) -> str:
+    """A value from outside, cut short for a message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _b64(data: bytes) -> str:
@@ -204,15 +216,13 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer,
 
 def parse_bundle(data: bytes) -> ParsedBundle:
     """Read a Sigstore bundle holding a DSSE envelope. Checks shape, not signatures."""
-    try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"not a Sigstore bundle: invalid JSON ({e})") from e
-    if not isinstance(raw, dict):
-        raise InputError("not a Sigstore bundle: not a JSON object")
+    if len(data) >= MAX_ATTESTATION_BYTES:
+        raise InputError(f"the bundle is {len(data)} bytes; modelseal reads bundles smaller "
+                         f"than {MAX_ATTESTATION_BYTES} (a bundle is a few KiB)")
+    raw = load_json_object(data, what="the Sigstore bundle", max_bytes=MAX_ATTESTATION_BYTES)
     media_type = raw.get("mediaType")
     if media_type not in BUNDLE_MEDIA_TYPES:
-        raise InputError(f"not a Sigstore bundle: mediaType {media_type!r}")
+        raise InputError(f"not a Sigstore bundle: mediaType {_shown(media_type)}")
     env = raw.get("dsseEnvelope")
     if not isinstance(env, dict):
         kind = "a message signature" if "messageSignature" in raw else "no DSSE envelope"
@@ -224,11 +234,18 @@ def parse_bundle(data: bytes) -> ParsedBundle:
     sigs_raw = env.get("signatures")
     if not isinstance(sigs_raw, list) or not sigs_raw:
         raise InputError("bundle: the DSSE envelope has no signatures")
+    if len(sigs_raw) > MAX_SIGNATURES_PER_ENVELOPE:
+        # refused before any is decoded or checked: the work per envelope is bounded
+        raise InputError(f"bundle: the DSSE envelope carries {len(sigs_raw)} signatures, "
+                         f"more than the {MAX_SIGNATURES_PER_ENVELOPE} modelseal checks")
     sigs = []
     for s in sigs_raw:
         if not isinstance(s, dict):
             raise InputError("bundle: malformed DSSE signature")
-        sigs.append((str(s.get("keyid") or ""), _unb64(s.get("sig"), "DSSE signature")))
+        keyid = s.get("keyid")
+        if keyid is not None and not isinstance(keyid, str):
+            raise InputError("bundle: a DSSE signature's keyid is not a string")
+        sigs.append((keyid or "", _unb64(s.get("sig"), "DSSE signature")))
     vm = raw.get("verificationMaterial")
     if not isinstance(vm, dict):
         raise InputError("bundle: verificationMaterial missing")
@@ -241,7 +258,7 @@ def parse_bundle(data: bytes) -> ParsedBundle:
         cert_der = _unb64(vm["certificate"].get("rawBytes"), "certificate")
     elif isinstance(vm.get("x509CertificateChain"), dict):
         certs = vm["x509CertificateChain"].get("certificates") or []
-        if certs and isinstance(certs[0], dict):
+        if isinstance(certs, list) and certs and isinstance(certs[0], dict):
             cert_der = _unb64(certs[0].get("rawBytes"), "certificate")
     tlog = vm.get("tlogEntries")
     return ParsedBundle(
@@ -262,8 +279,14 @@ def _cert_identity(der: bytes) -> tuple[str | None, str | None]:
 
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+        return _identity_of(cert)
+    except ValueError:  # malformed certificate or extensions (e.g. one listed twice)
         return None, None
+
+
+def _identity_of(cert: Any) -> tuple[str | None, str | None]:
+    from cryptography import x509
+
     ident: str | None = None
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -323,9 +346,9 @@ def _statement_of(payload_type: str, payload: bytes) -> dict[str, Any]:
         raise VerificationError(f"the DSSE payload type is {payload_type!r}, "
                                 f"not an in-toto Statement ({IN_TOTO_PAYLOAD_TYPE})")
     try:
-        st = json.loads(payload)
+        st = load_json_object(payload, what="the DSSE payload", max_bytes=MAX_ATTESTATION_BYTES)
         check_statement(st)
-    except (ValueError, InputError) as e:
+    except InputError as e:
         raise VerificationError(f"the signed payload is not an in-toto Statement: {e}") from e
     if not isinstance(st, dict):
         raise VerificationError("the signed payload is not an in-toto Statement")

@@ -17,6 +17,7 @@ from modelseal.cli import (
     console,
     emit_json,
     errors_to_exit,
+    escape,
     open_ref,
     registry_options,
     store_kwargs,
@@ -308,18 +309,17 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, **kw: Any) -> None:
         if json_mode:
             emit_json(pred)
         else:
-            from rich.markup import escape
             from rich.table import Table
 
-            t = Table(title=f"{model_dir} — scanned with {report.scanner} "
-                            f"{report.scanner_version}")
+            t = Table(title=escape(f"{model_dir} — scanned with {report.scanner} "
+                                   f"{report.scanner_version}"))
             for col in ("file", "format", "verdict", "imports"):
                 t.add_column(col)
             for f in report.files:
                 imports = ", ".join(
                     f"{x.callable}" + (f" (in {x.member})" if x.member else "")
                     for x in f.findings if x.severity != "innocuous")
-                t.add_row(escape(f.path), f.format,
+                t.add_row(escape(f.path), escape(f.format),
                           f"[{_VERDICT_STYLE.get(f.verdict, 'default')}]{f.verdict}[/]",
                           escape(imports or (f.note or "")))
             console().print(t)
@@ -341,7 +341,6 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, **kw: Any) -> None:
 
 def print_bom_summary(summary: dict[str, Any], *, source: str, referrer: str) -> None:
     """Print :func:`modelseal.bom.summarize_bom` for a person (used by ``inspect --bom``)."""
-    from rich.markup import escape
     from rich.table import Table
 
     c = console()

@@ -11,6 +11,7 @@ from modelseal.cli import (
     console,
     emit_json,
     errors_to_exit,
+    escape,
     open_ref,
     registry_options,
     store_kwargs,
@@ -43,12 +44,12 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
             c = console()
             for a in attached:
                 if a.already_attached:
-                    c.print(f"already attached: {a.source} ({a.digest})", soft_wrap=True)
+                    c.print(escape(f"already attached: {a.source} ({a.digest})"), soft_wrap=True)
                 else:
-                    c.print(f"attached {a.digest} ({a.tag})", soft_wrap=True)
-            c.print(f"{len(new)} attestations attached to {r.base}@{subject.digest}"
-                    + (f", {len(attached) - len(new)} already attached"
-                       if len(new) < len(attached) else ""), soft_wrap=True)
+                    c.print(escape(f"attached {a.digest} ({a.tag})"), soft_wrap=True)
+            c.print(escape(f"{len(new)} attestations attached to {r.base}@{subject.digest}"
+                           + (f", {len(attached) - len(new)} already attached"
+                              if len(new) < len(attached) else "")), soft_wrap=True)
 
 
 class _WithShow(click.Command):
@@ -106,11 +107,14 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
             signer = i.signer or "?"
             if len(signer) == 64 and all(ch in "0123456789abcdef" for ch in signer):
                 signer = f"key {signer[:16]}"  # a keyid; --json has it whole
-            t.add_row(i.predicate_type or "?", signer, i.created or "?", i.descriptor.digest)
+            # unsigned, from whoever pushed the referrer: text, never markup
+            t.add_row(escape(i.predicate_type or "?"), escape(signer), escape(i.created or "?"),
+                      escape(i.descriptor.digest))
         c = console()
-        c.print(f"{r.base}@{digest}", soft_wrap=True)
+        c.print(escape(f"{r.base}@{digest}"), soft_wrap=True)
         c.print(t)
-        c.print(f"{len(infos)} attestations" + (f", written to {download}" if download else ""))
+        c.print(escape(f"{len(infos)} attestations"
+                       + (f", written to {download}" if download else "")))
 
 
 @click.command("show")
@@ -139,8 +143,8 @@ def attestations_show(ref: str, what: str, json_mode: bool, **kw: Any) -> None:
         c = console()
         signer = (f"{doc['identity']} ({doc['issuer']})" if doc["keyless"]
                   else f"key {doc['keyid']}")
-        c.print(f"{doc['predicateType']}\nsigned by (claimed): {signer}", soft_wrap=True)
+        c.print(escape(f"{doc['predicateType']}\nsigned by (claimed): {signer}"), soft_wrap=True)
         for sub in doc["subject"]:
-            c.print(f"  subject {sub.get('name')}: {sub.get('digest')}", soft_wrap=True)
+            c.print(escape(f"  subject {sub.get('name')}: {sub.get('digest')}"), soft_wrap=True)
         c.print(json.dumps(doc["predicate"], indent=2, sort_keys=True), soft_wrap=True,
                 markup=False, highlight=False)

@@ -13,6 +13,7 @@ from modelseal.cli import (
     console,
     emit_json,
     errors_to_exit,
+    escape,
     open_ref,
     registry_options,
     store_kwargs,
@@ -84,8 +85,8 @@ def layout_new(template: str, functionaries: tuple[str, ...], thresholds: tuple[
                          expires=datetime.now(UTC) + parse_duration(expires))
         _write_json(doc, output)
         if output not in (None, "-"):
-            console(stderr=True).print(f"wrote {output}: sign it with "
-                                       f"`modelseal layout sign {output} --key KEY`")
+            console(stderr=True).print(escape(f"wrote {output}: sign it with "
+                                              f"`modelseal layout sign {output} --key KEY`"))
 
 
 @layout.command("sign")
@@ -104,8 +105,9 @@ def layout_sign(layout_file: str, keys: tuple[str, ...], output: str | None) -> 
             doc = sign_layout(doc, load_signer(k))
         _write_json(doc, output or layout_file)
         if output != "-":
-            console(stderr=True).print(f"signed {output or layout_file} "
-                                       f"({len(doc.get('signatures') or [])} signature(s))")
+            console(stderr=True).print(escape(f"signed {output or layout_file} "
+                                              f"({len(doc.get('signatures') or [])} "
+                                              "signature(s))"))
 
 
 @layout.command("check")
@@ -133,7 +135,6 @@ def layout_check(layout_file: str, separate: tuple[str, ...], soon: str,
         if json_mode:
             emit_json(rep.to_dict())
         else:
-            from rich.markup import escape
 
             c = console()
             for f in rep.findings:
@@ -175,18 +176,17 @@ def layout_push(layout_file: str, ref: str, **kw: Any) -> None:
 
 
 def _print_result(result: Any) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     c = console()
-    c.print(f"[bold]{result.ref or result.subject}[/]", soft_wrap=True)
-    c.print(f"layout {result.layout} ({result.layout_digest})", soft_wrap=True)
+    c.print(f"[bold]{escape(result.ref or result.subject)}[/]", soft_wrap=True)
+    c.print(escape(f"layout {result.layout} ({result.layout_digest})"), soft_wrap=True)
     t = Table(box=None)
     for col in ("step", "result", "signed by"):
         t.add_column(col, overflow="fold")
     for s in result.steps:
-        t.add_row(s.name, "[green]passed[/]" if s.passed else "[red]failed[/]",
-                  ", ".join(s.signers) or "-")
+        t.add_row(escape(s.name), "[green]passed[/]" if s.passed else "[red]failed[/]",
+                  escape(", ".join(s.signers) or "-"))
     c.print(t)
     for r in result.requirements:
         c.print(f"{'[green]ok[/]' if r.passed else '[red]failed[/]'}  {escape(r.name)}",
@@ -194,7 +194,7 @@ def _print_result(result: Any) -> None:
     for w in result.warnings:
         c.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     if result.vsa:
-        c.print(f"verification summary attached: {result.vsa}", soft_wrap=True)
+        c.print(escape(f"verification summary attached: {result.vsa}"), soft_wrap=True)
     if result.verified:
         c.print("[bold green]VERIFIED[/]")
     else:

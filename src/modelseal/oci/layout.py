@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from modelseal._util.json import loads_object as load_json_object
 from modelseal.errors import DigestMismatchError, InputError, NotFoundError, StoreError
 from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn
 
@@ -86,11 +87,13 @@ class LayoutStore:
         if not p.exists():
             return {"schemaVersion": 2, "mediaType": INDEX_V1, "manifests": []}
         try:
-            doc = json.loads(p.read_bytes())
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{p} is unreadable or not JSON: {e}") from e
-        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            doc = load_json_object(p.read_bytes(), what=str(p), error=StoreError)
+        except OSError as e:
+            raise StoreError(f"{p} is unreadable: {e}") from e
+        if not isinstance(doc.get("manifests"), list):
             raise StoreError(f"{p} is not an OCI image index")
+        # entries that are not objects are not descriptors: skip them rather than crash
+        doc["manifests"] = [m for m in doc["manifests"] if isinstance(m, dict)]
         return doc
 
     def _write_index(self, doc: dict[str, Any]) -> None:
@@ -103,7 +106,7 @@ class LayoutStore:
             return reference if self._blob_path(reference).exists() else None
         for m in self._read_index()["manifests"]:
             if (m.get("annotations") or {}).get(REF_NAME) == reference:
-                return str(m["digest"])
+                return str(m.get("digest"))
         return None
 
     def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
@@ -111,10 +114,9 @@ class LayoutStore:
         if digest is None:
             raise NotFoundError(f"{self.describe()} has no tag {reference!r}")
         data = self.get_blob_bytes(digest)
-        try:
-            media_type = str(json.loads(data).get("mediaType") or MANIFEST_V1)
-        except (ValueError, AttributeError) as e:
-            raise StoreError(f"manifest {digest} in {self.describe()} is not JSON") from e
+        doc = load_json_object(data, what=f"manifest {digest} in {self.describe()}",
+                               error=StoreError)
+        media_type = str(doc.get("mediaType") or MANIFEST_V1)
         return data, media_type, digest
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> str:

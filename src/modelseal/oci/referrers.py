@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from modelseal.digest import sha256_bytes
-from modelseal.errors import NotFoundError, RegistryTimeoutError, StoreError
+from modelseal.errors import InputError, NotFoundError, RegistryTimeoutError, StoreError
 from modelseal.modelpack import ANN_CREATED, created_time, rfc3339
 from modelseal.oci.parse import loads_json, parse_descriptor, parse_index
 from modelseal.oci.store import (
@@ -195,7 +195,10 @@ def list_referrers(store: Store, subject_digest: str, artifact_type: str | None 
             raw, media_type, digest = store.get_manifest(tag)
         except NotFoundError:
             return None
-        doc = _manifest_doc(store, raw, digest)
+        try:
+            doc = _manifest_doc(store, raw, digest)
+        except (StoreError, InputError):
+            return None  # malformed: not a referrer modelseal can use
         if _subject_digest(doc) != subject_digest:
             return None  # a tag that only looks like ours
         anns = doc.get("annotations")

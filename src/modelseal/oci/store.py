@@ -7,10 +7,14 @@ Backends check every byte they hand out against its digest while streaming.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+
+from modelseal._util.json import type_name
+from modelseal.errors import InputError
 
 MANIFEST_V1 = "application/vnd.oci.image.manifest.v1+json"
 INDEX_V1 = "application/vnd.oci.image.index.v1+json"
@@ -41,14 +45,46 @@ class Descriptor:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Descriptor:
-        return cls(
-            media_type=str(d["mediaType"]),
-            digest=str(d["digest"]),
-            size=int(d["size"]),
-            annotations={str(k): str(v) for k, v in (d.get("annotations") or {}).items()},
-            artifact_type=d.get("artifactType"),
-        )
+    def from_dict(cls, d: Any, what: str = "descriptor") -> Descriptor:
+        """Read a descriptor from outside JSON, checking every field's type and shape.
+
+        Raises InputError naming ``what`` and the field; never KeyError or TypeError."""
+        if not isinstance(d, dict):
+            raise InputError(f"{what} is {type_name(d)}, not a descriptor object")
+        media_type = d.get("mediaType")
+        if not isinstance(media_type, str) or not MEDIA_TYPE_RE.fullmatch(media_type):
+            raise InputError(f"{what}: mediaType {_shown(media_type)} is not a media type")
+        digest = d.get("digest")
+        if not isinstance(digest, str) or not DIGEST_GRAMMAR_RE.fullmatch(digest):
+            raise InputError(f"{what}: digest {_shown(digest)} is not an OCI digest")
+        size = d.get("size")
+        # bool is an int in Python, not in JSON
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InputError(f"{what}: size {_shown(size)} is not a non-negative integer")
+        annotations = d.get("annotations")
+        if annotations is None:
+            annotations = {}
+        if not isinstance(annotations, dict) or not all(
+                isinstance(v, str) for v in annotations.values()):
+            raise InputError(f"{what}: annotations must map strings to strings")
+        artifact_type = d.get("artifactType")
+        if artifact_type is not None and not isinstance(artifact_type, str):
+            raise InputError(f"{what}: artifactType {_shown(artifact_type)} is not a string")
+        return cls(media_type=media_type, digest=digest, size=size,
+                   annotations=dict(annotations), artifact_type=artifact_type or None)
+
+
+# OCI image-spec descriptor grammar (descriptor.md): algorithm ":" encoded
+DIGEST_GRAMMAR_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# RFC 6838 type/subtype, with parameters (the bundle's ";version=0.3")
+MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]{0,126}/[A-Za-z0-9][\w!#$&^.+-]{0,126}"
+                           r"(?:\s*;\s*[\w.+-]+=[\w.+-]+)*")
+
+
+def _shown(value: Any) -> str:
+    """A value from outside, cut short for a message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def canonical_json(obj: Any) -> bytes:

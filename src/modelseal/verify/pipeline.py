@@ -5,15 +5,17 @@ fetched. Optionally sign a SLSA Verification Summary Attestation and attach it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.json import loads_object as load_json_object
+from modelseal._util.limits import MAX_ATTESTATION_BYTES, MAX_EVIDENCE_BYTES, MAX_REFERRERS
 from modelseal.errors import (
     AuthError,
+    DigestMismatchError,
     InputError,
     NotFoundError,
     RegistryUnreachableError,
@@ -68,16 +70,15 @@ def fetch_layout(store: Store, digest: str) -> bytes:
     raw, _, got = store.get_manifest(digest)
     if got != digest:
         raise StoreError(f"{store.describe()} returned {got} for layout {digest}")
-    try:
-        doc = json.loads(raw)
-        layers = doc.get("layers") or []
-    except (ValueError, AttributeError) as e:
-        raise InputError(f"layout artifact {digest} is not an OCI manifest") from e
-    chosen = [la for la in layers if la.get("mediaType") == LAYOUT_MEDIA_TYPE] or layers
+    doc = load_json_object(raw, what=f"layout artifact {digest}")
+    found = doc.get("layers")
+    layers = [Descriptor.from_dict(la, f"layout artifact {digest}: layer")
+              for la in (found if isinstance(found, list) else [])]
+    chosen = [la for la in layers if la.media_type == LAYOUT_MEDIA_TYPE] or layers
     if len(chosen) != 1:
         raise InputError(f"layout artifact {digest} has {len(chosen)} layers; expected one "
                          f"({LAYOUT_MEDIA_TYPE})")
-    return store.get_blob_bytes(str(chosen[0]["digest"]), max_size=16 << 20)
+    return store.get_blob_bytes(chosen[0].digest, max_size=16 << 20)
 
 
 def load_layout_bytes(policy: Policy, registry_options: Mapping[str, Any] | None = None
@@ -112,7 +113,7 @@ def trust_root_for(layout_bytes: bytes, policy: Policy) -> Any:
     from modelseal.layout import is_sigstore_key, payload_of
 
     try:
-        keys = payload_of(json.loads(layout_bytes)).get("keys")
+        keys = payload_of(load_json_object(layout_bytes, what="layout")).get("keys")
     except (ValueError, InputError, AttributeError):
         return None  # not a layout: the decision refuses it
     if isinstance(keys, dict) and any(isinstance(d, dict) and is_sigstore_key(d)
@@ -129,7 +130,7 @@ def relevant_predicate_types(layout_bytes: bytes, policy: Policy) -> set[str] | 
     from modelseal.layout import EXTENSION, LINK_PREDICATE, payload_of
 
     try:
-        doc = payload_of(json.loads(layout_bytes))
+        doc = payload_of(load_json_object(layout_bytes, what="the layout"))
     except (ValueError, InputError):
         return None
     out = {LINK_PREDICATE, *policy.predicate_types()}
@@ -140,20 +141,90 @@ def relevant_predicate_types(layout_bytes: bytes, policy: Policy) -> set[str] | 
     return out
 
 
+class _BlobTooLarge(StoreError):
+    """A blob went past ``MAX_ATTESTATION_BYTES`` while streaming."""
+
+
+class _CappedSink:
+    """A write target that keeps fewer than ``cap`` bytes and refuses the chunk that would
+    reach it, so a hostile blob's download stops at its first full read chunk. Chunks are
+    kept as they come (no growing buffer to copy) and dropped with the sink; a plain class,
+    not one defined per call, so no reference cycle keeps a refused buffer alive until the
+    garbage collector runs."""
+
+    def __init__(self, cap: int, what: str) -> None:
+        self.cap, self.what, self.size = cap, what, 0
+        self.chunks: list[bytes] = []
+
+    def write(self, b: bytes) -> int:
+        if self.size + len(b) >= self.cap:
+            self.chunks.clear()
+            raise _BlobTooLarge(f"{self.what} is {self.cap} bytes or more (the bound on "
+                                "an attestation): not read further")
+        self.chunks.append(bytes(b))
+        self.size += len(b)
+        return len(b)
+
+
+def _bounded_bundle(store: Store, referrer: Descriptor) -> bytes:
+    """The referrer's single layer, never more than ``MAX_ATTESTATION_BYTES``: refused from
+    the layer descriptor's size when the manifest is read, and cut while streaming when only
+    the (unsigned) blob annotation names it."""
+    from modelseal.oci.referrers import ANN_BLOB
+    from modelseal.refs import DIGEST_RE
+
+    blob = referrer.annotations.get(ANN_BLOB)
+    size: int | None = None
+    if not (blob and DIGEST_RE.fullmatch(blob)):
+        raw, _, digest = store.get_manifest(referrer.digest)
+        try:
+            doc = load_json_object(raw, what=f"referrer {digest}", error=StoreError)
+            layers = doc.get("layers")
+            if not isinstance(layers, list) or len(layers) != 1:
+                raise StoreError(f"referrer {digest} has "
+                                 f"{len(layers) if isinstance(layers, list) else 'no'} "
+                                 "layers; expected exactly one")
+            layer = Descriptor.from_dict(layers[0], f"referrer {digest}: layer")
+        except InputError as e:
+            raise StoreError(e.message) from e
+        blob, size = layer.digest, layer.size
+        if size >= MAX_ATTESTATION_BYTES:
+            raise _BlobTooLarge(f"its layer {blob} is {size} bytes; an attestation must be "
+                                f"smaller than {MAX_ATTESTATION_BYTES}: not fetched")
+    from modelseal.oci.layout import LayoutStore
+
+    if isinstance(store, LayoutStore):
+        # a file: its size is known before reading, and it is read in one piece (streaming
+        # it would cost a 4 MiB read buffer per thread)
+        return store.get_blob_bytes(blob, max_size=MAX_ATTESTATION_BYTES - 1)
+    sink = _CappedSink(MAX_ATTESTATION_BYTES, f"blob {blob}")
+    store.fetch_blob(blob, size, sink, None)  # type: ignore[arg-type]
+    data = b"".join(sink.chunks)
+    sink.chunks.clear()
+    return data
+
+
 def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
                    predicate_types: set[str] | None = None
-                   ) -> tuple[list[Evidence], list[str], list[Descriptor]]:
+                   ) -> tuple[list[Evidence], list[str], list[Descriptor], list[Ignored]]:
     """Attestation bundles attached to ``subject_digest``: (evidence, notes about referrers
-    listed but gone, referrers not fetched).
+    listed but gone or over a bound, referrers not fetched, referrers refused as hostile).
 
     With ``predicate_types``, a referrer whose (unsigned) predicate-type annotation names
     another type is not fetched: such a label can only hide an attestation, which whoever can
-    write to the registry could also do by deleting it; it can never make a model pass."""
+    write to the registry could also do by deleting it; it can never make a model pass.
+
+    Bounded (``modelseal._util.limits``): at most ``MAX_REFERRERS`` referrers are fetched,
+    each at most ``MAX_ATTESTATION_BYTES``, and at most ``MAX_EVIDENCE_BYTES`` of bundles are
+    held. A referrer that is malformed, too large, not a Sigstore bundle or past a bound is
+    refused with its reason, and the rest is judged as if it were not there."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from modelseal.attest.bundle import parse_bundle
     from modelseal.attestations import ANN_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE
     from modelseal.modelpack import ANN_CREATED
-    from modelseal.oci.referrers import fetch_referrer_content, list_referrers
+    from modelseal.oci.referrers import list_referrers
 
     refs = list_referrers(store, subject_digest, BUNDLE_MEDIA_TYPE, workers=workers)
     skipped: list[Descriptor] = []
@@ -163,24 +234,50 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
             claimed = d.annotations.get(ANN_PREDICATE_TYPE)
             (keep if claimed is None or claimed in predicate_types else skipped).append(d)
         refs = keep
+    notes: list[str] = []
+    refused: list[Ignored] = []
+    if len(refs) > MAX_REFERRERS:
+        notes.append(f"{len(refs)} referrers are attached, more than the {MAX_REFERRERS} "
+                     f"modelseal reads per verification: {len(refs) - MAX_REFERRERS} were "
+                     "not fetched")
+        refused.extend(Ignored(d.digest, f"past the bound of {MAX_REFERRERS} referrers per "
+                               "verification: not fetched", d.annotations.get(ANN_PREDICATE_TYPE))
+                       for d in refs[MAX_REFERRERS:])
+        refs = refs[:MAX_REFERRERS]
+    held = 0
+    lock = threading.Lock()
 
-    def get(d: Descriptor) -> Evidence | str:
+    def get(d: Descriptor) -> Evidence | str | Ignored:
+        nonlocal held
+        ptype = d.annotations.get(ANN_PREDICATE_TYPE)
         try:
             # One request per bundle: the signature and the Statement's subjects decide,
             # not the (unsigned) referrer manifest.
-            blob = fetch_referrer_content(store, d)
+            blob = _bounded_bundle(store, d)
         except (RegistryUnreachableError, AuthError):
             raise
         except NotFoundError:
             return f"referrer {d.digest} is listed but no longer in the registry"
-        except StoreError as e:
-            return f"referrer {d.digest} cannot be used: {e.message}"
+        except _BlobTooLarge as e:
+            return Ignored(d.digest, f"refused: {e.message}", ptype)
+        except (StoreError, DigestMismatchError, InputError) as e:
+            return Ignored(d.digest, f"cannot be used: {e.message}", ptype)
+        try:
+            parse_bundle(blob)  # shape only; cheap, and junk is dropped here, not held
+        except InputError as e:
+            return Ignored(d.digest, f"not a Sigstore bundle: {e.message}", ptype)
+        with lock:
+            if held + len(blob) > MAX_EVIDENCE_BYTES:
+                return Ignored(d.digest, f"past the bound of {MAX_EVIDENCE_BYTES} bytes of "
+                               "attestations per verification: not read", ptype)
+            held += len(blob)
         return Evidence(d.digest, blob, d.annotations.get(ANN_CREATED))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
         got = list(ex.map(get, refs))
-    return ([g for g in got if isinstance(g, Evidence)],
-            [g for g in got if isinstance(g, str)], skipped)
+    notes.extend(g for g in got if isinstance(g, str))
+    refused.extend(g for g in got if isinstance(g, Ignored))
+    return [g for g in got if isinstance(g, Evidence)], notes, skipped, refused
 
 
 def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
@@ -201,7 +298,7 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
         raise NotFoundError(f"{ref} not found in {store.describe()}")
     pinned = ref.with_digest(digest)
     manifest = fetch_model_manifest(store, pinned)
-    evidence, missing, skipped = fetch_evidence(
+    evidence, missing, skipped, refused = fetch_evidence(
         store, digest, workers=workers,
         predicate_types=relevant_predicate_types(layout_bytes, policy))
     root = trust_root_for(layout_bytes, policy)
@@ -215,6 +312,7 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
                     final_step=policy.final_step, now=now, layout_source=layout_source,
                     ref=str(pinned))
     result.warnings.extend(missing)
+    result.ignored.extend(refused)
     result.attestations_seen += len(skipped)
     result.ignored.extend(
         Ignored(d.digest, "its predicate type (as annotated) is used by neither the layout nor "

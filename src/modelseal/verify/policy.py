@@ -31,6 +31,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from modelseal._util.json import check_value, type_name
+from modelseal._util.limits import MAX_METADATA_BYTES
 from modelseal.errors import InputError, UsageError
 from modelseal.layout import parse_duration
 from modelseal.lifecycle.predicate import LIFECYCLE_PREDICATE
@@ -520,6 +522,30 @@ def _str(v: Any, where: str) -> str:
     return v
 
 
+def _opt_str(v: Any, where: str) -> str | None:
+    return None if v is None else _str(v, where)
+
+
+def _list(v: Any, where: str) -> list[Any]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise UsageError(f"{where} must be a list, not {type_name(v)}")
+    return v
+
+
+def _exists(p: str, where: str) -> bool:
+    """Whether a path names something; a path the OS cannot even look up does not."""
+    if "\x00" in p:  # pathlib would quietly say "no"; the file would then fail to open
+        raise UsageError(f"{where}: {p!r} contains a NUL character")
+    try:
+        return Path(p).exists()
+    except ValueError as e:  # an embedded NUL
+        raise UsageError(f"{where}: {p!r} is not a usable path ({e})") from e
+    except OSError:  # e.g. a name too long
+        return False
+
+
 def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
                    source: str = "policy",
                    load_key: Callable[[str], Key] | None = None) -> Policy:
@@ -529,7 +555,8 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: a policy is a YAML mapping")
     _unknown(data, POLICY_KEYS, source)
-    if data.get("version", 1) != 1:
+    version = data.get("version", 1)
+    if isinstance(version, bool) or version != 1:
         raise UsageError(f"{source}: version {data.get('version')!r} is not supported (1)")
     base = base_dir or Path.cwd()
 
@@ -537,7 +564,7 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         return p if Path(p).is_absolute() else str(base / p)
 
     layout = _str(data.get("layout"), f"{source}: layout")
-    if not Path(path(layout)).exists() and is_oci_ref(layout):
+    if not _exists(path(layout), f"{source}: layout") and is_oci_ref(layout):
         if "@sha256:" not in layout:
             raise UsageError(f"{source}: layout {layout!r} is not a file, and as an OCI "
                              "reference it must be pinned by digest (REF@sha256:...): a tag "
@@ -553,19 +580,18 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         final_step = _str(final_step, f"{source}: final_step")
 
     reqs: list[Requirement] = []
-    for item in data.get("required_predicates") or []:
+    for item in _list(data.get("required_predicates"), f"{source}: required_predicates"):
         if isinstance(item, str):
             reqs.append(RequiredPredicate(item))
         elif isinstance(item, Mapping):
             _unknown(item, ("type", "step"), f"{source}: required_predicates entry")
-            step = item.get("step")
             reqs.append(RequiredPredicate(_str(item.get("type"), f"{source}: type"),
-                                          None if step is None else _str(step, f"{source}: step")))
+                                          _opt_str(item.get("step"), f"{source}: step")))
         else:
             raise UsageError(f"{source}: required_predicates entries are URIs or "
                              "{type, step} mappings")
     pairs: list[tuple[str, str]] = []
-    for pair in data.get("distinct_signers") or []:
+    for pair in _list(data.get("distinct_signers"), f"{source}: distinct_signers"):
         if not (isinstance(pair, list) and len(pair) == 2
                 and all(isinstance(x, str) for x in pair)):
             raise UsageError(f"{source}: distinct_signers entries are [STEP, STEP] pairs, "
@@ -584,9 +610,14 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
     elif isinstance(safety, Mapping):
         _unknown(safety, ("include_suspicious", "step", "predicate_type"),
                  f"{source}: model_safety")
-        reqs.append(ModelSafety(bool(safety.get("include_suspicious", False)),
-                                safety.get("step"),
-                                str(safety.get("predicate_type") or SAFETY_PREDICATE)))
+        suspicious = safety.get("include_suspicious", False)
+        if not isinstance(suspicious, bool):
+            raise UsageError(f"{source}: model_safety.include_suspicious is true or false")
+        reqs.append(ModelSafety(suspicious,
+                                _opt_str(safety.get("step"), f"{source}: model_safety.step"),
+                                _opt_str(safety.get("predicate_type"),
+                                         f"{source}: model_safety.predicate_type")
+                                or SAFETY_PREDICATE))
     elif safety not in (None, False):
         raise UsageError(f"{source}: model_safety is true, false or a mapping")
     age = data.get("max_attestation_age")
@@ -599,7 +630,12 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
                 out += _candidates(facts, r.predicate_type, r.step, r.name)[0]
             return out
 
-        reqs.append(MaxAge(parse_duration(age), counted))
+        try:
+            max_age = parse_duration(age)
+        except (OverflowError, ValueError) as e:  # 1e400, nan, 10**30 days
+            raise UsageError(f"{source}: max_attestation_age {age!r} is not a usable "
+                             "duration") from e
+        reqs.append(MaxAge(max_age, counted))
     raw_keys = data.get("layout_keys")
     if isinstance(raw_keys, str):
         raw_keys = [raw_keys]
@@ -613,7 +649,11 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         if s.startswith("sigstore:"):
             raise UsageError(f"{source}: layout_keys {s!r}: keyless layout signatures are not "
                              "supported; sign the layout with a key (file, HSM or KMS)")
-        k = loader(s if ":" in s and not Path(path(s)).exists() else path(s))
+        where = f"{source}: layout_keys entry"
+        try:
+            k = loader(s if ":" in s and not _exists(path(s), where) else path(s))
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError) as e:
+            raise InputError(f"{where} {s!r} is not a usable public key: {e}") from e
         ident = key_identity(key_dict(k))
         if ident in seen:
             # two entries, one key: "every listed key signed" would count one signer twice
@@ -630,15 +670,25 @@ def load_policy(path: str | Path) -> Policy:
 
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            raw = f.read(MAX_METADATA_BYTES + 1)
     except FileNotFoundError as e:
         raise UsageError(f"policy {p}: no such file") from e
-    except OSError as e:
-        raise InputError(f"policy {p} cannot be read: {e.strerror or e}") from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise InputError(f"policy {p} cannot be read: {getattr(e, 'strerror', None) or e}"
+                         ) from e
+    if len(raw) > MAX_METADATA_BYTES:
+        raise UsageError(f"policy {p} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"policy {p} is not UTF-8 text (byte {e.start})") from e
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError) as e:
         raise UsageError(f"policy {p} is not valid YAML: {e}") from e
+    # plain values only, within the bounds (YAML aliases can stand for gigabytes)
+    check_value(data, what=f"policy {p}", error=UsageError)
     policy = compile_policy(data or {}, base_dir=p.resolve().parent, source=f"policy {p}")
     policy.digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return policy
