@@ -220,7 +220,7 @@ def test_pull_refuses_blob_altered_in_layout_dir(tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("untouched")
     with pytest.raises(DigestMismatchError):
-        pull(store, ref, out)
+        pull(store, ref, out, overwrite=True)
     assert tree(out) == {"keep.txt": b"untouched"}
     assert not any(p.name.startswith(".out.modelseal-pull") for p in tmp_path.iterdir())
 

@@ -1,0 +1,1 @@
+"""Small shared helpers below every other module (JSON reading, bounds)."""
