@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -33,15 +34,21 @@ CHUNK = 4 * 1024 * 1024
 TMP_PREFIX = ".tmp-"
 LEGACY_TMP_AGE = 24 * 3600  # temp files from before names carried a PID: removed when this old
 
+MANIFEST_CACHE_ITEM = 16 * 1024  # small manifests are read once per process ...
+MANIFEST_CACHE_BYTES = 32 * 1024 * 1024  # ... up to this much in all
+
 TagGuard = Callable[[str | None], str | None]
 """Called under the index lock with the digest a tag points at now (None: no such tag).
 Returns a digest to keep instead of writing (the tag already holds this content), None to
 write, or raises (e.g. TagConflictError): a check and an act that no other writer can split."""
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _hex(digest: str) -> str:
     algo, _, hexd = digest.partition(":")
-    if algo != "sha256" or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+    if algo != "sha256" or not _HEX64.fullmatch(hexd):
         raise InputError(f"unsupported or malformed digest {digest!r}")
     return hexd
 
@@ -52,10 +59,13 @@ class LayoutStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
         self._swept = False
+        self._blobs_dir = os.path.join(self.root, "blobs", "sha256")
         self._cache_lock = threading.Lock()
         self._cache_key: tuple[int, int, int, int] | None = None
         self._cache_doc: dict[str, Any] | None = None
         self._cache_tags: dict[str, str] = {}
+        self._manifests: dict[str, tuple[bytes, str, str]] = {}
+        self._cached_bytes = 0
 
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -63,6 +73,10 @@ class LayoutStore:
 
     def _blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / _hex(digest)
+
+    def _blob_file(self, digest: str) -> str:
+        """``_blob_path`` as a string: readers run it once per referrer, pathlib costs."""
+        return os.path.join(self._blobs_dir, _hex(digest))
 
     def _ensure(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -164,18 +178,28 @@ class LayoutStore:
     # -- Store protocol ----------------------------------------------------------------------
     def resolve(self, reference: str) -> str | None:
         if reference.startswith("sha256:"):
-            return reference if self._blob_path(reference).exists() else None
+            return reference if os.path.exists(self._blob_file(reference)) else None
         return self._index()[1].get(reference)
 
     def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
-        digest = self.resolve(reference)
+        # A digest needs no lookup: reading the blob is the existence check.
+        digest = reference if reference.startswith("sha256:") else self.resolve(reference)
         if digest is None:
             raise NotFoundError(f"{self.describe()} has no tag {reference!r}")
+        hit = self._manifests.get(digest)
+        if hit is not None:
+            return hit
         data = self.get_blob_bytes(digest)
         try:
             media_type = str(json.loads(data).get("mediaType") or MANIFEST_V1)
         except (ValueError, AttributeError) as e:
             raise StoreError(f"manifest {digest} in {self.describe()} is not JSON") from e
+        if (len(data) <= MANIFEST_CACHE_ITEM
+                and self._cached_bytes + len(data) <= MANIFEST_CACHE_BYTES):
+            # Content-addressed and checked: the same digest always names these bytes. Listing
+            # referrers and then fetching them reads each manifest twice otherwise.
+            self._manifests[digest] = (data, media_type, digest)
+            self._cached_bytes += len(data)
         return data, media_type, digest
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None, *,
@@ -203,7 +227,7 @@ class LayoutStore:
         return digest
 
     def has_blob(self, digest: str) -> bool:
-        return self._blob_path(digest).exists()
+        return os.path.exists(self._blob_file(digest))
 
     def put_blob_file(self, path: Path, digest: str, size: int,
                       progress: ProgressFn | None = None) -> bool:
@@ -272,7 +296,7 @@ class LayoutStore:
 
     def fetch_blob(self, digest: str, size: int | None, out: BinaryIO,
                    progress: ProgressFn | None = None) -> None:
-        p = self._blob_path(digest)
+        p = self._blob_file(digest)
         try:
             src = open(p, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError as e:
@@ -282,14 +306,16 @@ class LayoutStore:
                                 source=f"blob {digest} in {self.describe()}")
 
     def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:
-        p = self._blob_path(digest)
+        p = self._blob_file(digest)
         try:
-            if p.stat().st_size > max_size:
-                raise StoreError(f"blob {digest} in {self.describe()} is larger than "
-                                 f"{max_size} bytes")
-            data = p.read_bytes()
+            f = open(p, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError as e:
             raise NotFoundError(f"{self.describe()} has no blob {digest}") from e
+        with f:  # one open, one fstat, one read: this runs once per referrer
+            if os.fstat(f.fileno()).st_size > max_size:
+                raise StoreError(f"blob {digest} in {self.describe()} is larger than "
+                                 f"{max_size} bytes")
+            data = f.read()
         got = "sha256:" + hashlib.sha256(data).hexdigest()
         if got != digest:
             raise DigestMismatchError(
