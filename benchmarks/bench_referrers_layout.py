@@ -66,7 +66,9 @@ def build(work: Path, n: int) -> dict[str, str]:
     class Batched(LayoutStore):
         """Tags written to index.json once at the end (set-up speed only)."""
 
-        pending: list[dict[str, Any]] = []
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.pending: list[dict[str, Any]] = []
 
         def put_manifest(self, data: bytes, media_type: str, tag: str | None = None,
                          **kw: Any) -> str:
