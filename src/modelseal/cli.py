@@ -370,6 +370,8 @@ def pull(ref: str, target_dir: str, overwrite: bool, policy_file: str | None, js
             emit_json({**result.to_dict(),
                        "verification": verified.to_dict() if verified else None})
         else:
+            for note in result.notes:  # what an interrupted earlier pull left, now cleaned
+                console(stderr=True).print(f"note: {note}", soft_wrap=True, markup=False)
             if verified is not None:
                 console().print(f"verified against {policy_file}: "
                                 f"{', '.join(s.name for s in verified.steps)}", soft_wrap=True)
