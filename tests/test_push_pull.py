@@ -406,15 +406,15 @@ def test_layout_push_removes_temporaries_of_dead_writers_only(tmp_path: Path) ->
     blobs = tmp_path / "layout" / "blobs" / "sha256"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (blobs / f".tmp-{dead.pid}-abc").write_bytes(b"half a blob")
-    (tmp_path / "layout" / f".tmp-{dead.pid}-def").write_bytes(b"half an index")
-    (blobs / f".tmp-{os.getpid()}-live").write_bytes(b"a blob being written")
+    (blobs / f".tmp-{dead.pid}-abcdefgh").write_bytes(b"half a blob")
+    (tmp_path / "layout" / f".tmp-{dead.pid}-defghijk").write_bytes(b"half an index")
+    (blobs / f".tmp-{os.getpid()}-livelive").write_bytes(b"a blob being written")
     (src / "README.md").write_text("v2")
     ref2 = parse_ref(f"oci:{tmp_path / 'layout'}:v2")
     push(src, open_store(ref2), ref2, MD)
     left = sorted(p.name for p in [*blobs.iterdir(), *(tmp_path / "layout").iterdir()]
                   if p.name.startswith(".tmp-"))
-    assert left == [f".tmp-{os.getpid()}-live"]
+    assert left == [f".tmp-{os.getpid()}-livelive"]
 
 
 def test_layout_index_cache_sees_other_writers(tmp_path: Path) -> None:

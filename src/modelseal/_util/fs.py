@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -51,12 +52,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_OWNED = re.compile(r"([0-9]{1,10})-[a-z0-9_]{8}")
+
+
 def owner_pid(name: str, prefix: str) -> int | None:
-    """The PID in a temporary name ``<prefix><pid>-<random>``; None if it is not one."""
+    """The PID in a temporary name ``<prefix><pid>-<8 random characters>`` (as mkstemp and
+    mkdtemp make them); None if it is not exactly one."""
     if not name.startswith(prefix):
         return None
-    head = name[len(prefix):].partition("-")[0]
-    return int(head) if head.isdigit() else None
+    m = _OWNED.fullmatch(name, len(prefix))
+    return int(m.group(1)) if m else None
 
 
 def disk_full_error(path: str | os.PathLike[str], e: OSError,
