@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelseal._util.fs import NO_SPACE, disk_full_error, fsync_dir, owner_tag, remove_stale
-from modelseal.errors import DigestMismatchError, InputError, NotFoundError, StoreError
+from modelseal.errors import (
+    DigestMismatchError,
+    DiskFullError,
+    InputError,
+    NotFoundError,
+    StoreError,
+)
 from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -237,12 +243,26 @@ class LayoutStore:
             if progress is not None:
                 progress(size)
             return False
+        self._check_space(dest.parent, size)
         try:
             with open(path, "rb", buffering=0) as src:
                 self._ingest(src, digest, size, dest, progress, source=str(path))
         except OSError as e:
             raise InputError(f"cannot read {path}: {e.strerror or e}") from e
         return True
+
+    @staticmethod
+    def _check_space(directory: Path, size: int) -> None:
+        """Refuse a blob that cannot fit before writing any of it."""
+        try:
+            st = os.statvfs(directory)
+        except OSError:
+            return
+        free = st.f_bavail * (st.f_frsize or 4096)
+        if size > free:
+            raise DiskFullError(
+                f"not enough space in {directory} for blob of {size:,} bytes: {free:,} free",
+                hint="free space there, or push to another directory")
 
     def _ingest(self, src: io.RawIOBase | io.BufferedIOBase, digest: str, size: int | None,
                 dest: Path, progress: ProgressFn | None, source: str) -> None:
