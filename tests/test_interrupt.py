@@ -210,8 +210,9 @@ def test_sigkill_mid_push_to_layout_leaves_temporaries_the_next_push_removes(
     proc.wait()
     if not any(p.name.startswith(".tmp-") for p in blobs.iterdir()):
         pytest.skip("the push finished before it could be killed mid-blob")
-    p = run(cmd)
+    p = run([*cmd, "--json"])
     assert p.returncode == 0, p.stderr
+    assert any(".tmp-" in n for n in json.loads(p.stdout)["recovered"])  # and says so
     assert [p.name for p in blobs.iterdir() if p.name.startswith(".tmp-")] == []
     assert [p.name for p in layout.iterdir() if p.name.startswith(".tmp-")] == []
 

@@ -290,6 +290,8 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
             emit_json({**result.to_dict(), "attached": attached})
         else:
             c = console()
+            for note in result.notes:  # temporaries an interrupted earlier push left
+                console(stderr=True).print(f"note: {note}", soft_wrap=True, markup=False)
             state = "unchanged" if result.unchanged else (
                 f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)})")
             c.print(f"pushed {result.files} files ({human_size(result.bytes_total)}), {state}")

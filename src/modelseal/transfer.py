@@ -80,11 +80,13 @@ class PushResult:
     uploaded_bytes: int = 0
     unchanged: bool = False
     manifest: BuiltArtifact | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)  # what was cleaned up from earlier pushes
 
     def to_dict(self) -> dict[str, object]:
         return {"ref": self.ref, "digest": self.digest, "tag": self.tag, "files": self.files,
                 "bytes": self.bytes_total, "uploadedBlobs": self.uploaded_blobs,
-                "uploadedBytes": self.uploaded_bytes, "unchanged": self.unchanged}
+                "uploadedBytes": self.uploaded_bytes, "unchanged": self.unchanged,
+                "recovered": self.notes}
 
 
 def package(model_dir: str | os.PathLike[str], metadata: ModelMetadata, *,
@@ -168,6 +170,9 @@ def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: Mo
     finally:
         progress.finish()
     store.put_blob_bytes(built.config_bytes)
+    if isinstance(store, LayoutStore):
+        result.notes = [f"removed {p}, left by an interrupted write"
+                        for p in store.removed_temporaries]
     if tag is not None and isinstance(store, LayoutStore):
         # Check again and write under the index lock: of two pushes racing for one tag,
         # exactly one wins; the other is refused (or is a no-op for the same content).

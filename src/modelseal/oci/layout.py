@@ -65,6 +65,7 @@ class LayoutStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
         self._swept = False
+        self.removed_temporaries: list[Path] = []  # by the sweep on the first write
         self._blobs_dir = os.path.join(self.root, "blobs", "sha256")
         self._cache_lock = threading.Lock()
         self._cache_key: tuple[int, int, int, int] | None = None
@@ -90,7 +91,7 @@ class LayoutStore:
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         if not self._swept:
             self._swept = True
-            self.remove_stale_temporaries()
+            self.removed_temporaries = self.remove_stale_temporaries()
         marker = self.root / "oci-layout"
         if not marker.exists():
             self._atomic_write(marker, b'{"imageLayoutVersion":"1.0.0"}')
