@@ -517,7 +517,9 @@ def _switch(staging: Path, target: Path, overwrite: bool) -> Path | None:
         old = parent / f"{old_prefix}{owner_tag()}-{os.urandom(4).hex()}"
         journal = {"target": target.name, "staging": staging.name, "old": old.name,
                    "new_ino": staging.stat().st_ino, "old_ino": st.st_ino, "pid": os.getpid()}
-        atomic_write(parent / journal_name, json.dumps(journal).encode())
+        # (its temporary is named like staging: swept with it if we die while writing it)
+        atomic_write(parent / journal_name, json.dumps(journal).encode(),
+                     tmp_prefix=_names(target)[0])
         try:
             _kill_point("journal")
             if _exchange(staging, target):

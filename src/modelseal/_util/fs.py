@@ -73,11 +73,13 @@ def disk_full_error(path: str | os.PathLike[str], e: OSError,
                          hint="free space (or inodes) there, or choose another directory")
 
 
-def atomic_write(dest: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> Path:
-    """Write ``data`` to ``dest`` all or nothing: temp file beside it (named after our PID),
-    fsync, rename, fsync the directory."""
+def atomic_write(dest: str | os.PathLike[str], data: bytes, *, mode: int = 0o644,
+                 tmp_prefix: str = ".tmp-") -> Path:
+    """Write ``data`` to ``dest`` all or nothing: temp file beside it
+    (``<tmp_prefix><pid>-<random>``, so ``remove_stale`` finds it if we are killed), fsync,
+    rename, fsync the directory."""
     target = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{owner_tag()}-")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{tmp_prefix}{owner_tag()}-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
