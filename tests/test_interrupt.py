@@ -179,12 +179,12 @@ def test_random_kills_never_leave_a_mixed_tree(deployed_v1: Models) -> None:
         if m.state() != "v1":  # start every round from a deployed v1
             assert run(m.pull_cmd(1)).returncode == 0
         state, rc = kill_randomly(m, sigs[i % 3], rng, late=late)
-        outcomes[state] = outcomes.get(state, 0) + 1
+        key = f"{state} ({'finished first' if rc == 0 else 'interrupted'})"
+        outcomes[key] = outcomes.get(key, 0) + 1
         assert state in ("v1", "v2"), (state, rc)
         if rc == 0:
             assert state == "v2"  # the kill came after the pull had finished
     print(f"\n{runs} random kills of `pull --overwrite` v2 over v1: {outcomes}")
-    assert outcomes.get("MIXED", 0) == 0
     p = run(m.pull_cmd(2))
     assert p.returncode == 0, p.stderr
     assert m.state() == "v2"
