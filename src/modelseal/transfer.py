@@ -265,7 +265,8 @@ OLD_MARK = ".modelseal-old-"
 JOURNAL_MARK = ".modelseal-journal"
 KILL_ENV = "MODELSEAL_TEST_KILL_AT"
 """Test hook: ``file:N`` (after the N-th file is written), ``journal``, ``moved-old``,
-``swapped``: the process SIGKILLs itself there, so tests can stop a pull at every step."""
+``swapped``, ``committed``: the process SIGKILLs itself there, so tests can stop a pull at
+every step."""
 NO_EXCHANGE_ENV = "MODELSEAL_TEST_NO_EXCHANGE"
 """Test hook: use the two-rename switch (what runs where RENAME_EXCHANGE is missing)."""
 
@@ -535,6 +536,7 @@ def _switch(staging: Path, target: Path, overwrite: bool) -> Path | None:
             raise
         (parent / journal_name).unlink()
         fsync_dir(parent)
+        _kill_point("committed")  # the old tree is left under a name with our PID
         return old
 
 
