@@ -220,7 +220,7 @@ def test_pull_refuses_blob_altered_in_layout_dir(tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("untouched")
     with pytest.raises(DigestMismatchError):
-        pull(store, ref, out)
+        pull(store, ref, out, overwrite=True)
     assert tree(out) == {"keep.txt": b"untouched"}
     assert not any(p.name.startswith(".out.modelseal-pull") for p in tmp_path.iterdir())
 
@@ -345,3 +345,85 @@ def test_pulled_directory_gets_the_usual_mode(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def all_entries(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
+            for p in sorted(root.rglob("*"))}
+
+
+def test_pull_overwrite_leaves_exactly_the_models_tree(tmp_path: Path) -> None:
+    """A verified directory must not hold files the model does not have (issue 8)."""
+    src = make_model(tmp_path / "src")
+    ref = parse_ref(f"oci:{tmp_path / 'layout'}:v1")
+    store = open_store(ref)
+    push(src, store, ref, MD)
+    out = tmp_path / "out"
+    (out / "stale" / "deep").mkdir(parents=True)
+    (out / "stale" / "deep" / "old.bin").write_bytes(b"unverified")
+    (out / "README.md").write_text("old readme")
+    out.chmod(0o750)
+    pull(store, ref, out, overwrite=True)
+    assert all_entries(out) == all_entries(src)
+    assert out.stat().st_mode & 0o777 == 0o750  # the deployer's directory mode is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layout", "out", "src"]
+
+
+def test_pull_refuses_a_non_empty_target_without_overwrite(tmp_path: Path) -> None:
+    src = make_model(tmp_path / "src")
+    ref = parse_ref(f"oci:{tmp_path / 'layout'}:v1")
+    store = open_store(ref)
+    push(src, store, ref, MD)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "other.txt").write_text("someone else's")
+    with pytest.raises(InputError, match="not empty"):
+        pull(store, ref, out)
+    assert all_entries(out) == {"other.txt": b"someone else's"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pull(store, ref, empty)  # an empty directory is fine
+    assert all_entries(empty) == all_entries(src)
+
+
+def test_pull_refuses_a_symlinked_target(tmp_path: Path) -> None:
+    src = make_model(tmp_path / "src")
+    ref = parse_ref(f"oci:{tmp_path / 'layout'}:v1")
+    store = open_store(ref)
+    push(src, store, ref, MD)
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "link")
+    with pytest.raises(InputError, match="not a directory"):
+        pull(store, ref, tmp_path / "link", overwrite=True)
+    assert list(real.iterdir()) == []
+
+
+def test_layout_push_removes_temporaries_of_dead_writers_only(tmp_path: Path) -> None:
+    src = make_model(tmp_path / "src")
+    ref = parse_ref(f"oci:{tmp_path / 'layout'}:v1")
+    push(src, open_store(ref), ref, MD)
+    blobs = tmp_path / "layout" / "blobs" / "sha256"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (blobs / f".tmp-{dead.pid}-abcdefgh").write_bytes(b"half a blob")
+    (tmp_path / "layout" / f".tmp-{dead.pid}-defghijk").write_bytes(b"half an index")
+    (blobs / f".tmp-{os.getpid()}-livelive").write_bytes(b"a blob being written")
+    (src / "README.md").write_text("v2")
+    ref2 = parse_ref(f"oci:{tmp_path / 'layout'}:v2")
+    push(src, open_store(ref2), ref2, MD)
+    left = sorted(p.name for p in [*blobs.iterdir(), *(tmp_path / "layout").iterdir()]
+                  if p.name.startswith(".tmp-"))
+    assert left == [f".tmp-{os.getpid()}-livelive"]
+
+
+def test_layout_index_cache_sees_other_writers(tmp_path: Path) -> None:
+    src = make_model(tmp_path / "src")
+    ref = parse_ref(f"oci:{tmp_path / 'layout'}:v1")
+    reader, writer = open_store(ref), open_store(ref)
+    first = push(src, writer, ref, MD).digest
+    assert reader.resolve("v1") == first
+    (src / "README.md").write_text("v2")
+    ref2 = parse_ref(f"oci:{tmp_path / 'layout'}:v2")
+    second = push(src, writer, ref2, MD).digest
+    assert reader.resolve("v2") == second and reader.list_tags() == ["v1", "v2"]

@@ -120,7 +120,7 @@ def test_blob_altered_in_registry_storage_is_refused_at_pull(tmp_path: Path,
     existing.mkdir()
     (existing / "keep.txt").write_text("keep")
     with pytest.raises(DigestMismatchError):
-        pull_verified(p.store, p.ref, existing, load_policy(p.policy_path))
+        pull_verified(p.store, p.ref, existing, load_policy(p.policy_path), overwrite=True)
     assert sorted(x.name for x in existing.iterdir()) == ["keep.txt"]
 
 

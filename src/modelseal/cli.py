@@ -421,6 +421,8 @@ def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
                        "skipped": [{"file": k, "reason": v} for k, v in skipped.items()]})
         else:
             c = console()
+            for note in result.notes:  # temporaries an interrupted earlier push left
+                console(stderr=True).print(f"note: {note}", soft_wrap=True, markup=False)
             state = "unchanged" if result.unchanged else (
                 f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)})")
             c.print(f"pushed {result.files} files ({human_size(result.bytes_total)}), {state}")
@@ -536,6 +538,8 @@ def pull(ref: str, target_dir: str, overwrite: bool, policy_file: str | None,
             emit_json({**result.to_dict(),
                        "verification": verified.to_dict() if verified else None})
         else:
+            for note in result.notes:  # what an interrupted earlier pull left, now cleaned
+                console(stderr=True).print(f"note: {note}", soft_wrap=True, markup=False)
             if verified is not None:
                 console().print(escape(f"verified against {policy_file}: "
                                        f"{', '.join(s.name for s in verified.steps)}"),

@@ -67,6 +67,12 @@ class TagConflictError(ModelsealError):
     exit_code = 5
 
 
+class DiskFullError(ModelsealError):
+    """The destination file system has no room (bytes or inodes) for what must be written."""
+
+    exit_code = 7
+
+
 class SigningError(ModelsealError):
     """A signer could not be loaded or could not sign."""
 

@@ -1,25 +1,48 @@
 """Push a model directory as a ModelPack artifact; pull one back, safely.
 
 Push uploads blobs first and the manifest last, so a tag never points at a partial artifact,
-and never moves an existing tag to other content unless asked. Pull checks every path before
-writing anything, streams each blob into a staging directory while hashing it, and moves files
-into place only when everything matched: on failure the target is as it was.
+and never moves an existing tag to other content unless asked (in an ``oci:`` directory the
+check and the tag write are one step under the index lock). Pull checks every path before
+writing anything, streams each blob into a staging directory beside the target while hashing
+it, fsyncs it, and switches the whole tree into place in one step only when everything matched:
+whatever stops it (an error, SIGKILL, power loss), the target is the old tree or the new one,
+and the next pull into that target cleans up what was left (docs/deployer.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelseal._util.fs import (
+    NO_SPACE,
+    atomic_write,
+    disk_full_error,
+    fsync_dir,
+    owner_tag,
+    remove_stale,
+)
 from modelseal.digest import DEFAULT_EXCLUDES, DigestCache, hash_files
-from modelseal.errors import InputError, TagConflictError, UnsafePathError, UsageError
+from modelseal.errors import (
+    DiskFullError,
+    InputError,
+    TagConflictError,
+    UnsafePathError,
+    UsageError,
+)
 from modelseal.modelpack import (
     BuiltArtifact,
     Layer,
@@ -30,6 +53,7 @@ from modelseal.modelpack import (
     parse_model_manifest,
     scan_model_dir,
 )
+from modelseal.oci.layout import LayoutStore
 from modelseal.oci.store import MANIFEST_V1, Store
 from modelseal.refs import Ref
 
@@ -56,11 +80,13 @@ class PushResult:
     uploaded_bytes: int = 0
     unchanged: bool = False
     manifest: BuiltArtifact | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)  # what was cleaned up from earlier pushes
 
     def to_dict(self) -> dict[str, object]:
         return {"ref": self.ref, "digest": self.digest, "tag": self.tag, "files": self.files,
                 "bytes": self.bytes_total, "uploadedBlobs": self.uploaded_blobs,
-                "uploadedBytes": self.uploaded_bytes, "unchanged": self.unchanged}
+                "uploadedBytes": self.uploaded_bytes, "unchanged": self.unchanged,
+                "recovered": self.notes}
 
 
 def package(model_dir: str | os.PathLike[str], metadata: ModelMetadata, *,
@@ -87,7 +113,12 @@ def package(model_dir: str | os.PathLike[str], metadata: ModelMetadata, *,
 def check_tag(store: Store, tag: str, built: BuiltArtifact, allow_retag: bool) -> str | None:
     """Refuse to move ``tag`` to other content. Returns the existing digest when the tag
     already holds this very content (then pushing is a no-op)."""
-    existing = store.resolve(tag)
+    return _tag_verdict(store, tag, built, allow_retag, store.resolve(tag))
+
+
+def _tag_verdict(store: Store, tag: str, built: BuiltArtifact, allow_retag: bool,
+                 existing: str | None) -> str | None:
+    """``check_tag`` given the digest ``tag`` points at now."""
     if existing is None or existing == built.manifest_digest:
         return existing
     raw, _, _ = store.get_manifest(existing)
@@ -143,6 +174,31 @@ def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: Mo
     finally:
         progress.finish()
     store.put_blob_bytes(built.config_bytes)
+    if isinstance(store, LayoutStore):
+        result.notes = [f"removed {p}, left by an interrupted write"
+                        for p in store.removed_temporaries]
+    if tag is not None and isinstance(store, LayoutStore):
+        # Check again and write under the index lock: of two pushes racing for one tag,
+        # exactly one wins; the other is refused (or is a no-op for the same content).
+        def guard(now: str | None) -> str | None:
+            return _tag_verdict(store, tag, built, allow_retag, now)
+
+        written = store.put_manifest(built.manifest_bytes, MANIFEST_V1, tag, guard=guard)
+        if written != built.manifest_digest:
+            result.digest, result.unchanged = written, True
+        return result
+    if tag is not None and not allow_retag:
+        # A registry has no conditional tag write: check once more right before it, so only
+        # a push racing within this instant can still slip through.
+        existing = check_tag(store, tag, built, allow_retag)
+        if existing is not None:
+            result.digest, result.unchanged = existing, True
+            return result
+        # ... and re-read the tag after writing it: a lost race is reported (exit 5)
+        exclusive = getattr(store, "put_manifest_exclusive", None)
+        if exclusive is not None:
+            exclusive(built.manifest_bytes, MANIFEST_V1, tag)
+            return result
     store.put_manifest(built.manifest_bytes, MANIFEST_V1, tag)
     return result
 
@@ -162,18 +218,26 @@ class PullResult:
     target: str
     files: int
     bytes_total: int
+    notes: list[str] = field(default_factory=list)  # what was cleaned up from earlier pulls
 
     def to_dict(self) -> dict[str, object]:
         return {"ref": self.ref, "digest": self.digest, "target": self.target,
-                "files": self.files, "bytes": self.bytes_total}
+                "files": self.files, "bytes": self.bytes_total, "recovered": self.notes}
 
 
 def _check_target(target: Path, manifest: ModelManifest, overwrite: bool) -> None:
-    """Refuse paths that would pass through a symlink or clobber files in ``target``."""
-    if not target.exists():
+    """Refuse a target that is not a plain directory, and (without ``overwrite``) one that
+    already holds files: a pull leaves exactly the model's tree."""
+    if not target.exists() and not target.is_symlink():
         return
     if target.is_symlink() or not target.is_dir():
         raise InputError(f"pull target {target} exists and is not a directory")
+    if target.stat().st_dev != target.parent.stat().st_dev:
+        raise InputError(
+            f"pull target {target} is a mount point: it cannot be replaced in one step",
+            hint="pull into a directory inside the mounted file system")
+    if overwrite:
+        return  # replaced as a whole: nothing is written through what is in it now
     for layer in manifest.layers:
         parts = layer.filepath.split("/")
         cur = target
@@ -187,75 +251,307 @@ def _check_target(target: Path, manifest: ModelManifest, overwrite: bool) -> Non
         if cur.exists() and (cur.is_dir() or not overwrite):
             raise InputError(f"{cur} already exists in the pull target: refused",
                              hint="pull into a new or empty directory, or pass --overwrite")
+    if any(target.iterdir()):
+        raise InputError(
+            f"pull target {target} is not empty: a pull leaves exactly the model's files, "
+            "so it does not mix them with others",
+            hint="pull into a new or empty directory, or pass --overwrite to replace the "
+                 "directory's whole content with the model")
+
+
+# -- the atomic switch -----------------------------------------------------------------------
+# A pull builds the complete tree in a sibling staging directory (same file system), fsyncs
+# every file and directory, then switches under a lock on the parent directory:
+#   new target:       rename(staging, target)                         -- atomic
+#   existing target:  journal, then renameat2(RENAME_EXCHANGE) (Linux), else
+#                     rename(target, old) + rename(staging, target); then drop the journal.
+# The journal names both trees by inode, so whoever takes the lock next (any pull into that
+# target) can tell which side of the switch a killed pull stopped on: it undoes a half-done
+# switch and finishes a done one, then removes staging and old trees whose owner PID is gone.
+
+STAGING_MARK = ".modelseal-pull-"
+OLD_MARK = ".modelseal-old-"
+JOURNAL_MARK = ".modelseal-journal"
+KILL_ENV = "MODELSEAL_TEST_KILL_AT"
+"""Test hook: ``file:N`` (after the N-th file is written), ``journal``, ``moved-old``,
+``swapped``, ``committed``: the process SIGKILLs itself there, so tests can stop a pull at
+every step."""
+NO_EXCHANGE_ENV = "MODELSEAL_TEST_NO_EXCHANGE"
+"""Test hook: use the two-rename switch (what runs where RENAME_EXCHANGE is missing)."""
+
+
+def _kill_point(point: str) -> None:
+    if os.environ.get(KILL_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _names(target: Path) -> tuple[str, str, str]:
+    """(staging prefix, old-tree prefix, journal name) for ``target``: hidden siblings."""
+    return (f".{target.name}{STAGING_MARK}", f".{target.name}{OLD_MARK}",
+            f".{target.name}{JOURNAL_MARK}")
+
+
+@contextlib.contextmanager
+def _parent_lock(parent: Path) -> Iterator[None]:
+    """Exclusive flock on the parent directory itself (no lock file to leave behind); held
+    for the short recovery and switch steps only, never while downloading."""
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM wait until the switch is over (SIGKILL cannot: the journal covers it)."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries atomically (Linux renameat2 RENAME_EXCHANGE); False when
+    the system or file system cannot."""
+    if os.environ.get(NO_EXCHANGE_ENV) or not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _ino(p: Path) -> int | None:
+    try:
+        return p.lstat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _rmtree(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def recover(target: str | os.PathLike[str]) -> list[str]:
+    """Finish or undo what an interrupted pull into ``target`` left, and remove its staging
+    and old trees once their owner process is gone. Returns what was done, for the user.
+
+    Every pull calls it first; it takes the same lock as the switch."""
+    target = Path(os.path.abspath(target))
+    parent = target.parent
+    if not parent.is_dir():
+        return []
+    with _parent_lock(parent):
+        return _recover_locked(target)
+
+
+def _recover_locked(target: Path) -> list[str]:
+    parent = target.parent
+    staging_prefix, old_prefix, journal_name = _names(target)
+    journal = parent / journal_name
+    notes: list[str] = []
+    if journal.exists():
+        try:
+            j = json.loads(journal.read_bytes())
+            new_path, old_path = parent / str(j["staging"]), parent / str(j["old"])
+            new_ino, old_ino = int(j["new_ino"]), int(j["old_ino"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"the pull journal {journal} is unreadable ({e}): {target} may "
+                             "be the old or the new model; check it, then delete the journal"
+                             ) from e
+        now = _ino(target)
+        if now == new_ino:  # switched: only the clean-up was missing
+            notes.append(f"completed an interrupted pull into {target} (pid {j.get('pid')})")
+        elif now == old_ino:  # never switched
+            notes.append(f"undid an interrupted pull into {target} (pid {j.get('pid')}): "
+                         "it stopped before the switch; the target is as it was")
+        elif now is None and _ino(old_path) == old_ino:  # between the two renames
+            os.rename(old_path, target)
+            fsync_dir(parent)
+            notes.append(f"undid an interrupted pull into {target} (pid {j.get('pid')}): "
+                         "the previous content is back in place")
+        else:
+            notes.append(f"{target} changed since an interrupted pull (pid {j.get('pid')}): "
+                         "left as it is")
+        for p in (new_path, old_path):
+            if p != target:
+                _rmtree(p)
+        fsync_dir(parent)
+        journal.unlink()
+        fsync_dir(parent)
+    for prefix in (staging_prefix, old_prefix):
+        for p in remove_stale(parent, prefix):
+            notes.append(f"removed {p}, left by an interrupted pull")
+    return notes
+
+
+def _space_check(parent: Path, manifest: ModelManifest) -> None:
+    """Refuse before writing when the file system cannot hold the model (bytes or inodes)."""
+    try:
+        st = os.statvfs(parent)
+    except OSError:
+        return
+    block = st.f_frsize or st.f_bsize or 4096
+    dirs = {"/".join(la.filepath.split("/")[:i]) for la in manifest.layers
+            for i in range(1, la.filepath.count("/") + 1)}
+    need = sum(-(-la.size // block) * block for la in manifest.layers) + (len(dirs) + 1) * block
+    free = st.f_bavail * block
+    if need > free:
+        raise DiskFullError(
+            f"not enough space in {parent} for the model: {need:,} bytes are needed, "
+            f"{free:,} are free", hint="free space there, or pull into another directory")
+    inodes = len(manifest.layers) + len(dirs) + 2  # + the staging root and the journal
+    if st.f_files and inodes > st.f_favail:
+        raise DiskFullError(
+            f"not enough inodes in {parent} for the model: {inodes:,} files and directories "
+            f"are needed, {st.f_favail:,} are free",
+            hint="free inodes there, or pull into another directory")
 
 
 def pull(store: Store, ref: Ref, target_dir: str | os.PathLike[str], *,
          manifest: ModelManifest | None = None, overwrite: bool = False,
          progress: Progress | None = None, workers: int = 4) -> PullResult:
-    """Pull a ModelPack artifact into ``target_dir``, byte for byte, or leave it untouched."""
+    """Pull a ModelPack artifact into ``target_dir``, byte for byte, or leave it untouched.
+
+    The target ends as exactly the model's tree (``overwrite`` replaces an existing
+    directory's whole content) or as it was, whatever interrupts the pull (see the comment
+    above ``recover``)."""
     progress = progress or Progress()
-    target = Path(target_dir)
+    target = Path(os.path.abspath(target_dir))
     manifest = manifest or fetch_model_manifest(store, ref)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise disk_full_error(parent, e) from e
+        raise InputError(f"cannot create {parent}: {e.strerror or e}") from e
+    notes = recover(target)
     _check_target(target, manifest, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.modelseal-pull-",
-                                    dir=target.parent))
+    _space_check(parent, manifest)
+    staging_prefix = _names(target)[0]
     try:
-        total = sum(la.size for la in manifest.layers)
-        advance = progress.start("downloading", total)
-        try:
-            def fetch(layer: Layer) -> None:
-                dest = staging.joinpath(*layer.filepath.split("/"))
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with open(dest, "xb") as out:
-                    store.fetch_blob(layer.digest, layer.size, out, advance)
-
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-                list(ex.map(fetch, manifest.layers))
-        finally:
-            progress.finish()
-        _move_into_place(staging, target, [la.filepath for la in manifest.layers], overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return PullResult(str(ref.with_digest(manifest.digest)), manifest.digest, str(target),
-                      len(manifest.layers), sum(la.size for la in manifest.layers))
-
-
-def _move_into_place(staging: Path, target: Path, relpaths: list[str], overwrite: bool) -> None:
-    if not target.exists():
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp made it 0700; the target gets the usual mode
-        os.rename(staging, target)  # one atomic step
-        staging.mkdir()  # so the caller's cleanup has something to remove
-        return
-    backups = staging / ".replaced"
-    moved: list[tuple[Path, Path | None]] = []  # (dest, backup of what it replaced)
-    made_dirs: list[Path] = []
-    try:
-        for i, rel in enumerate(relpaths):
-            src = staging.joinpath(*rel.split("/"))
-            dest = target.joinpath(*rel.split("/"))
-            for parent in reversed(dest.parents):
-                if parent.is_relative_to(target) and not parent.exists():
-                    parent.mkdir()
-                    made_dirs.append(parent)
-            backup = None
-            if dest.exists() or dest.is_symlink():
-                if not overwrite or dest.is_symlink() or dest.is_dir():
-                    raise InputError(f"{dest} appeared in the pull target while pulling: refused")
-                backups.mkdir(exist_ok=True)
-                backup = backups / str(i)
-                os.rename(dest, backup)
-            os.rename(src, dest)
-            moved.append((dest, backup))
-    except BaseException:
-        for dest, backup in reversed(moved):
-            with contextlib.suppress(OSError):
-                dest.unlink()
-                if backup is not None:
-                    os.rename(backup, dest)
-        for d in reversed(made_dirs):
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        staging = Path(tempfile.mkdtemp(prefix=f"{staging_prefix}{owner_tag()}-", dir=parent))
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise disk_full_error(parent, e) from e
         raise
+    total = sum(la.size for la in manifest.layers)
+    try:
+        try:
+            _download(store, manifest, staging, progress, workers)
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise disk_full_error(parent, e, total) from e
+            raise
+        old = _switch(staging, target, overwrite)
+    finally:
+        _rmtree(staging)
+    if old is not None:
+        _rmtree(old)  # killed here: the next run removes it (its name carries our PID)
+    result = PullResult(str(ref.with_digest(manifest.digest)), manifest.digest, str(target),
+                        len(manifest.layers), total)
+    result.notes = notes
+    return result
+
+
+def _download(store: Store, manifest: ModelManifest, staging: Path, progress: Progress,
+              workers: int) -> None:
+    """Every blob into ``staging``, hashed while written, fsynced; directories fsynced."""
+    advance = progress.start("downloading", sum(la.size for la in manifest.layers))
+    done = 0
+    count_lock = threading.Lock()
+    try:
+        def fetch(layer: Layer) -> None:
+            nonlocal done
+            dest = staging.joinpath(*layer.filepath.split("/"))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "xb") as out:
+                store.fetch_blob(layer.digest, layer.size, out, advance)
+                out.flush()
+                os.fsync(out.fileno())  # data on disk before any rename publishes it
+            with count_lock:
+                done += 1
+                n = done
+            _kill_point(f"file:{n}")
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+            list(ex.map(fetch, manifest.layers))
+    finally:
+        progress.finish()
+    dirs = {staging.joinpath(*la.filepath.split("/")).parent for la in manifest.layers}
+    for d in sorted(dirs | {staging}, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(d)
+
+
+def _switch(staging: Path, target: Path, overwrite: bool) -> Path | None:
+    """Put the staged tree in place in one step; returns the old tree to delete, if any."""
+    parent = target.parent
+    umask = os.umask(0)
+    os.umask(umask)
+    with _parent_lock(parent), _signals_deferred():
+        if not target.exists() and not target.is_symlink():
+            staging.chmod(0o777 & ~umask)  # mkdtemp made it 0700; the target gets the usual mode
+            try:
+                os.rename(staging, target)
+            except OSError as e:
+                raise InputError(f"{target} appeared while pulling: refused") from e
+            fsync_dir(parent)
+            return None
+        _check_target_again(target, overwrite)
+        st = target.stat()
+        staging.chmod(st.st_mode & 0o7777)  # the deployer's mode and owner of the directory
+        if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+            with contextlib.suppress(OSError):
+                os.chown(staging, st.st_uid, st.st_gid)
+        _, old_prefix, journal_name = _names(target)
+        old = parent / f"{old_prefix}{owner_tag()}-{os.urandom(4).hex()}"
+        journal = {"target": target.name, "staging": staging.name, "old": old.name,
+                   "new_ino": staging.stat().st_ino, "old_ino": st.st_ino, "pid": os.getpid()}
+        # (its temporary is named like staging: swept with it if we die while writing it)
+        atomic_write(parent / journal_name, json.dumps(journal).encode(),
+                     tmp_prefix=_names(target)[0])
+        try:
+            _kill_point("journal")
+            if _exchange(staging, target):
+                old = staging  # the old tree now sits under the staging name
+            else:
+                os.rename(target, old)
+                _kill_point("moved-old")
+                os.rename(staging, target)
+            fsync_dir(parent)
+            _kill_point("swapped")
+        except BaseException:
+            _recover_locked(target)  # undoes the half-done switch
+            raise
+        (parent / journal_name).unlink()
+        fsync_dir(parent)
+        _kill_point("committed")  # the old tree is left under a name with our PID
+        return old
+
+
+def _check_target_again(target: Path, overwrite: bool) -> None:
+    if target.is_symlink() or not target.is_dir():
+        raise InputError(f"pull target {target} changed while pulling: refused")
+    if not overwrite and any(target.iterdir()):
+        raise InputError(f"files appeared in the pull target {target} while pulling: refused",
+                         hint="pass --overwrite to replace them")

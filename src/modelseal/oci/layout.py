@@ -1,8 +1,12 @@
 """OCI image-layout directory store: the embedded default (``oci:PATH[:TAG]``).
 
-Blobs are written to a temporary file while being hashed and renamed into
+Blobs are written to a temporary file while being hashed, fsynced, and renamed into
 ``blobs/sha256/<hex>`` only when the digest matches. ``index.json`` is rewritten atomically
-under an exclusive lock, so concurrent writers (several CI steps attaching at once) lose nothing.
+under an exclusive lock, so concurrent writers (several CI steps attaching at once) lose nothing;
+a tag that must not move is checked and written under that same lock. Temporary files are named
+``.tmp-<pid>-...``: the first write of a later run removes those whose process is gone (a push
+killed mid-blob). ``index.json`` is parsed once per version (its inode, size and mtime), not once
+per tag lookup: a subject with 10,000 referrer tags resolves in constant time per tag.
 """
 
 from __future__ import annotations
@@ -13,22 +17,45 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from modelseal._util.fs import NO_SPACE, disk_full_error, fsync_dir, owner_tag, remove_stale
 from modelseal._util.json import loads_object as load_json_object
-from modelseal.errors import DigestMismatchError, InputError, NotFoundError, StoreError
+from modelseal.errors import (
+    DigestMismatchError,
+    DiskFullError,
+    InputError,
+    NotFoundError,
+    StoreError,
+)
 from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 4 * 1024 * 1024
+TMP_PREFIX = ".tmp-"
+LEGACY_TMP_AGE = 24 * 3600  # temp files from before names carried a PID: removed when this old
+
+MANIFEST_CACHE_ITEM = 16 * 1024  # small manifests are read once per process ...
+MANIFEST_CACHE_BYTES = 32 * 1024 * 1024  # ... up to this much in all
+
+TagGuard = Callable[[str | None], str | None]
+"""Called under the index lock with the digest a tag points at now (None: no such tag).
+Returns a digest to keep instead of writing (the tag already holds this content), None to
+write, or raises (e.g. TagConflictError): a check and an act that no other writer can split."""
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _hex(digest: str) -> str:
     algo, _, hexd = digest.partition(":")
-    if algo != "sha256" or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+    if algo != "sha256" or not _HEX64.fullmatch(hexd):
         raise InputError(f"unsupported or malformed digest {digest!r}")
     return hexd
 
@@ -38,6 +65,15 @@ class LayoutStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
+        self._swept = False
+        self.removed_temporaries: list[Path] = []  # by the sweep on the first write
+        self._blobs_dir = os.path.join(self.root, "blobs", "sha256")
+        self._cache_lock = threading.Lock()
+        self._cache_key: tuple[int, int, int, int] | None = None
+        self._cache_doc: dict[str, Any] | None = None
+        self._cache_tags: dict[str, str] = {}
+        self._manifests: dict[str, tuple[bytes, str, str]] = {}
+        self._cached_bytes = 0
 
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -46,10 +82,17 @@ class LayoutStore:
     def _blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / _hex(digest)
 
+    def _blob_file(self, digest: str) -> str:
+        """``_blob_path`` as a string: readers run it once per referrer, pathlib costs."""
+        return os.path.join(self._blobs_dir, _hex(digest))
+
     def _ensure(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"{self.root} exists and is not a directory")
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            self._swept = True
+            self.removed_temporaries = self.remove_stale_temporaries()
         marker = self.root / "oci-layout"
         if not marker.exists():
             self._atomic_write(marker, b'{"imageLayoutVersion":"1.0.0"}')
@@ -59,18 +102,36 @@ class LayoutStore:
                     self._write_index({"schemaVersion": 2, "mediaType": INDEX_V1,
                                        "manifests": []})
 
-    def _atomic_write(self, dest: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove temporary files an interrupted writer left (its process is gone)."""
+        removed: list[Path] = []
+        for d in (self.root, self.root / "blobs" / "sha256"):
+            removed += remove_stale(d, TMP_PREFIX)
+            with contextlib.suppress(OSError):
+                for name in os.listdir(d):
+                    p = d / name
+                    if (name.startswith(TMP_PREFIX) and not name[len(TMP_PREFIX):][:1].isdigit()
+                            and time.time() - p.stat().st_mtime > LEGACY_TMP_AGE):
+                        p.unlink()
+                        removed.append(p)
+        return removed
+
+    def _atomic_write(self, dest: Path, data: bytes, mode: int = 0o644) -> None:
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{TMP_PREFIX}{owner_tag()}-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, mode)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(e, OSError) and e.errno in NO_SPACE:
+                raise disk_full_error(dest, e, len(data)) from e
             raise
+        fsync_dir(dest.parent)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -83,18 +144,39 @@ class LayoutStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _read_index(self) -> dict[str, Any]:
+        """The parsed index (a fresh copy of its ``manifests`` list: callers may edit it)."""
+        doc, _ = self._index()
+        return {**doc, "manifests": list(doc["manifests"])}
+
+    def _index(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """(index document, tag -> digest), parsed again only when the file changed: every
+        write replaces it (new inode), so (inode, size, mtime, ctime) names one version."""
         p = self.root / "index.json"
-        if not p.exists():
-            return {"schemaVersion": 2, "mediaType": INDEX_V1, "manifests": []}
         try:
-            doc = load_json_object(p.read_bytes(), what=str(p), error=StoreError)
+            with open(p, "rb") as f:
+                st = os.fstat(f.fileno())
+                key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                with self._cache_lock:
+                    if key == self._cache_key and self._cache_doc is not None:
+                        return self._cache_doc, self._cache_tags
+                raw = f.read()
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": INDEX_V1, "manifests": []}, {}
         except OSError as e:
             raise StoreError(f"{p} is unreadable: {e}") from e
+        doc = load_json_object(raw, what=str(p), error=StoreError)
         if not isinstance(doc.get("manifests"), list):
             raise StoreError(f"{p} is not an OCI image index")
         # entries that are not objects are not descriptors: skip them rather than crash
         doc["manifests"] = [m for m in doc["manifests"] if isinstance(m, dict)]
-        return doc
+        tags: dict[str, str] = {}
+        for m in doc["manifests"]:
+            tag = (m.get("annotations") or {}).get(REF_NAME) if isinstance(m, dict) else None
+            if tag is not None and "digest" in m:
+                tags.setdefault(str(tag), str(m["digest"]))  # the first entry wins, as before
+        with self._cache_lock:
+            self._cache_key, self._cache_doc, self._cache_tags = key, doc, tags
+        return doc, tags
 
     def _write_index(self, doc: dict[str, Any]) -> None:
         self._atomic_write(self.root / "index.json",
@@ -103,23 +185,33 @@ class LayoutStore:
     # -- Store protocol ----------------------------------------------------------------------
     def resolve(self, reference: str) -> str | None:
         if reference.startswith("sha256:"):
-            return reference if self._blob_path(reference).exists() else None
-        for m in self._read_index()["manifests"]:
-            if (m.get("annotations") or {}).get(REF_NAME) == reference:
-                return str(m.get("digest"))
-        return None
+            return reference if os.path.exists(self._blob_file(reference)) else None
+        return self._index()[1].get(reference)
 
     def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
-        digest = self.resolve(reference)
+        # A digest needs no lookup: reading the blob is the existence check.
+        digest = reference if reference.startswith("sha256:") else self.resolve(reference)
         if digest is None:
             raise NotFoundError(f"{self.describe()} has no tag {reference!r}")
+        hit = self._manifests.get(digest)
+        if hit is not None:
+            return hit
         data = self.get_blob_bytes(digest)
         doc = load_json_object(data, what=f"manifest {digest} in {self.describe()}",
                                error=StoreError)
         media_type = str(doc.get("mediaType") or MANIFEST_V1)
+        if (len(data) <= MANIFEST_CACHE_ITEM
+                and self._cached_bytes + len(data) <= MANIFEST_CACHE_BYTES):
+            # Content-addressed and checked: the same digest always names these bytes. Listing
+            # referrers and then fetching them reads each manifest twice otherwise.
+            self._manifests[digest] = (data, media_type, digest)
+            self._cached_bytes += len(data)
         return data, media_type, digest
 
-    def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> str:
+    def put_manifest(self, data: bytes, media_type: str, tag: str | None = None, *,
+                     guard: TagGuard | None = None) -> str:
+        """Store a manifest and point ``tag`` at it. With ``guard``, the tag's current digest
+        is checked under the index lock first (see ``TagGuard``)."""
         digest = self.put_blob_bytes(data)
         if tag is None:
             return digest
@@ -128,6 +220,10 @@ class LayoutStore:
         except (ValueError, AttributeError):
             artifact_type = None
         with self._locked():
+            if guard is not None:
+                keep = guard(self._index()[1].get(tag))
+                if keep is not None:
+                    return keep
             doc = self._read_index()
             doc["manifests"] = [m for m in doc["manifests"]
                                 if (m.get("annotations") or {}).get(REF_NAME) != tag]
@@ -137,7 +233,7 @@ class LayoutStore:
         return digest
 
     def has_blob(self, digest: str) -> bool:
-        return self._blob_path(digest).exists()
+        return os.path.exists(self._blob_file(digest))
 
     def put_blob_file(self, path: Path, digest: str, size: int,
                       progress: ProgressFn | None = None) -> bool:
@@ -147,6 +243,7 @@ class LayoutStore:
             if progress is not None:
                 progress(size)
             return False
+        self._check_space(dest.parent, size)
         try:
             with open(path, "rb", buffering=0) as src:
                 self._ingest(src, digest, size, dest, progress, source=str(path))
@@ -154,18 +251,36 @@ class LayoutStore:
             raise InputError(f"cannot read {path}: {e.strerror or e}") from e
         return True
 
+    @staticmethod
+    def _check_space(directory: Path, size: int) -> None:
+        """Refuse a blob that cannot fit before writing any of it."""
+        try:
+            st = os.statvfs(directory)
+        except OSError:
+            return
+        free = st.f_bavail * (st.f_frsize or 4096)
+        if size > free:
+            raise DiskFullError(
+                f"not enough space in {directory} for blob of {size:,} bytes: {free:,} free",
+                hint="free space there, or push to another directory")
+
     def _ingest(self, src: io.RawIOBase | io.BufferedIOBase, digest: str, size: int | None,
                 dest: Path, progress: ProgressFn | None, source: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{TMP_PREFIX}{owner_tag()}-")
         try:
             with os.fdopen(fd, "wb") as out:
                 self._copy_verified(src, out, digest, size, progress, source)
+                out.flush()
+                os.fsync(out.fileno())  # the data is on disk before its name is published
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(e, OSError) and e.errno in NO_SPACE:
+                raise disk_full_error(dest.parent, e, size) from e
             raise
+        fsync_dir(dest.parent)
 
     @staticmethod
     def _copy_verified(src: io.RawIOBase | io.BufferedIOBase, out: BinaryIO, digest: str,
@@ -196,12 +311,12 @@ class LayoutStore:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         dest = self._blob_path(digest)
         if not dest.exists():
-            self._atomic_write(dest, data)
+            self._atomic_write(dest, data, mode=0o444)
         return digest
 
     def fetch_blob(self, digest: str, size: int | None, out: BinaryIO,
                    progress: ProgressFn | None = None) -> None:
-        p = self._blob_path(digest)
+        p = self._blob_file(digest)
         try:
             src = open(p, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError as e:
@@ -211,14 +326,16 @@ class LayoutStore:
                                 source=f"blob {digest} in {self.describe()}")
 
     def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:
-        p = self._blob_path(digest)
+        p = self._blob_file(digest)
         try:
-            if p.stat().st_size > max_size:
-                raise StoreError(f"blob {digest} in {self.describe()} is larger than "
-                                 f"{max_size} bytes")
-            data = p.read_bytes()
+            f = open(p, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError as e:
             raise NotFoundError(f"{self.describe()} has no blob {digest}") from e
+        with f:  # one open, one fstat, one read: this runs once per referrer
+            if os.fstat(f.fileno()).st_size > max_size:
+                raise StoreError(f"blob {digest} in {self.describe()} is larger than "
+                                 f"{max_size} bytes")
+            data = f.read()
         got = "sha256:" + hashlib.sha256(data).hexdigest()
         if got != digest:
             raise DigestMismatchError(
@@ -227,9 +344,7 @@ class LayoutStore:
         return data
 
     def list_tags(self) -> list[str]:
-        tags = {(m.get("annotations") or {}).get(REF_NAME)
-                for m in self._read_index()["manifests"]}
-        return sorted(str(t) for t in tags if t)
+        return sorted(t for t in self._index()[1] if t)
 
     def referrers_api(self, subject_digest: str) -> list[Descriptor] | None:
         return None

@@ -1,0 +1,122 @@
+"""Durable file-system steps: fsync what is published, write atomically, and find what an
+interrupted run left behind (temporary names carry the owner's PID).
+
+A rename publishes a file only once both the file's data and the directory entry are on disk:
+``fsync(file)`` before the rename, ``fsync(directory)`` after it. Without the first, a power
+loss can leave a published name pointing at an empty or partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from modelseal.errors import DiskFullError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the entries of directory ``path`` (renames, creations, removals) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some file systems cannot fsync a directory; nothing more to do
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def owner_tag() -> str:
+    """The part of a temporary name that says which process owns it: ``<pid>``."""
+    return str(os.getpid())
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (on this host and in this PID namespace)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+_OWNED = re.compile(r"([0-9]{1,10})-[a-z0-9_]{8}")
+
+
+def owner_pid(name: str, prefix: str) -> int | None:
+    """The PID in a temporary name ``<prefix><pid>-<8 random characters>`` (as mkstemp and
+    mkdtemp make them); None if it is not exactly one."""
+    if not name.startswith(prefix):
+        return None
+    m = _OWNED.fullmatch(name, len(prefix))
+    return int(m.group(1)) if m else None
+
+
+def disk_full_error(path: str | os.PathLike[str], e: OSError,
+                    needed: int | None = None) -> DiskFullError:
+    """The error for ENOSPC/EDQUOT while writing ``path``: names the path and the space."""
+    need = f"; {needed:,} bytes are needed" if needed is not None else ""
+    what = "no space or inodes left" if e.errno == errno.ENOSPC else "disk quota exceeded"
+    return DiskFullError(f"cannot write {path}: {what} on that file system{need}",
+                         hint="free space (or inodes) there, or choose another directory")
+
+
+def atomic_write(dest: str | os.PathLike[str], data: bytes, *, mode: int = 0o644,
+                 tmp_prefix: str = ".tmp-") -> Path:
+    """Write ``data`` to ``dest`` all or nothing: temp file beside it
+    (``<tmp_prefix><pid>-<random>``, so ``remove_stale`` finds it if we are killed), fsync,
+    rename, fsync the directory."""
+    target = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{tmp_prefix}{owner_tag()}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            raise disk_full_error(target, e, len(data)) from e
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def remove_stale(directory: Path, prefix: str) -> list[Path]:
+    """Remove entries ``<prefix><pid>-...`` of ``directory`` whose owner process is gone
+    (files or whole trees); returns what was removed."""
+    import shutil
+
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        pid = owner_pid(name, prefix)
+        if pid is None or pid_alive(pid):
+            continue
+        p = directory / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        if not p.exists():
+            removed.append(p)
+    return removed
