@@ -97,6 +97,9 @@ class MaliciousStore:
     def fetch_blob(self, digest: str, size: int | None, out: BinaryIO,
                    progress: Any = None) -> None:
         self.calls.append(("fetch_blob", digest))
+        if digest in self.blobs:  # the attacker's registry serves its bytes on every path
+            out.write(self.blobs[digest])
+            return
         self.inner.fetch_blob(digest, size, out, progress)
 
     def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:

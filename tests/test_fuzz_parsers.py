@@ -211,8 +211,14 @@ VALID_POLICY = {"layout": "layout.json", "layout_keys": ["owner.pub"],
 
 
 class _Key:
+    """A stand-in key: its material is the spec text (identity by material still applies)."""
+
     def __init__(self, spec: str) -> None:
         self.keyid = spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256",
+                "keyval": {"public": self.keyid}}
 
 
 @FUZZ
