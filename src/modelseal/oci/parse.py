@@ -1,74 +1,38 @@
 """Parsers of what a registry (or an image-layout directory) answers, written for hostile
 input: bounded JSON nesting (counted without recursion, so never a RecursionError), every
 descriptor field checked for presence and type, errors as StoreError with a clear message.
-Pure functions on bytes, fuzzed in tests/test_faults.py. Stdlib only.
+Pure functions on bytes, fuzzed in tests/test_faults.py. JSON goes through the one bounded
+reader (``modelseal._util.json``) and descriptors through ``Descriptor.from_dict``.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
-from modelseal.errors import StoreError
+from modelseal._util.json import loads
+from modelseal.errors import InputError, StoreError
 from modelseal.oci.store import Descriptor
 from modelseal.refs import DIGEST_RE
 
 MAX_JSON_DEPTH = 32  # OCI documents nest 4 levels; anything deeper is hostile
 MAX_ERROR_BYTES = 64 * 1024  # an error body: only its first codes and messages matter
 
-_JSON_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_JSON_BRACKET_RE = re.compile(rb"[\[\]{}]")
-
-
-def json_depth(data: bytes, stop_above: int | None = None) -> int:
-    """How deeply ``data`` nests JSON arrays and objects (brackets inside strings ignored),
-    counted without recursion, so hostile nesting costs linear time and no stack. Stops
-    counting once the depth exceeds ``stop_above``."""
-    depth = deepest = 0
-    for m in _JSON_BRACKET_RE.finditer(_JSON_STRING_RE.sub(b"", data)):
-        if m.group() in (b"[", b"{"):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if stop_above is not None and deepest > stop_above:
-                    break
-        else:
-            depth -= 1
-    return deepest
-
-
 def loads_json(data: bytes, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """Parse a registry's JSON answer; StoreError (never RecursionError) when it is not JSON
-    or nests deeper than ``max_depth``."""
-    if json_depth(data, max_depth) > max_depth:
-        raise StoreError(f"{what} nests JSON deeper than {max_depth} levels: refused")
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise StoreError(f"{what} is not valid JSON") from e
+    """Parse a registry's JSON answer with the one bounded reader (``_util.json``); StoreError
+    (never RecursionError) when it is not JSON or nests deeper than ``max_depth``."""
+    return loads(data, what=what, max_depth=max_depth, error=StoreError)
 
 
 def parse_descriptor(obj: Any, what: str) -> Descriptor:
-    """A descriptor from a registry answer, every field checked for presence and type."""
-    if not isinstance(obj, dict):
-        raise StoreError(f"{what}: a descriptor is not a JSON object")
-    media_type, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
-    if not isinstance(media_type, str) or not media_type or len(media_type) > 255:
-        raise StoreError(f"{what}: descriptor without a valid mediaType")
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        raise StoreError(f"{what}: descriptor with a missing or unsupported digest")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise StoreError(f"{what}: descriptor {digest} without a valid size")
-    anns = obj.get("annotations")
-    if anns is None:
-        anns = {}
-    if not isinstance(anns, dict) or not all(isinstance(v, str) for v in anns.values()):
-        raise StoreError(f"{what}: descriptor {digest} has annotations that are not strings")
-    art = obj.get("artifactType")
-    if art is not None and not isinstance(art, str):
-        raise StoreError(f"{what}: descriptor {digest} has a non-string artifactType")
-    return Descriptor(media_type, digest, size, {str(k): v for k, v in anns.items()}, art)
+    """A descriptor from a registry answer: ``Descriptor.from_dict``'s checks of every field,
+    and a sha256 digest (the only algorithm modelseal fetches by)."""
+    try:
+        d = Descriptor.from_dict(obj, what)
+    except InputError as e:
+        raise StoreError(e.message) from e
+    if not DIGEST_RE.match(d.digest):
+        raise StoreError(f"{what}: descriptor with an unsupported digest {d.digest[:80]!r}")
+    return d
 
 
 def parse_tag_list(data: bytes, what: str) -> list[str]:
