@@ -37,7 +37,7 @@ from modelseal.errors import (
     UsageError,
 )
 from modelseal.oci.layout import REF_NAME, LayoutStore
-from modelseal.oci.store import MANIFEST_V1, Descriptor, ProgressFn
+from modelseal.oci.store import MANIFEST_V1, Descriptor, ProgressFn, copy_verified
 
 CHUNK = 4 * 1024 * 1024
 LAYOUT_FILES = ("oci-layout", "index.json")
@@ -306,26 +306,9 @@ class ArchiveStore:
         if name not in self._table():
             raise NotFoundError(f"{self.describe()} has no blob {digest}")
         off, length = self._table()[name]
-        h = hashlib.sha256()
-        total = 0
         with open(self.path, "rb") as f:
-            src = _Range(f, off, length)
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while True:
-                n = src.readinto(buf)
-                if not n:
-                    break
-                h.update(view[:n])
-                out.write(view[:n])
-                total += n
-                if progress is not None:
-                    progress(n)
-        got = "sha256:" + h.hexdigest()
-        if (size is not None and total != size) or got != digest:
-            raise DigestMismatchError(
-                f"blob {digest} in {self.describe()} has been altered (got {got}, {total} bytes"
-                f"{'' if size is None else f', expected {size}'})")
+            copy_verified(_Range(f, off, length), out, digest, size, progress,
+                          f"blob {digest} in {self.describe()}")
 
     def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:
         if self._writer is not None:

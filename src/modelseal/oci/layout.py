@@ -25,7 +25,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelseal._util.fs import NO_SPACE, disk_full_error, fsync_dir, owner_tag, remove_stale
+from modelseal._util.fs import (
+    NO_SPACE,
+    atomic_write,
+    disk_full_error,
+    fsync_dir,
+    owner_tag,
+    remove_stale,
+)
 from modelseal._util.json import loads_object as load_json_object
 from modelseal.errors import (
     DigestMismatchError,
@@ -34,7 +41,7 @@ from modelseal.errors import (
     NotFoundError,
     StoreError,
 )
-from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn
+from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn, copy_verified
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 4 * 1024 * 1024
@@ -117,21 +124,7 @@ class LayoutStore:
         return removed
 
     def _atomic_write(self, dest: Path, data: bytes, mode: int = 0o644) -> None:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{TMP_PREFIX}{owner_tag()}-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, dest)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(e, OSError) and e.errno in NO_SPACE:
-                raise disk_full_error(dest, e, len(data)) from e
-            raise
-        fsync_dir(dest.parent)
+        atomic_write(dest, data, mode=mode, tmp_prefix=TMP_PREFIX)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -269,7 +262,7 @@ class LayoutStore:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{TMP_PREFIX}{owner_tag()}-")
         try:
             with os.fdopen(fd, "wb") as out:
-                self._copy_verified(src, out, digest, size, progress, source)
+                copy_verified(src, out, digest, size, progress, source)
                 out.flush()
                 os.fsync(out.fileno())  # the data is on disk before its name is published
             os.chmod(tmp, 0o444)
@@ -281,30 +274,6 @@ class LayoutStore:
                 raise disk_full_error(dest.parent, e, size) from e
             raise
         fsync_dir(dest.parent)
-
-    @staticmethod
-    def _copy_verified(src: io.RawIOBase | io.BufferedIOBase, out: BinaryIO, digest: str,
-                       size: int | None, progress: ProgressFn | None, source: str) -> None:
-        h = hashlib.sha256()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        total = 0
-        while True:
-            n = src.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-            out.write(view[:n])
-            total += n
-            if progress is not None:
-                progress(n)
-            if size is not None and total > size:
-                break
-        got = "sha256:" + h.hexdigest()
-        if (size is not None and total != size) or got != digest:
-            raise DigestMismatchError(
-                f"{source}: content does not match {digest} (got {got}, {total} bytes"
-                f"{'' if size is None else f', expected {size}'})")
 
     def put_blob_bytes(self, data: bytes) -> str:
         self._ensure()
@@ -322,7 +291,7 @@ class LayoutStore:
         except FileNotFoundError as e:
             raise NotFoundError(f"{self.describe()} has no blob {digest}") from e
         with src:
-            self._copy_verified(src, out, digest, size, progress,
+            copy_verified(src, out, digest, size, progress,
                                 source=f"blob {digest} in {self.describe()}")
 
     def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:

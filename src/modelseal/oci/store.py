@@ -136,3 +136,35 @@ class Store(Protocol):
     def referrers_api(self, subject_digest: str) -> list[Descriptor] | None:
         """Referrers from the registry's referrers API; None where the backend has none."""
         ...
+
+
+def copy_verified(src: Any, out: BinaryIO, digest: str, size: int | None,
+                  progress: Callable[[int], None] | None, source: str,
+                  chunk: int = 1024 * 1024) -> None:
+    """Copy ``src`` (anything with ``readinto``) to ``out`` while hashing it; raise
+    DigestMismatchError naming ``source`` when the bytes are not ``digest`` (or not ``size``
+    bytes long). Every store backend hands out bytes through this one check."""
+    import hashlib
+
+    from modelseal.errors import DigestMismatchError
+
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        n = src.readinto(buf)
+        if not n:
+            break
+        h.update(view[:n])
+        out.write(view[:n])
+        total += n
+        if progress is not None:
+            progress(n)
+        if size is not None and total > size:
+            break
+    got = "sha256:" + h.hexdigest()
+    if (size is not None and total != size) or got != digest:
+        raise DigestMismatchError(
+            f"{source}: content does not match {digest} (got {got}, {total} bytes"
+            f"{'' if size is None else f', expected {size}'})")
