@@ -222,3 +222,107 @@ def test_scan_command_passes_a_clean_model(model: Path) -> None:
     res = CliRunner().invoke(scan, [str(model)])
     assert res.exit_code == 0, res.output
     assert "benign.pkl" in res.stdout
+
+
+# --- policy: what `model_safety` refuses ------------------------------------------------
+
+
+def _facts_with_scan(root: Path) -> tuple[object, dict[str, object]]:
+    from datetime import UTC, datetime
+
+    from modelseal.verify.policy import Attestation, Facts
+
+    report = scan_model(root)
+    pred = json.loads(json.dumps(safety_predicate(report)))
+    files = {f.path: f.sha256 for f in report.files}
+    att = Attestation(id="sha256:" + "a" * 64, predicate_type=SAFETY_PREDICATE,
+                      statement={"subject": safety_subjects(report), "predicate": pred},
+                      keyid="k" * 64, signer="key kkkk")
+    facts = Facts(manifest_digest="sha256:" + "b" * 64, files=files, now=datetime.now(UTC),
+                  attestations=[att])
+    return facts, pred
+
+
+def _policy_safety(value: object) -> object:
+    from types import SimpleNamespace
+
+    from modelseal.verify.policy import ModelSafety, compile_policy
+
+    pol = compile_policy({"layout": "l.json", "layout_keys": ["k"], "model_safety": value},
+                         load_key=lambda s: SimpleNamespace(keyid="k"))  # type: ignore[arg-type,return-value]
+    return next(r for r in pol.requirements if isinstance(r, ModelSafety))
+
+
+def test_model_safety_refuses_a_pickle_it_could_not_read_to_the_end(tmp_path: Path) -> None:
+    # a benign pickle, then bytes that are no pickle: not proved safe, so refused by default
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"ok": 1}) + b"\xff\xfe" * 4 + EVIL)
+    _safetensors(tmp_path / "w.safetensors")
+    facts, pred = _facts_with_scan(tmp_path)
+    assert pred["result"] == "FAILED" and pred["summary"]["unprovenCode"] == 1
+    refusals = _policy_safety(True).check(facts)  # type: ignore[attr-defined]
+    assert [r.artifact for r in refusals] == ["m.pkl"]
+    assert all(r.rule == "model safety" for r in refusals)
+
+
+def test_model_safety_options_refuse_suspicious_and_unknown_files(tmp_path: Path) -> None:
+    (tmp_path / "odd.pkl").write_bytes(b"\x80\x02cmymodule\nMyClass\nq\x00)\x81q\x01.")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)  # no format it knows
+    (tmp_path / "modeling.py").write_text("import os\n")
+    facts, pred = _facts_with_scan(tmp_path)
+    assert pred["result"] == "PASSED"
+    assert _policy_safety(True).check(facts) == []  # type: ignore[attr-defined]
+    sus = _policy_safety({"include_suspicious": True}).check(facts)  # type: ignore[attr-defined]
+    assert [r.artifact for r in sus] == ["odd.pkl"]
+    unk = _policy_safety({"include_unknown": True}).check(facts)  # type: ignore[attr-defined]
+    assert sorted(r.artifact for r in unk) == ["blob.bin", "modeling.py"]
+
+
+def test_model_safety_option_of_the_wrong_type_is_a_usage_error() -> None:
+    from modelseal.errors import UsageError
+
+    with pytest.raises(UsageError):
+        _policy_safety({"include_unknown": "yes"})
+
+
+def test_old_predicate_without_code_executing_field_fails_closed() -> None:
+    pred = {"files": [{"path": "m.pkl", "format": "pickle+gzip", "verdict": "unknown",
+                       "findings": []},
+                      {"path": "x.bin", "format": "unknown", "verdict": "unknown",
+                       "findings": []}]}
+    assert [m.split(" ")[0] for m in unsafe_findings(pred)] == ["m.pkl"]
+
+
+def test_empty_file_is_scanned_and_passes(tmp_path: Path) -> None:
+    (tmp_path / "empty.bin").write_bytes(b"")
+    (tmp_path / "__init__.py").write_bytes(b"")
+    report = scan_model(tmp_path)
+    by = {f.path: f for f in report.files}
+    assert by["empty.bin"].verdict == "no-code-format"
+    assert safety_predicate(report)["result"] == "PASSED"
+    assert unsafe_findings(safety_predicate(report)) == []
+
+
+def test_zip_that_is_also_a_pickle_is_judged_by_both_readings(tmp_path: Path) -> None:
+    buf = tmp_path / "inner.zip"
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": 1}))
+    (tmp_path / "model.pt").write_bytes(EVIL + buf.read_bytes())
+    buf.unlink()
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe" and f.code_executing
+    assert {x.callable for x in f.findings if x.severity == "dangerous"} & SYSTEM
+
+
+def test_second_pickle_in_a_file_is_scanned(tmp_path: Path) -> None:
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps([1, 2]) + EVIL)
+    assert scan_model(tmp_path).files[0].verdict == "unsafe"
+
+
+def test_computed_import_name_is_unsafe(tmp_path: Path) -> None:
+    # STACK_GLOBAL whose module name comes out of a call: nobody can tell what it imports
+    data = (b"\x80\x04\x8c\x08builtins\x8c\x03str\x93\x8c\x02os\x85R\x8c\x06system\x93"
+            b"\x8c\x02id\x85R.")
+    (tmp_path / "m.pkl").write_bytes(data)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert any(x.callable == "<computed>.<computed>" for x in f.findings)

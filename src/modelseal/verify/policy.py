@@ -248,7 +248,10 @@ def _default_unsafe_findings() -> Callable[..., list[str]]:
 
 @dataclass(frozen=True)
 class ModelSafety:
-    """A model-safety attestation about every file of this model reports nothing unsafe.
+    """A model-safety attestation about every file of this model reports nothing unsafe, and
+    no code-executing file the scanner could not prove safe (verdict ``unknown`` with
+    ``codeExecuting``). ``include_suspicious`` also refuses ``suspicious`` files,
+    ``include_unknown`` every ``unknown`` file (formats the scanner does not analyse).
 
     ``findings`` is the pure check run on the predicate (``modelseal.safety.unsafe_findings``
     by default): a hook, so another scanner's predicate can be plugged in."""
@@ -257,6 +260,7 @@ class ModelSafety:
     step: str | None = None
     predicate_type: str = SAFETY_PREDICATE
     findings: Callable[..., list[str]] | None = None
+    include_unknown: bool = False
 
     @property
     def name(self) -> str:
@@ -279,7 +283,8 @@ class ModelSafety:
                                    f"{', '.join(sorted(missing)[:5])}", rule=self.name,
                                    artifact=sorted(missing)[0], attestation=att.id))
                 continue
-            problems = fn(dict(att.predicate), include_suspicious=self.include_suspicious)
+            problems = fn(dict(att.predicate), include_suspicious=self.include_suspicious,
+                          include_unknown=self.include_unknown)
             if problems:
                 out.extend(Refusal(f"{self.name}: {p}", rule=self.name, attestation=att.id,
                                    artifact=p.split(" ")[0]) for p in problems)
@@ -424,11 +429,15 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
     if safety is True:
         reqs.append(ModelSafety())
     elif isinstance(safety, Mapping):
-        _unknown(safety, ("include_suspicious", "step", "predicate_type"),
+        _unknown(safety, ("include_suspicious", "include_unknown", "step", "predicate_type"),
                  f"{source}: model_safety")
+        for flag in ("include_suspicious", "include_unknown"):
+            if not isinstance(safety.get(flag, False), bool):
+                raise UsageError(f"{source}: model_safety.{flag} is true or false")
         reqs.append(ModelSafety(bool(safety.get("include_suspicious", False)),
                                 safety.get("step"),
-                                str(safety.get("predicate_type") or SAFETY_PREDICATE)))
+                                str(safety.get("predicate_type") or SAFETY_PREDICATE),
+                                include_unknown=bool(safety.get("include_unknown", False))))
     elif safety not in (None, False):
         raise UsageError(f"{source}: model_safety is true, false or a mapping")
     age = data.get("max_attestation_age")
