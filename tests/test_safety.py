@@ -326,3 +326,13 @@ def test_computed_import_name_is_unsafe(tmp_path: Path) -> None:
     f = scan_model(tmp_path).files[0]
     assert f.verdict == "unsafe"
     assert any(x.callable == "<computed>.<computed>" for x in f.findings)
+
+
+def test_scan_command_refuse_unknown_fails_on_an_unanalysed_format(tmp_path: Path) -> None:
+    from modelseal.commands.bom_cmds import scan
+
+    (tmp_path / "modeling.py").write_text("import os\n")
+    assert CliRunner().invoke(scan, [str(tmp_path)]).exit_code == 0
+    res = CliRunner().invoke(scan, [str(tmp_path), "--refuse-unknown", "--json"])
+    assert res.exit_code == 10
+    assert json.loads(res.stdout)["files"][0]["codeExecuting"] is False
