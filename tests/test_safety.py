@@ -336,3 +336,30 @@ def test_scan_command_refuse_unknown_fails_on_an_unanalysed_format(tmp_path: Pat
     res = CliRunner().invoke(scan, [str(tmp_path), "--refuse-unknown", "--json"])
     assert res.exit_code == 10
     assert json.loads(res.stdout)["files"][0]["codeExecuting"] is False
+
+
+def test_safetensors_whose_length_reads_as_a_tiny_pickle_is_still_data(tmp_path: Path) -> None:
+    # header length 0x2e4e: its bytes "N." are also a complete pickle (None) with no imports
+    header = json.dumps({"__metadata__": {"pad": "x" * (0x2E4E - 29)}}).encode()
+    assert len(header) == 0x2E4E
+    (tmp_path / "m.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict, f.code_executing) == ("safetensors", "no-code-format", False)
+
+
+def test_torch_storage_that_reads_as_a_tiny_pickle_does_not_taint_the_checkpoint(
+        tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        z.writestr("archive/data/0", b"N." + bytes(range(256)))
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict) == ("pytorch-zip", "safe")
+
+
+def test_payload_at_the_start_of_a_torch_storage_member_is_still_found(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        z.writestr("archive/data/0", EVIL)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert next(x for x in f.findings if x.severity == "dangerous").member == "archive/data/0"

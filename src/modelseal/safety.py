@@ -903,8 +903,10 @@ def _check_safetensors(f: _In, size: int | None) -> bool:
     (n,) = struct.unpack("<Q", head)
     if n < 2 or n > 100 * 1024 * 1024 or (size is not None and n > size - 8):
         return False
-    raw = f.read(n)
-    if len(raw) < n or not raw.startswith(b"{"):
+    if f.read(1) != b"{":
+        return False
+    raw = b"{" + f.read(n - 1)
+    if len(raw) < n:
         return False
     try:
         hdr = json.loads(raw.decode("utf-8"))
@@ -1003,9 +1005,9 @@ def _analyse_into(node: _Node, opener: Callable[[], IO[bytes]], name: str, membe
         return
     # 1. as a pickle from the first byte: what pickle.load, joblib.load, numpy.load
     #    (allow_pickle) and torch.load (non-zip) do
+    pk = _Node()
     with reader() as f:
-        if _walk_pickles(f, node, member, limits):
-            node.formats.insert(0, "pickle")
+        _walk_pickles(f, pk, member, limits)
     # 2. containers and wrappers announced by the first bytes
     if head.startswith(_NPY_MAGIC):
         node.formats.append("npy")
@@ -1055,6 +1057,17 @@ def _analyse_into(node: _Node, opener: Callable[[], IO[bytes]], name: str, membe
                 break
         else:
             _data_formats(node, reader, head, size)
+    # The pickle reading counts when it imports anything. One that imports nothing cannot run
+    # code; it is dropped when the bytes are also a data format (a safetensors header length
+    # can read as "N.") or an archive member no loader unpickles (PyTorch's raw storages):
+    # random bytes read as a tiny pickle followed by no pickle would otherwise be "unknown".
+    raw_member = member is not None and not name.lower().endswith((".pkl", ".pickle"))
+    if pk.globals or (pk.code and not node.data and not raw_member):
+        node.formats[:0] = ["pickle", *pk.formats]
+        node.merge(pk, None)
+        node.notes += pk.notes
+    elif pk.code:
+        node.notes.append("the bytes also read as a pickle that imports nothing (ignored)")
     ext = os.path.splitext(name)[1].lower()
     if ext in _OPAQUE_EXT and not node.opaque:
         if not node.code:  # a data reading of the bytes gives way to what the name implies
