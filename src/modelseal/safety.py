@@ -369,7 +369,10 @@ def _read_arg(f: _In, op: pickletools.OpcodeInfo) -> Any:
         if op.name in ("LONG1", "LONG4"):
             return int.from_bytes(data, "little", signed=True)
         if op.name in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"):
-            return data.decode("utf-8", "surrogatepass")
+            try:
+                return data.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError as e:
+                raise _PickleError(f"{op.name} is not UTF-8") from e
         if op.name in ("BINSTRING", "SHORT_BINSTRING"):
             return data.decode("latin-1")
         return data
@@ -825,22 +828,23 @@ class _ZlibReader(io.RawIOBase):
         self._raw = raw
         self._d = zlib.decompressobj()
         self._buf = b""
+        self._off = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
         # decompress at most 1 MiB per call: a bomb never sits in memory whole
-        while not self._buf:
+        while self._off >= len(self._buf):
             if self._d.eof:
                 return 0
             chunk = self._d.unconsumed_tail or self._raw.read(1 << 16)
             if not chunk:
                 raise EOFError("zlib stream ends early")
-            self._buf = self._d.decompress(chunk, 1 << 20)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+            self._buf, self._off = self._d.decompress(chunk, 1 << 20), 0
+        n = min(len(b), len(self._buf) - self._off)
+        b[:n] = self._buf[self._off:self._off + n]
+        self._off += n
         return n
 
 
@@ -888,7 +892,7 @@ def _decompressor(head: bytes) -> tuple[str, Callable[[IO[bytes]], IO[bytes]]] |
                 _ZlibReader(cast(IO[bytes], _Prepend(b"" if nxt == b" " else nxt, f)))))
         return "joblib-zfile", zfile
     if _is_zlib(head):
-        return "zlib", lambda f: cast(IO[bytes], io.BufferedReader(_ZlibReader(f)))
+        return "zlib", lambda f: cast(IO[bytes], io.BufferedReader(_ZlibReader(f), 1 << 20))
     return None
 
 
