@@ -363,3 +363,10 @@ def test_payload_at_the_start_of_a_torch_storage_member_is_still_found(tmp_path:
     f = scan_model(tmp_path).files[0]
     assert f.verdict == "unsafe"
     assert next(x for x in f.findings if x.severity == "dangerous").member == "archive/data/0"
+
+
+def test_zstd_wrapped_content_is_unknown_code_not_passed(tmp_path: Path) -> None:
+    # pandas.read_pickle opens .zst pickles; modelseal cannot look inside, so it cannot pass it
+    (tmp_path / "model.pkl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 32)
+    f = scan_model(tmp_path).files[0]
+    assert (f.verdict, f.code_executing) == ("unknown", True)

@@ -848,6 +848,36 @@ class _ZlibReader(io.RawIOBase):
         return n
 
 
+class _ClosingBoth(io.RawIOBase):
+    """A decompressing reader that also closes the stream under it (GzipFile, BZ2File and
+    LZMAFile leave a passed file object open)."""
+
+    def __init__(self, inner: IO[bytes], outer: IO[bytes]) -> None:
+        self._inner = inner
+        self._outer = outer
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._inner.read(n)
+
+    def readline(self, limit: int | None = -1) -> bytes:
+        return self._inner.readline(-1 if limit is None else limit)
+
+    def readinto(self, b: Any) -> int:
+        data = self._inner.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._outer.close()
+            super().close()
+
+
 class _Prepend(io.RawIOBase):
     def __init__(self, first: bytes, rest: IO[bytes]) -> None:
         self._first = first
@@ -879,6 +909,11 @@ def _decompressor(head: bytes) -> tuple[str, Callable[[IO[bytes]], IO[bytes]]] |
                 raise _Unreadable("lz4 frame, and the lz4 package is not installed") from e
             return cast(IO[bytes], lz4.frame.LZ4FrameFile(f))
         return "lz4", lz4open
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        def zstd(f: IO[bytes]) -> IO[bytes]:
+            # pandas.read_pickle opens .zst pickles; modelseal does not decompress zstd
+            raise _Unreadable("zstd-compressed content is not opened by modelseal")
+        return "zstd", zstd
     if head.startswith(_JOBLIB_ZFILE) and len(head) >= 21:
         try:
             int(head[2:21].decode("ascii").strip(), 16)
@@ -1029,7 +1064,12 @@ def _analyse_into(node: _Node, opener: Callable[[], IO[bytes]], name: str, membe
             node.problems.append(f"{kind} nested more than {limits.max_depth} deep: not read")
         else:
             def dec_opener() -> IO[bytes]:
-                return open_dec(opener())
+                outer = opener()
+                try:
+                    return cast(IO[bytes], _ClosingBoth(open_dec(outer), outer))
+                except BaseException:
+                    outer.close()
+                    raise
             try:
                 inner = _analyse(dec_opener, name, member, depth + 1, budget, expanded=True,
                                  size=None)
