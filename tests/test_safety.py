@@ -370,3 +370,31 @@ def test_zstd_wrapped_content_is_unknown_code_not_passed(tmp_path: Path) -> None
     (tmp_path / "model.pkl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 32)
     f = scan_model(tmp_path).files[0]
     assert (f.verdict, f.code_executing) == ("unknown", True)
+
+
+def test_torchscript_and_keras_archives_are_unknown_not_passed_as_data(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "scripted.pt", "w") as z:
+        z.writestr("m/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        z.writestr("m/code/__torch__/m.py", "def forward(self, x):\n    return x\n")
+    with zipfile.ZipFile(tmp_path / "net.keras", "w") as z:
+        z.writestr("config.json", '{"class_name": "Lambda"}')
+        z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 32)
+    by = {f.path: f for f in scan_model(tmp_path).files}
+    assert (by["scripted.pt"].format, by["scripted.pt"].verdict) == ("torchscript", "unknown")
+    assert by["scripted.pt"].code_executing
+    assert (by["net.keras"].format, by["net.keras"].verdict) == ("keras", "unknown")
+
+
+def test_encrypted_zip_member_is_not_passed(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", EVIL)
+    raw = bytearray((tmp_path / "model.pt").read_bytes())
+    # set the "encrypted" flag in the local and central headers
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):
+        i = raw.index(sig)
+        off = i + (6 if sig == b"PK\x03\x04" else 8)
+        raw[off] |= 0x01
+    (tmp_path / "model.pt").write_bytes(bytes(raw))
+    report = scan_model(tmp_path)
+    assert report.files[0].verdict in ("unsafe", "unknown") and report.files[0].code_executing
+    assert unsafe_findings(safety_predicate(report))

@@ -1,11 +1,16 @@
 """Model safety: which files of a model could run code when loaded, and what they would import.
 
-Every file a loader could execute code from (pickle, PyTorch checkpoints in zip or legacy form
-including the ``data.pkl`` inside, joblib dumps plain or compressed, numpy ``.npy`` with object
-arrays and ``.npz`` archives of them) is disassembled, never loaded, by picklescan: it lists the
-globals (``module.name``) the pickle would import and rates each innocuous, suspicious or
-dangerous. Formats that cannot carry Python code (safetensors, GGUF, ONNX, JSON, text) are
-recorded as ``no-code-format`` after a check of their signature where one exists.
+Nothing is loaded. Every file is read by content (its name only ever makes a verdict
+stricter), in every way a loader could read it, and the readings are merged: as pickles from
+the first byte to the end of the file (pickle.load, joblib.load, numpy.load, legacy
+torch.load), following joblib's raw array bytes between pickles; as a numpy ``.npy`` whose
+dtype, in any spelling, may hold objects; through gzip/bz2/xz/lzma/zlib/lz4 and joblib zfile
+wrappers; as a zip (PyTorch zip checkpoints, ``.npz``, a zip appended to a pickle) or tar
+(PyTorch legacy tar) whose members are read the same way; as a data format (safetensors,
+GGUF, ONNX/protobuf, text ...). Work is bounded (:class:`ScanLimits`); past a bound, or where
+code-executing content could not be read to the end, the verdict is ``unknown`` with
+``codeExecuting`` set, which ``model_safety: true`` refuses. picklescan rates the imports
+found (innocuous, suspicious, dangerous).
 
 The result is a :class:`SafetyReport`; :func:`safety_predicate` turns it into the predicate of a
 signed in-toto Statement and :func:`unsafe_findings` is the pure check the verifier runs on it.
@@ -1245,7 +1250,7 @@ def _member(open_m: Callable[[], IO[bytes]], name: str, prefix: str, node: _Node
         inner = _analyse(open_m, name, prefix + name, depth + 1, budget, expanded=True,
                          size=size)
     except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError,
-            zlib.error, tarfile.TarError) as e:
+            zlib.error, tarfile.TarError, _BadStream) as e:
         node.code = True
         node.problems.append(f"{prefix}{name}: unreadable member ({e})")
         return
