@@ -398,3 +398,24 @@ def test_encrypted_zip_member_is_not_passed(tmp_path: Path) -> None:
     report = scan_model(tmp_path)
     assert report.files[0].verdict in ("unsafe", "unknown") and report.files[0].code_executing
     assert unsafe_findings(safety_predicate(report))
+
+
+def test_joblib_array_with_a_lying_item_size_is_not_skipped_blindly(tmp_path: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    np = pytest.importorskip("numpy")
+    joblib.dump({"a": np.arange(4.0)}, tmp_path / "m.joblib")
+    data = (tmp_path / "m.joblib").read_bytes()
+    # the pickled dtype state of f8 holds elsize -1 (J\xff\xff\xff\xff); claim 1000 instead
+    i = data.index(b"J\xff\xff\xff\xffJ\xff\xff\xff\xff")
+    data = data[:i] + b"J" + (1000).to_bytes(4, "little") + data[i + 5:]
+    (tmp_path / "m.joblib").write_bytes(data)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unknown" and f.code_executing
+
+
+def test_pickle_after_the_five_of_a_legacy_torch_checkpoint_is_scanned(tmp_path: Path) -> None:
+    import safety_corpus
+
+    (tmp_path / "m.pt").write_bytes(safety_corpus._torch_legacy(pickle.dumps({"w": 1})) + EVIL
+                                    + b"\x00" * 64)
+    assert scan_model(tmp_path).files[0].verdict == "unsafe"

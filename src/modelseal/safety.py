@@ -451,7 +451,8 @@ class _PickleMachine:
             elif name == "POP_MARK":
                 _pop_mark(stack)
             elif name == "DUP":
-                stack.append(stack[-1] if stack else pop(stack))
+                top = pop(stack)
+                stack += [top, top]
             elif name in _STR_OPS or name in ("INT", "BININT", "BININT1", "BININT2", "LONG",
                                                "LONG1", "LONG4", "FLOAT", "BINFLOAT"):
                 stack.append(arg)
@@ -656,8 +657,11 @@ def _dtype_info(d: Any, depth: int = 0) -> tuple[bool | None, int | None]:
         sub, fields, elsize, flags = st[2], st[4], st[5], st[7]
         if isinstance(flags, int) and flags & 0x01:  # NPY_ITEM_REFCOUNT: holds objects
             hasobj = True
-        if isinstance(elsize, int) and elsize > 0:
-            size = elsize
+        if isinstance(elsize, int) and elsize > 0 and elsize != size:
+            # numpy takes the size from the type string for fixed types and requires the two
+            # to agree for flexible ones: a mismatch is a file joblib and modelseal could
+            # read differently, so the array's length is not trusted
+            size = None
         if sub is not None:
             if isinstance(sub, tuple) and len(sub) == 2:
                 hasobj = _merge_obj(hasobj, _dtype_info(sub[0], depth + 1)[0])
@@ -695,7 +699,11 @@ def _walk_pickles(f: _In, node: _Node, member: str | None, limits: ScanLimits,
                     return 0  # not a pickle: a loader fails before it can call anything
                 raise
             node.code = True
-            if isinstance(e, _LimitExceeded):
+            if torch_legacy and count >= 5 and not new_globals and \
+                    not isinstance(e, _LimitExceeded):
+                node.notes.append("raw tensor storage after the pickles of a legacy PyTorch "
+                                  "checkpoint (read as bytes by torch.load, never unpickled)")
+            elif isinstance(e, _LimitExceeded):
                 node.problems.append(f"stopped in pickle {count + 1}: {e}")
             elif not new_globals:
                 node.problems.append(f"the bytes at offset {start}, after {count} pickle(s), "
@@ -709,11 +717,6 @@ def _walk_pickles(f: _In, node: _Node, member: str | None, limits: ScanLimits,
         if count == 1 and type(value) is int and value == _TORCH_LEGACY_MAGIC:
             torch_legacy = True
             node.formats.append("pytorch-legacy")
-        if torch_legacy and count == 5:
-            if not f.at_eof():
-                node.notes.append("raw tensor storage after the 5 pickles of a legacy PyTorch "
-                                  "checkpoint (read as bytes by torch.load, never unpickled)")
-            return count
         if first_only or f.at_eof():
             return count
         if count >= limits.max_pickles:
