@@ -419,3 +419,30 @@ def test_pickle_after_the_five_of_a_legacy_torch_checkpoint_is_scanned(tmp_path:
     (tmp_path / "m.pt").write_bytes(safety_corpus._torch_legacy(pickle.dumps({"w": 1})) + EVIL
                                     + b"\x00" * 64)
     assert scan_model(tmp_path).files[0].verdict == "unsafe"
+
+
+def test_zip_whose_stored_pickle_reads_on_from_the_zip_header_stays_safe(
+        tmp_path: Path) -> None:
+    # a newline early in the stored data.pkl ends the "PERSID" line that the zip header reads
+    # as; the rest of data.pkl then reads as opcodes out of context: that must not taint it
+    inner = pickle.dumps({"a\n": __import__("collections").OrderedDict(w=1)}, protocol=2)
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", inner)
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict) == ("pytorch-zip", "safe")
+
+
+def test_import_names_with_nul_are_not_imports(tmp_path: Path) -> None:
+    (tmp_path / "x.bin").write_bytes(b"cfoo\x00\nbar\n" + bytes(range(128, 256)))
+    f = scan_model(tmp_path).files[0]
+    assert f.findings == [] and f.verdict == "unknown" and not f.code_executing
+
+
+def test_zip_of_text_whose_header_reads_as_a_pickle_is_data(tmp_path: Path) -> None:
+    # (found by search: with this date the zip header decodes as ASCII, so "PK..." reads as a
+    # PERSID line and the member's text after it as a GLOBAL of "mymod.MyClass")
+    with zipfile.ZipFile(tmp_path / "m.zip", "w") as z:
+        z.writestr(zipfile.ZipInfo("notes.txt", (2026, 1, 1, 0, 0, 0)),
+                   b"v0\ncmymod\nMyClass\n)R.")
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict, f.findings) == ("zip", "no-code-format", [])

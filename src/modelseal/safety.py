@@ -411,6 +411,10 @@ class _PickleMachine:
         self.member = member
 
     def _global(self, module: Any, name: Any) -> _Global:
+        if isinstance(module, str) and isinstance(name, str) and (
+                not module or "\x00" in module or "\x00" in name):
+            # __import__ refuses these: the loader fails here, nothing is imported
+            raise _PickleError("an import name no loader can import")
         if not (isinstance(module, str) and isinstance(name, str)):
             self.node.globals.append(("<computed>", "<computed>", self.member))
             return _Global("<computed>", "<computed>")
@@ -1114,7 +1118,15 @@ def _analyse_into(node: _Node, opener: Callable[[], IO[bytes]], name: str, membe
     # can read as "N.") or an archive member no loader unpickles (PyTorch's raw storages):
     # random bytes read as a tiny pickle followed by no pickle would otherwise be "unknown".
     raw_member = member is not None and not name.lower().endswith((".pkl", ".pickle"))
-    if pk.globals or (pk.code and not node.data and not raw_member):
+    # A file that starts with a zip local header is read as a zip by torch.load and
+    # numpy.load; pickle.load and joblib.load fail on its first opcode (PERSID, "P", with no
+    # persistent_load). Reading on into the zip's stored members would find their imports
+    # out of context, so that reading is dropped when the zip itself was read.
+    zip_first = head.startswith(b"PK\x03\x04") and "zip" in node.formats
+    if zip_first and pk.code:
+        node.notes.append("starts with a zip header: not read as a pickle (pickle.load fails "
+                          "on its first opcode; torch.load and numpy.load read the zip)")
+    elif pk.globals or (pk.code and not node.data and not raw_member):
         node.formats[:0] = ["pickle", *pk.formats]
         node.merge(pk, None)
         node.notes += pk.notes
@@ -1179,6 +1191,7 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
                 spool.write(chunk)
             spool.seek(0)
             src = cast(IO[bytes], spool)
+        all_data = True  # every member a recognised data format: the archive holds data only
         try:
             names: list[str] = []
             if kind == "zip":
@@ -1204,8 +1217,8 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
                         names.append(info.filename)
                         def open_zip_member(i: zipfile.ZipInfo = info) -> IO[bytes]:
                             return cast(IO[bytes], zf.open(i, "r"))
-                        _member(open_zip_member, info.filename, prefix, node, depth, budget,
-                                info.file_size)
+                        all_data &= _member(open_zip_member, info.filename, prefix, node,
+                                            depth, budget, info.file_size)
             else:
                 try:
                     tf = tarfile.open(fileobj=src, mode="r:")  # noqa: SIM115
@@ -1227,10 +1240,13 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
                             x = tf.extractfile(ti)
                             assert x is not None
                             return x
-                        _member(open_member, ti.name, prefix, node, depth, budget, ti.size)
+                        all_data &= _member(open_member, ti.name, prefix, node, depth, budget,
+                                            ti.size)
         finally:
             if spool is not None:
                 spool.close()
+    if all_data and not node.code and not node.opaque:
+        node.data = True
     base = {n.rsplit("/", 1)[-1] for n in names}
     if any(n.endswith("data.pkl") for n in names):
         node.formats.append("pytorch-zip" if kind == "zip" else "pytorch-legacy-tar")
@@ -1248,7 +1264,8 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
 
 
 def _member(open_m: Callable[[], IO[bytes]], name: str, prefix: str, node: _Node, depth: int,
-            budget: _Budget, size: int) -> None:
+            budget: _Budget, size: int) -> bool:
+    """Analyse one archive member into ``node``; True when it is a recognised data format."""
     try:
         inner = _analyse(open_m, name, prefix + name, depth + 1, budget, expanded=True,
                          size=size)
@@ -1256,10 +1273,11 @@ def _member(open_m: Callable[[], IO[bytes]], name: str, prefix: str, node: _Node
             zlib.error, tarfile.TarError, _BadStream) as e:
         node.code = True
         node.problems.append(f"{prefix}{name}: unreadable member ({e})")
-        return
+        return False
     node.merge(inner, None)
     if inner.code or inner.opaque:
         node.notes.append(f"{prefix}{name}: {'+'.join(inner.formats) or 'unknown'}")
+    return inner.data and not inner.code and not inner.opaque
 
 
 # --- verdicts ------------------------------------------------------------------------------
