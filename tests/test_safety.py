@@ -446,3 +446,11 @@ def test_zip_of_text_whose_header_reads_as_a_pickle_is_data(tmp_path: Path) -> N
                    b"v0\ncmymod\nMyClass\n)R.")
     f = scan_model(tmp_path).files[0]
     assert (f.format, f.verdict, f.findings) == ("zip", "no-code-format", [])
+
+
+def test_dotted_name_of_a_dangerous_callable_is_unsafe(tmp_path: Path) -> None:
+    # protocol 4 resolves "eval.__call__" on builtins: the call runs builtins.eval
+    data = b"\x80\x04\x8c\x08builtins\x8c\reval.__call__\x93\x8c\x031+1\x85R."
+    (tmp_path / "m.pkl").write_bytes(data)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"

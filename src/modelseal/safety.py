@@ -356,6 +356,19 @@ def _read_arg(f: _In, op: pickletools.OpcodeInfo) -> Any:
     arg = op.arg
     if arg is None:
         return None
+    if op.name in ("GLOBAL", "INST"):
+        # as pickle reads them: two raw lines decoded as UTF-8 (pickletools would also undo
+        # backslash escapes, which pickle does not)
+        parts = []
+        for _ in range(2):
+            line = f.readline()
+            if not line.endswith(b"\n"):
+                raise _PickleError(f"{op.name} argument without a newline")
+            try:
+                parts.append(line[:-1].decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise _PickleError(f"{op.name} argument is not UTF-8") from e
+        return f"{parts[0]} {parts[1]}"
     if arg.n in _LENGTH_PREFIX:
         k = _LENGTH_PREFIX[arg.n]
         raw = f.read(k)
@@ -1308,8 +1321,11 @@ def _classify(globs: set[tuple[str, str]], file_id: str) -> dict[tuple[str, str]
             continue
         mapped = _compat_pickle.NAME_MAPPING.get((m, n)) or (
             _compat_pickle.IMPORT_MAPPING.get(m, m), n)
-        alias[(m, n)] = [(m, n), mapped]
-        asked |= {(m, n), mapped}
+        # protocol 4 names may be dotted (os.system.__call__): the first part is the callable
+        # fetched from the module, rated too
+        names = [(m, n), mapped, (m, n.split(".")[0]), (mapped[0], mapped[1].split(".")[0])]
+        alias[(m, n)] = names
+        asked |= set(names)
     if asked:
         buf = io.BytesIO()
         buf.write(b"\x80\x04")
