@@ -1060,7 +1060,11 @@ def _analyse_into(node: _Node, opener: Callable[[], IO[bytes]], name: str, membe
         return _In(opener(), budget if expanded else None, limits.max_line)
 
     with opener() as raw:
-        head = raw.read(4096)
+        try:
+            head = raw.read(4096)
+        except (OSError, EOFError, zlib.error, lzma.LZMAError, RuntimeError,
+                NotImplementedError, struct.error) as e:
+            raise _BadStream(f"{type(e).__name__}: {e}") from e
     if expanded:
         budget.spend(len(head))
     if not head:
@@ -1212,7 +1216,8 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
 
                 try:
                     zf = RelaxedZipFile(src, "r")
-                except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError,
+                        NotImplementedError, struct.error) as e:
                     if node.code:
                         return  # a pickle with a zip-like tail: the pickle reading stands
                     node.opaque = f"unreadable zip archive: {e}"
@@ -1225,7 +1230,7 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
                         return
                     node.formats.append("zip")
                     for info in infos:
-                        if info.is_dir():
+                        if info.filename.endswith("/"):  # is_dir() fails on an empty name
                             continue
                         names.append(info.filename)
                         def open_zip_member(i: zipfile.ZipInfo = info) -> IO[bytes]:
@@ -1240,7 +1245,18 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
                     return
                 with tf:
                     node.formats.append("tar")
-                    for i, ti in enumerate(tf):
+                    members = iter(tf)
+                    i = -1
+                    while True:
+                        i += 1
+                        try:
+                            ti = next(members)
+                        except StopIteration:
+                            break
+                        except (tarfile.TarError, OSError, EOFError) as e:
+                            node.code = True  # members after this point are not seen
+                            node.problems.append(f"tar unreadable after {i} member(s): {e}")
+                            break
                         if i >= limits.max_members:
                             node.code = True
                             node.problems.append(f"more than {limits.max_members} tar members")
