@@ -454,3 +454,24 @@ def test_dotted_name_of_a_dangerous_callable_is_unsafe(tmp_path: Path) -> None:
     (tmp_path / "m.pkl").write_bytes(data)
     f = scan_model(tmp_path).files[0]
     assert f.verdict == "unsafe"
+
+
+def test_truncated_compressed_pickle_still_shows_its_payload(tmp_path: Path) -> None:
+    # joblib decompresses and unpickles as it goes: the payload runs before the cut is hit
+    for name, comp in (("m.pkl.gz", gzip.compress), ("m.pkl.z", __import__("zlib").compress)):
+        data = comp(EVIL + pickle.dumps(list(range(50))))  # under 4 KiB decompressed
+        (tmp_path / name).write_bytes(data[:-12])
+    for f in scan_model(tmp_path).files:
+        assert f.verdict == "unsafe", (f.path, f.verdict, f.note)
+
+
+def test_zip_member_with_a_wrong_crc_is_still_read(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", EVIL)
+    raw = bytearray((tmp_path / "model.pt").read_bytes())
+    i = raw.index(b"PK\x03\x04") + 14  # the local header's CRC-32
+    raw[i] ^= 0xFF
+    j = raw.index(b"PK\x01\x02") + 16  # and the central directory's
+    raw[j] ^= 0xFF
+    (tmp_path / "model.pt").write_bytes(bytes(raw))
+    assert scan_model(tmp_path).files[0].verdict == "unsafe"

@@ -874,24 +874,50 @@ class _ZlibReader(io.RawIOBase):
 
 
 class _ClosingBoth(io.RawIOBase):
-    """A decompressing reader that also closes the stream under it (GzipFile, BZ2File and
-    LZMAFile leave a passed file object open)."""
+    """A decompressing reader that ends where the stream breaks and closes the stream under it
+    (GzipFile, BZ2File and LZMAFile leave a passed file object open).
+
+    A loader decompresses and unpickles as it goes: a payload before a corrupt or truncated
+    spot runs before the loader fails. So the content seen here is every byte decompressed
+    before the fault, then the end (``fault`` says why); the readers above then find the
+    payload, or a pickle cut short."""
 
     def __init__(self, inner: IO[bytes], outer: IO[bytes]) -> None:
         self._inner = inner
         self._outer = outer
+        self.fault: str | None = None
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        return self._inner.read(n)
+        out = bytearray()
+        read1 = getattr(self._inner, "read1", self._inner.read)
+        while self.fault is None and (n < 0 or len(out) < n):
+            try:
+                chunk = read1(1 << 20 if n < 0 else n - len(out))
+            except (OSError, EOFError, zlib.error, lzma.LZMAError, RuntimeError, ValueError,
+                    NotImplementedError, struct.error) as e:
+                self.fault = f"{type(e).__name__}: {e}"
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
 
     def readline(self, limit: int | None = -1) -> bytes:
-        return self._inner.readline(-1 if limit is None else limit)
+        out = bytearray()
+        while limit is None or limit < 0 or len(out) < limit:
+            c = self.read(1)
+            if not c:
+                break
+            out += c
+            if c == b"\n":
+                break
+        return bytes(out)
 
     def readinto(self, b: Any) -> int:
-        data = self._inner.read(len(b))
+        data = self.read(len(b))
         b[:len(data)] = data
         return len(data)
 
@@ -1234,7 +1260,12 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
                             continue
                         names.append(info.filename)
                         def open_zip_member(i: zipfile.ZipInfo = info) -> IO[bytes]:
-                            return cast(IO[bytes], zf.open(i, "r"))
+                            m = zf.open(i, "r")
+                            # torch's zip reader does not check CRCs: neither do we, so a
+                            # member's bytes are seen as that loader sees them
+                            if hasattr(m, "_expected_crc"):
+                                m._expected_crc = None
+                            return cast(IO[bytes], m)
                         all_data &= _member(open_zip_member, info.filename, prefix, node,
                                             depth, budget, info.file_size)
             else:
