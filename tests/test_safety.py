@@ -475,3 +475,21 @@ def test_zip_member_with_a_wrong_crc_is_still_read(tmp_path: Path) -> None:
     raw[j] ^= 0xFF
     (tmp_path / "model.pt").write_bytes(bytes(raw))
     assert scan_model(tmp_path).files[0].verdict == "unsafe"
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_python_refuses_but_torch_reads_is_walked_by_local_headers(
+        tmp_path: Path, compression: int) -> None:
+    # (found by differential fuzzing: torch.load ran this payload; zipfile refuses the
+    # archive for its "version needed to extract")
+    with zipfile.ZipFile(tmp_path / "model.pt", "w", compression=compression) as z:
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/data.pkl", EVIL)
+    raw = bytearray((tmp_path / "model.pt").read_bytes())
+    for k in range(2):
+        i = raw.index(b"PK\x01\x02", raw.index(b"PK\x01\x02") + 1 if k else 0)
+        raw[i + 6] = 0xFF  # version needed to extract: 25.5
+    (tmp_path / "model.pt").write_bytes(bytes(raw))
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert next(x for x in f.findings if x.severity == "dangerous").member == "archive/data.pkl"

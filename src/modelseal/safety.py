@@ -1244,9 +1244,17 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
                     zf = RelaxedZipFile(src, "r")
                 except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError,
                         NotImplementedError, struct.error) as e:
-                    if node.code:
-                        return  # a pickle with a zip-like tail: the pickle reading stands
-                    node.opaque = f"unreadable zip archive: {e}"
+                    src.seek(0)
+                    if src.read(4) != b"PK\x03\x04":
+                        node.opaque = f"unreadable zip archive: {e}"
+                        return
+                    # torch.load reads zips Python's zipfile refuses (its reader checks less):
+                    # walk the local headers as such a reader would; never "safe"
+                    node.formats.append("zip")
+                    node.code = True
+                    node.problems.append(f"a zip archive Python's zipfile cannot read ({e}): "
+                                         "members read from their local headers")
+                    _walk_local_headers(src, node, prefix, depth, budget)
                     return
                 with zf:
                     infos = zf.infolist()
@@ -1321,6 +1329,86 @@ def _scan_archive(opener: Callable[[], IO[bytes]], kind: str, node: _Node, membe
         node.opaque = node.opaque or _OPAQUE_WHY["keras"]
     if names and all(n.endswith(".npy") for n in names):
         node.formats.append("npz")
+
+
+def _walk_local_headers(src: IO[bytes], node: _Node, prefix: str, depth: int,
+                        budget: _Budget) -> None:
+    """Members of a damaged zip, from its local file headers in order."""
+    limits = budget.limits
+    src.seek(0)
+    for _ in range(limits.max_members):
+        hdr = src.read(30)
+        if len(hdr) < 30 or hdr[:4] != b"PK\x03\x04":
+            return
+        _, _, flags, method, _, _, _, csize, _, nlen, xlen = struct.unpack("<4s5H3L2H", hdr)
+        name = src.read(nlen).decode("utf-8", "replace")
+        src.seek(xlen, io.SEEK_CUR)
+        spool = tempfile.SpooledTemporaryFile(max_size=32 << 20)  # noqa: SIM115
+        try:
+            if method == 0:
+                left = csize
+                while left > 0:
+                    chunk = src.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    budget.spend(len(chunk))
+                    spool.write(chunk)
+                    left -= len(chunk)
+            elif method == 8:
+                d = zlib.decompressobj(-15)
+                while not d.eof:
+                    chunk = d.unconsumed_tail or src.read(1 << 16)
+                    if not chunk:
+                        break
+                    try:
+                        out = d.decompress(chunk, 1 << 20)
+                    except zlib.error:
+                        break
+                    budget.spend(len(out))
+                    spool.write(out)
+                # the compressed stream ends where the decompressor stopped
+                src.seek(-len(d.unused_data), io.SEEK_CUR)
+                if flags & 0x08:  # data descriptor after the data
+                    src.seek(16 if src.read(4) == b"PK\x07\x08" else 8, io.SEEK_CUR)
+            else:
+                node.problems.append(f"{prefix}{name}: compression method {method} not read")
+                return
+            size = spool.tell()
+            sp = cast(IO[bytes], spool)
+
+            def opener(sp: IO[bytes] = sp) -> IO[bytes]:
+                sp.seek(0)
+                return cast(IO[bytes], _NoClose(sp))
+            _member(opener, name, prefix, node, depth, budget, size)
+        finally:
+            spool.close()
+
+
+class _NoClose(io.RawIOBase):
+    """A view of a spooled member that leaves it open when the reader is closed."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def readinto(self, b: Any) -> int:
+        data = self._inner.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readline(self, limit: int | None = -1) -> bytes:
+        return self._inner.readline(-1 if limit is None else limit)
 
 
 def _member(open_m: Callable[[], IO[bytes]], name: str, prefix: str, node: _Node, depth: int,
