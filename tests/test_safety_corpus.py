@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import pickle
 import zlib
 from pathlib import Path
@@ -140,3 +141,60 @@ def test_mutated_corpus_files_never_end_in_a_scanner_error(
         if f.note and "scanner error" in f.note:
             faults.append((p.name, f.note))
     assert faults == []
+
+
+@pytest.mark.skipif(not os.environ.get("MODELSEAL_SAFETY_FUZZ"),
+                    reason="opt-in: MODELSEAL_SAFETY_FUZZ=<mutants> (slow, runs real loaders)")
+def test_differential_fuzz_no_payload_that_runs_passes(tmp_path: Path) -> None:
+    """Mutants of the corpus are scanned, then loaded by the real loader; any mutant whose
+    payload ran must be ``unsafe``. Markers are cleared after each load and any new one is
+    attributed to that load."""
+    import json
+    import random
+    import subprocess
+    import sys
+
+    from modelseal.safety import _scan_file
+
+    root = tmp_path / "corpus"
+    entries = safety_corpus.build(root)
+    loaders = {"pickle", "numpy", "joblib"} | (
+        {"torch"} if importlib.util.find_spec("torch") else set())
+    code = [e for e in entries if e.loader in loaders]
+    rnd = random.Random(int(os.environ.get("MODELSEAL_SAFETY_FUZZ_SEED", "1")))
+    mut = tmp_path / "mut"
+    mut.mkdir()
+    jobs: dict[str, list[str]] = {}
+    verdicts: dict[str, str] = {}
+    for i in range(int(os.environ["MODELSEAL_SAFETY_FUZZ"])):
+        e = rnd.choice(code)
+        b = bytearray((root / e.name).read_bytes())
+        for _ in range(rnd.randint(1, 2)):
+            j = rnd.randrange(len(b))
+            op = rnd.random()
+            if op < 0.6:
+                b[j] = rnd.randrange(256)
+            elif op < 0.8:
+                del b[j:j + rnd.randint(1, 8)]
+            else:
+                b[j:j] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 4)))
+        p = mut / f"{i}_{e.name}"
+        p.write_bytes(bytes(b))
+        verdicts[str(p)] = _scan_file(p, p.name, ScanLimits()).verdict
+        jobs.setdefault(str(e.loader), []).append(str(p))
+    marks = root / "markers"
+    ran: list[str] = []
+    for loader, paths in jobs.items():
+        prog = "\n".join([
+            "import json, os", f"D = {str(marks)!r}", "out = []",
+            f"for P in json.loads({json.dumps(json.dumps(paths))}):",
+            "    try:", "        " + safety_corpus._LOADERS[loader],
+            "    except BaseException:", "        pass",
+            "    hits = os.listdir(D)", "    if hits:", "        out.append(P)",
+            "    for h in hits:", "        os.remove(os.path.join(D, h))",
+            "print(json.dumps(out))"])
+        r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
+                           timeout=3600, cwd=mut, check=False)
+        ran += json.loads(r.stdout.strip().splitlines()[-1])
+    assert ran, "no mutant ran its payload: the harness is broken"
+    assert [(Path(p).name, verdicts[p]) for p in ran if verdicts[p] != "unsafe"] == []
