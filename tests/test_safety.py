@@ -493,3 +493,19 @@ def test_zip_python_refuses_but_torch_reads_is_walked_by_local_headers(
     f = scan_model(tmp_path).files[0]
     assert f.verdict == "unsafe"
     assert next(x for x in f.findings if x.severity == "dangerous").member == "archive/data.pkl"
+
+
+def test_npy_header_it_cannot_read_is_not_passed(tmp_path: Path) -> None:
+    # numpy reads Python 2 "1L" shapes and, with allow_pickle, headers of any size
+    (tmp_path / "a.npy").write_bytes(_npy_header_raw(b"{'descr': '|O', 'fortran_order': False, "
+                                                     b"'shape': (1L,), }") + EVIL)
+    (tmp_path / "b.npy").write_bytes(b"\x93NUMPY\x02\x00" + (3 << 20).to_bytes(4, "little")
+                                     + b" " * 64)
+    by = {f.path: f for f in scan_model(tmp_path).files}
+    assert by["a.npy"].verdict == "unsafe"  # read as numpy reads it
+    assert by["b.npy"].verdict == "unknown" and by["b.npy"].code_executing
+
+
+def _npy_header_raw(header: bytes) -> bytes:
+    header += b" " * (64 - (10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header

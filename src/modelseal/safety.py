@@ -774,13 +774,24 @@ def _scan_npy(f: _In, node: _Node, member: str | None, limits: ScanLimits) -> No
         node.opaque = "an .npy header numpy does not read"
         return
     hlen = int.from_bytes(raw, "little")
-    header = f.read(min(hlen, 1 << 20))
+    if hlen > 1 << 20:  # numpy reads any size with allow_pickle=True
+        node.code = True
+        node.problems.append(f"an .npy header of {hlen} bytes is not read")
+        return
+    header = f.read(hlen)
     try:
-        d = ast.literal_eval(header.decode("utf-8" if major == 3 else "latin-1"))
+        text = header.decode("utf-8" if major == 3 else "latin-1")
+        try:
+            d = ast.literal_eval(text)
+        except SyntaxError:
+            # numpy's _filter_header: Python 2 headers spell integers 1L
+            d = ast.literal_eval(re.sub(r"\b(\d+)[lL]\b", r"\1", text))
         descr = d["descr"]
     except (ValueError, SyntaxError, KeyError, TypeError, UnicodeDecodeError, MemoryError,
             RecursionError):
-        node.opaque = "an .npy header numpy does not read"
+        # numpy also accepts Python 2 spellings (1L) this reading does not: not proved safe
+        node.code = True
+        node.problems.append("an .npy header modelseal cannot read")
         return
     hasobj = _descr_info(descr)
     if hasobj is False:
