@@ -98,6 +98,22 @@ def _torch_legacy_tar(storages: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _v7_tar(data: bytes) -> bytes:
+    """The same tar with every header made old-style (no ``ustar`` magic, checksum redone):
+    ``tarfile``, and so torch.load's legacy tar path, still reads it."""
+    out = bytearray(data)
+    off = 0
+    while off + 512 <= len(out) and out[off:off + 512] != b"\0" * 512:
+        h = out[off:off + 512]
+        size = int(h[124:136].rstrip(b"\0 ") or b"0", 8)
+        h[257:265] = b"\0" * 8
+        h[148:156] = b" " * 8
+        h[148:156] = b"%06o\0 " % sum(h)
+        out[off:off + 512] = h
+        off += 512 + (size + 511) // 512 * 512
+    return bytes(out)
+
+
 def _safetensors() -> bytes:
     header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
     return struct.pack("<Q", len(header)) + header + b"\x00" * 8
@@ -186,6 +202,8 @@ def build(root: Path) -> list[Entry]:
     evil(n, _torch_legacy(pickle.dumps({"w": payload(n)}, protocol=2)), "torch")
     n = "torch_legacy_tar.pt"
     evil(n, _torch_legacy_tar(pickle.dumps(payload(n), protocol=2)), "torch")
+    n = "torch_legacy_tar_v7.pt"
+    evil(n, _v7_tar(_torch_legacy_tar(pickle.dumps(payload(n), protocol=2))), "torch")
     # both a pickle and a zip: torch.load and pickle.load take the pickle
     n = "polyglot.pt"
     evil(n, _torch_zip(pickle.dumps({"ok": 1}), prefix=pickle.dumps(payload(n), protocol=2)),

@@ -1153,7 +1153,7 @@ def _analyse_into(node: _Node, opener: Callable[[], IO[bytes]], name: str, membe
                     node.problems.append(f"{kind}: {e}")
     if _is_zip(opener, head):
         _scan_archive(opener, "zip", node, member, depth, budget)
-    elif len(head) >= 262 and head[257:262] == b"ustar":
+    elif _looks_like_tar(head):
         _scan_archive(opener, "tar", node, member, depth, budget)
     # 3. data formats, by content
     if not node.code and not node.formats:
@@ -1213,6 +1213,20 @@ def _data_formats(node: _Node, reader: Callable[[], _In], head: bytes, size: int
                 node.data = True
     except _BadStream:
         node.data = False
+
+
+def _looks_like_tar(head: bytes) -> bool:
+    """A first tar header that ``tarfile`` (and so torch.load's legacy tar path) accepts: the
+    ustar magic, or any old-style header whose checksum is right."""
+    if len(head) < 512:
+        return False
+    if head[257:262] == b"ustar":
+        return True
+    try:
+        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+    except (tarfile.HeaderError, ValueError):
+        return False
+    return True
 
 
 def _is_zip(opener: Callable[[], IO[bytes]], head: bytes) -> bool:
