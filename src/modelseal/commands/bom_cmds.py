@@ -333,7 +333,7 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, refuse_unknown: bool,
                                    include_unknown=refuse_unknown)
         if problems:
             raise VerificationError(
-                f"{len(problems)} dangerous import(s) found: " + "; ".join(problems[:5]),
+                f"{len(problems)} file(s) or import(s) refused: " + "; ".join(problems[:5]),
                 reasons=problems,
                 hint="do not load these files; prefer safetensors for weights")
         if not json_mode:
