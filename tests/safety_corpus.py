@@ -235,6 +235,14 @@ def build(root: Path) -> list[Entry]:
     return entries
 
 
+def limit_memory() -> None:
+    """preexec_fn for loader subprocesses: a mutated file can make a loader allocate without
+    bound (numpy.empty of a huge shape); 3 GiB of data is plenty for the corpus."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))
+
+
 def run_loaders(entries: list[Entry], root: Path, python: str = sys.executable) -> set[str]:
     """Load every entry that has a loader with that real loader (one subprocess per loader,
     each file in its own try block); return the names whose payload ran (marker appeared)."""
@@ -249,6 +257,6 @@ def run_loaders(entries: list[Entry], root: Path, python: str = sys.executable) 
             lines += [f"P = {str(root / e.name)!r}", "try:", f"    {_LOADERS[loader]}",
                       "except Exception:", "    pass"]
         subprocess.run([python, "-c", "\n".join(lines)], cwd=root, capture_output=True,
-                       timeout=300, check=False)
+                       timeout=300, check=False, preexec_fn=limit_memory)
         ran |= {e.name for e in group if e.marker is not None and e.marker.exists()}
     return ran

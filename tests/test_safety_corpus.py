@@ -194,7 +194,8 @@ def test_differential_fuzz_no_payload_that_runs_passes(tmp_path: Path) -> None:
             "    for h in hits:", "        os.remove(os.path.join(D, h))",
             "print(json.dumps(out))"])
         r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
-                           timeout=3600, cwd=mut, check=False)
+                           timeout=1800, cwd=mut, check=False,
+                           preexec_fn=safety_corpus.limit_memory)
         ran += json.loads(r.stdout.strip().splitlines()[-1])
     assert ran, "no mutant ran its payload: the harness is broken"
     assert [(Path(p).name, verdicts[p]) for p in ran if verdicts[p] != "unsafe"] == []
