@@ -509,3 +509,15 @@ def test_npy_header_it_cannot_read_is_not_passed(tmp_path: Path) -> None:
 def _npy_header_raw(header: bytes) -> bytes:
     header += b" " * (64 - (10 + len(header) + 1) % 64) + b"\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
+def test_tar_with_a_zip_appended_is_read_as_both(tmp_path: Path) -> None:
+    # (found by differential fuzzing: torch.load takes the tar path and runs its pickle;
+    # zipfile finds the appended zip from the end)
+    import safety_corpus
+
+    tar = safety_corpus._torch_legacy_tar(EVIL)
+    (tmp_path / "m.pt").write_bytes(tar + safety_corpus._torch_zip(pickle.dumps({"w": 1})))
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert next(x for x in f.findings if x.severity == "dangerous").member == "storages"

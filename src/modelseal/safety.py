@@ -1153,7 +1153,7 @@ def _analyse_into(node: _Node, opener: Callable[[], IO[bytes]], name: str, membe
                     node.problems.append(f"{kind}: {e}")
     if _is_zip(opener, head):
         _scan_archive(opener, "zip", node, member, depth, budget)
-    elif _looks_like_tar(head):
+    if _looks_like_tar(head):  # both: a tar with a zip appended is read by torch as a tar
         _scan_archive(opener, "tar", node, member, depth, budget)
     # 3. data formats, by content
     if not node.code and not node.formats:
