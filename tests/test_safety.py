@@ -141,7 +141,7 @@ def test_numpy_object_array_is_scanned_and_numeric_array_is_safe(tmp_path: Path)
         z.write(tmp_path / "obj.npy", "x.npy")
     files = {f.path: f for f in scan_model(tmp_path).files}
     assert files["obj.npy"].verdict == "unsafe"
-    assert files["num.npy"].verdict == "safe"
+    assert files["num.npy"].verdict == "no-code-format"
     assert files["arrays.npz"].verdict == "unsafe"
     assert files["arrays.npz"].findings[0].member == "x.npy"
 
@@ -222,3 +222,304 @@ def test_scan_command_passes_a_clean_model(model: Path) -> None:
     res = CliRunner().invoke(scan, [str(model)])
     assert res.exit_code == 0, res.output
     assert "benign.pkl" in res.stdout
+
+
+# --- policy: what `model_safety` refuses ------------------------------------------------
+
+
+def _facts_with_scan(root: Path) -> tuple[object, dict[str, object]]:
+    from datetime import UTC, datetime
+
+    from modelseal.verify.policy import Attestation, Facts
+
+    report = scan_model(root)
+    pred = json.loads(json.dumps(safety_predicate(report)))
+    files = {f.path: f.sha256 for f in report.files}
+    att = Attestation(id="sha256:" + "a" * 64, predicate_type=SAFETY_PREDICATE,
+                      statement={"subject": safety_subjects(report), "predicate": pred},
+                      keyid="k" * 64, signer="key kkkk")
+    facts = Facts(manifest_digest="sha256:" + "b" * 64, files=files, now=datetime.now(UTC),
+                  attestations=[att])
+    return facts, pred
+
+
+def _policy_safety(value: object) -> object:
+    from types import SimpleNamespace
+
+    from modelseal.verify.policy import ModelSafety, compile_policy
+
+    key = SimpleNamespace(keyid="k", to_dict=lambda: {
+        "keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "keyval": {"public": "k"}})
+    pol = compile_policy({"layout": "l.json", "layout_keys": ["k"], "model_safety": value},
+                         load_key=lambda s: key)  # type: ignore[arg-type,return-value]
+    return next(r for r in pol.requirements if isinstance(r, ModelSafety))
+
+
+def test_model_safety_refuses_a_pickle_it_could_not_read_to_the_end(tmp_path: Path) -> None:
+    # a benign pickle, then bytes that are no pickle: not proved safe, so refused by default
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"ok": 1}) + b"\xff\xfe" * 4 + EVIL)
+    _safetensors(tmp_path / "w.safetensors")
+    facts, pred = _facts_with_scan(tmp_path)
+    assert pred["result"] == "FAILED" and pred["summary"]["unprovenCode"] == 1
+    refusals = _policy_safety(True).check(facts)  # type: ignore[attr-defined]
+    assert [r.artifact for r in refusals] == ["m.pkl"]
+    assert all(r.rule == "model safety" for r in refusals)
+
+
+def test_model_safety_options_refuse_suspicious_and_unknown_files(tmp_path: Path) -> None:
+    (tmp_path / "odd.pkl").write_bytes(b"\x80\x02cmymodule\nMyClass\nq\x00)\x81q\x01.")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)  # no format it knows
+    (tmp_path / "modeling.py").write_text("import os\n")
+    facts, pred = _facts_with_scan(tmp_path)
+    assert pred["result"] == "PASSED"
+    assert _policy_safety(True).check(facts) == []  # type: ignore[attr-defined]
+    sus = _policy_safety({"include_suspicious": True}).check(facts)  # type: ignore[attr-defined]
+    assert [r.artifact for r in sus] == ["odd.pkl"]
+    unk = _policy_safety({"include_unknown": True}).check(facts)  # type: ignore[attr-defined]
+    assert sorted(r.artifact for r in unk) == ["blob.bin", "modeling.py"]
+
+
+def test_model_safety_option_of_the_wrong_type_is_a_usage_error() -> None:
+    from modelseal.errors import UsageError
+
+    with pytest.raises(UsageError):
+        _policy_safety({"include_unknown": "yes"})
+
+
+def test_old_predicate_without_code_executing_field_fails_closed() -> None:
+    pred = {"files": [{"path": "m.pkl", "format": "pickle+gzip", "verdict": "unknown",
+                       "findings": []},
+                      {"path": "x.bin", "format": "unknown", "verdict": "unknown",
+                       "findings": []}]}
+    assert [m.split(" ")[0] for m in unsafe_findings(pred)] == ["m.pkl"]
+
+
+def test_empty_file_is_scanned_and_passes(tmp_path: Path) -> None:
+    (tmp_path / "empty.bin").write_bytes(b"")
+    (tmp_path / "__init__.py").write_bytes(b"")
+    report = scan_model(tmp_path)
+    by = {f.path: f for f in report.files}
+    assert by["empty.bin"].verdict == "no-code-format"
+    assert safety_predicate(report)["result"] == "PASSED"
+    assert unsafe_findings(safety_predicate(report)) == []
+
+
+def test_zip_that_is_also_a_pickle_is_judged_by_both_readings(tmp_path: Path) -> None:
+    buf = tmp_path / "inner.zip"
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": 1}))
+    (tmp_path / "model.pt").write_bytes(EVIL + buf.read_bytes())
+    buf.unlink()
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe" and f.code_executing
+    assert {x.callable for x in f.findings if x.severity == "dangerous"} & SYSTEM
+
+
+def test_second_pickle_in_a_file_is_scanned(tmp_path: Path) -> None:
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps([1, 2]) + EVIL)
+    assert scan_model(tmp_path).files[0].verdict == "unsafe"
+
+
+def test_computed_import_name_is_unsafe(tmp_path: Path) -> None:
+    # STACK_GLOBAL whose module name comes out of a call: nobody can tell what it imports
+    data = (b"\x80\x04\x8c\x08builtins\x8c\x03str\x93\x8c\x02os\x85R\x8c\x06system\x93"
+            b"\x8c\x02id\x85R.")
+    (tmp_path / "m.pkl").write_bytes(data)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert any(x.callable == "<computed>.<computed>" for x in f.findings)
+
+
+def test_scan_command_refuse_unknown_fails_on_an_unanalysed_format(tmp_path: Path) -> None:
+    from modelseal.commands.bom_cmds import scan
+
+    (tmp_path / "modeling.py").write_text("import os\n")
+    assert CliRunner().invoke(scan, [str(tmp_path)]).exit_code == 0
+    res = CliRunner().invoke(scan, [str(tmp_path), "--refuse-unknown", "--json"])
+    assert res.exit_code == 10
+    assert json.loads(res.stdout)["files"][0]["codeExecuting"] is False
+
+
+def test_safetensors_whose_length_reads_as_a_tiny_pickle_is_still_data(tmp_path: Path) -> None:
+    # header length 0x2e4e: its bytes "N." are also a complete pickle (None) with no imports
+    header = json.dumps({"__metadata__": {"pad": "x" * (0x2E4E - 29)}}).encode()
+    assert len(header) == 0x2E4E
+    (tmp_path / "m.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict, f.code_executing) == ("safetensors", "no-code-format", False)
+
+
+def test_torch_storage_that_reads_as_a_tiny_pickle_does_not_taint_the_checkpoint(
+        tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        z.writestr("archive/data/0", b"N." + bytes(range(256)))
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict) == ("pytorch-zip", "safe")
+
+
+def test_payload_at_the_start_of_a_torch_storage_member_is_still_found(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        z.writestr("archive/data/0", EVIL)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert next(x for x in f.findings if x.severity == "dangerous").member == "archive/data/0"
+
+
+def test_zstd_wrapped_content_is_unknown_code_not_passed(tmp_path: Path) -> None:
+    # pandas.read_pickle opens .zst pickles; modelseal cannot look inside, so it cannot pass it
+    (tmp_path / "model.pkl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 32)
+    f = scan_model(tmp_path).files[0]
+    assert (f.verdict, f.code_executing) == ("unknown", True)
+
+
+def test_torchscript_and_keras_archives_are_unknown_not_passed_as_data(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "scripted.pt", "w") as z:
+        z.writestr("m/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        z.writestr("m/code/__torch__/m.py", "def forward(self, x):\n    return x\n")
+    with zipfile.ZipFile(tmp_path / "net.keras", "w") as z:
+        z.writestr("config.json", '{"class_name": "Lambda"}')
+        z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 32)
+    by = {f.path: f for f in scan_model(tmp_path).files}
+    assert (by["scripted.pt"].format, by["scripted.pt"].verdict) == ("torchscript", "unknown")
+    assert by["scripted.pt"].code_executing
+    assert (by["net.keras"].format, by["net.keras"].verdict) == ("keras", "unknown")
+
+
+def test_encrypted_zip_member_is_not_passed(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", EVIL)
+    raw = bytearray((tmp_path / "model.pt").read_bytes())
+    # set the "encrypted" flag in the local and central headers
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):
+        i = raw.index(sig)
+        off = i + (6 if sig == b"PK\x03\x04" else 8)
+        raw[off] |= 0x01
+    (tmp_path / "model.pt").write_bytes(bytes(raw))
+    report = scan_model(tmp_path)
+    assert report.files[0].verdict in ("unsafe", "unknown") and report.files[0].code_executing
+    assert unsafe_findings(safety_predicate(report))
+
+
+def test_joblib_array_with_a_lying_item_size_is_not_skipped_blindly(tmp_path: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    np = pytest.importorskip("numpy")
+    joblib.dump({"a": np.arange(4.0)}, tmp_path / "m.joblib")
+    data = (tmp_path / "m.joblib").read_bytes()
+    # the pickled dtype state of f8 holds elsize -1 (J\xff\xff\xff\xff); claim 1000 instead
+    i = data.index(b"J\xff\xff\xff\xffJ\xff\xff\xff\xff")
+    data = data[:i] + b"J" + (1000).to_bytes(4, "little") + data[i + 5:]
+    (tmp_path / "m.joblib").write_bytes(data)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unknown" and f.code_executing
+
+
+def test_pickle_after_the_five_of_a_legacy_torch_checkpoint_is_scanned(tmp_path: Path) -> None:
+    import safety_corpus
+
+    (tmp_path / "m.pt").write_bytes(safety_corpus._torch_legacy(pickle.dumps({"w": 1})) + EVIL
+                                    + b"\x00" * 64)
+    assert scan_model(tmp_path).files[0].verdict == "unsafe"
+
+
+def test_zip_whose_stored_pickle_reads_on_from_the_zip_header_stays_safe(
+        tmp_path: Path) -> None:
+    # a newline early in the stored data.pkl ends the "PERSID" line that the zip header reads
+    # as; the rest of data.pkl then reads as opcodes out of context: that must not taint it
+    inner = pickle.dumps({"a\n": __import__("collections").OrderedDict(w=1)}, protocol=2)
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", inner)
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict) == ("pytorch-zip", "safe")
+
+
+def test_import_names_with_nul_are_not_imports(tmp_path: Path) -> None:
+    (tmp_path / "x.bin").write_bytes(b"cfoo\x00\nbar\n" + bytes(range(128, 256)))
+    f = scan_model(tmp_path).files[0]
+    assert f.findings == [] and f.verdict == "unknown" and not f.code_executing
+
+
+def test_zip_of_text_whose_header_reads_as_a_pickle_is_data(tmp_path: Path) -> None:
+    # (found by search: with this date the zip header decodes as ASCII, so "PK..." reads as a
+    # PERSID line and the member's text after it as a GLOBAL of "mymod.MyClass")
+    with zipfile.ZipFile(tmp_path / "m.zip", "w") as z:
+        z.writestr(zipfile.ZipInfo("notes.txt", (2026, 1, 1, 0, 0, 0)),
+                   b"v0\ncmymod\nMyClass\n)R.")
+    f = scan_model(tmp_path).files[0]
+    assert (f.format, f.verdict, f.findings) == ("zip", "no-code-format", [])
+
+
+def test_dotted_name_of_a_dangerous_callable_is_unsafe(tmp_path: Path) -> None:
+    # protocol 4 resolves "eval.__call__" on builtins: the call runs builtins.eval
+    data = b"\x80\x04\x8c\x08builtins\x8c\reval.__call__\x93\x8c\x031+1\x85R."
+    (tmp_path / "m.pkl").write_bytes(data)
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+
+
+def test_truncated_compressed_pickle_still_shows_its_payload(tmp_path: Path) -> None:
+    # joblib decompresses and unpickles as it goes: the payload runs before the cut is hit
+    for name, comp in (("m.pkl.gz", gzip.compress), ("m.pkl.z", __import__("zlib").compress)):
+        data = comp(EVIL + pickle.dumps(list(range(50))))  # under 4 KiB decompressed
+        (tmp_path / name).write_bytes(data[:-12])
+    for f in scan_model(tmp_path).files:
+        assert f.verdict == "unsafe", (f.path, f.verdict, f.note)
+
+
+def test_zip_member_with_a_wrong_crc_is_still_read(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "model.pt", "w") as z:
+        z.writestr("archive/data.pkl", EVIL)
+    raw = bytearray((tmp_path / "model.pt").read_bytes())
+    i = raw.index(b"PK\x03\x04") + 14  # the local header's CRC-32
+    raw[i] ^= 0xFF
+    j = raw.index(b"PK\x01\x02") + 16  # and the central directory's
+    raw[j] ^= 0xFF
+    (tmp_path / "model.pt").write_bytes(bytes(raw))
+    assert scan_model(tmp_path).files[0].verdict == "unsafe"
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_python_refuses_but_torch_reads_is_walked_by_local_headers(
+        tmp_path: Path, compression: int) -> None:
+    # (found by differential fuzzing: torch.load ran this payload; zipfile refuses the
+    # archive for its "version needed to extract")
+    with zipfile.ZipFile(tmp_path / "model.pt", "w", compression=compression) as z:
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/data.pkl", EVIL)
+    raw = bytearray((tmp_path / "model.pt").read_bytes())
+    for k in range(2):
+        i = raw.index(b"PK\x01\x02", raw.index(b"PK\x01\x02") + 1 if k else 0)
+        raw[i + 6] = 0xFF  # version needed to extract: 25.5
+    (tmp_path / "model.pt").write_bytes(bytes(raw))
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert next(x for x in f.findings if x.severity == "dangerous").member == "archive/data.pkl"
+
+
+def test_npy_header_it_cannot_read_is_not_passed(tmp_path: Path) -> None:
+    # numpy reads Python 2 "1L" shapes and, with allow_pickle, headers of any size
+    (tmp_path / "a.npy").write_bytes(_npy_header_raw(b"{'descr': '|O', 'fortran_order': False, "
+                                                     b"'shape': (1L,), }") + EVIL)
+    (tmp_path / "b.npy").write_bytes(b"\x93NUMPY\x02\x00" + (3 << 20).to_bytes(4, "little")
+                                     + b" " * 64)
+    by = {f.path: f for f in scan_model(tmp_path).files}
+    assert by["a.npy"].verdict == "unsafe"  # read as numpy reads it
+    assert by["b.npy"].verdict == "unknown" and by["b.npy"].code_executing
+
+
+def _npy_header_raw(header: bytes) -> bytes:
+    header += b" " * (64 - (10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
+def test_tar_with_a_zip_appended_is_read_as_both(tmp_path: Path) -> None:
+    # (found by differential fuzzing: torch.load takes the tar path and runs its pickle;
+    # zipfile finds the appended zip from the end)
+    import safety_corpus
+
+    tar = safety_corpus._torch_legacy_tar(EVIL)
+    (tmp_path / "m.pt").write_bytes(tar + safety_corpus._torch_zip(pickle.dumps({"w": 1})))
+    f = scan_model(tmp_path).files[0]
+    assert f.verdict == "unsafe"
+    assert next(x for x in f.findings if x.severity == "dangerous").member == "storages"

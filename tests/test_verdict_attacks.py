@@ -480,6 +480,37 @@ def test_passing_evidence_does_not_cancel_failing_evidence(world: World, tmp_pat
     assert {x.attestation for x in r.refusals} == {bad, None}  # and the contradiction named
 
 
+def test_passing_scan_does_not_cancel_the_packagers_failing_scan(world: World,
+                                                                 tmp_path: Path) -> None:
+    """Class 5 for model safety: a scan signed by another layout key saying every file is
+    safe does not outweigh the packager's scan that finds an unsafe file; nor does a scan
+    that leaves a file out count for it."""
+    from modelseal.safety import SAFETY_PREDICATE
+
+    w = world
+
+    def scan(verdict: str, files: dict[str, str]) -> dict[str, Any]:
+        return {"result": "PASSED" if verdict == "safe" else "FAILED",
+                "files": [{"path": p, "digest": {"sha256": d}, "format": "pickle",
+                           "verdict": verdict, "codeExecuting": True, "findings": []}
+                          for p, d in sorted(files.items())]}
+
+    store = MaliciousStore(w.p.store)
+    bad = store.add(w.p.digest, sign_statement(about_model(
+        w, SAFETY_PREDICATE, scan("unsafe", w.files)), signer_of(w, "release")))
+    store.add(w.p.digest, sign_statement(about_model(
+        w, SAFETY_PREDICATE, scan("safe", w.files)), signer_of(w, "trainer")))
+    r = run(w, tmp_path, store, model_safety=True)
+    find(r, rule="model safety", attestation=bad, key=ident(w, "release"))
+    assert not r.verified
+    partial = dict(sorted(w.files.items())[1:])
+    store = MaliciousStore(w.p.store)
+    short = store.add(w.p.digest, sign_statement(about_model(
+        w, SAFETY_PREDICATE, scan("safe", partial)), signer_of(w, "release")))
+    r = run(w, tmp_path, store, model_safety=True)
+    find(r, rule="model safety", attestation=short, artifact=sorted(w.files)[0])
+
+
 # ---- 10. the trust root is given, never sniffed -----------------------------------------
 
 

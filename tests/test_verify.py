@@ -47,7 +47,8 @@ def test_model_safety_requirement(tmp_path: Path, registry: RegistryServer) -> N
 
     p = honest_pipeline(tmp_path, registry.host)
     r = verify_model(p.store, p.ref, load_policy(p.policy(model_safety=True)))
-    assert not r.verified and "no model-safety attestation" in r.refusals[0].message
+    assert not r.verified and [(x.rule, x.attestation) for x in r.refusals] == [
+        ("model safety", None)]
     report = scan_model(p.model_dir)
     st = {"_type": "https://in-toto.io/Statement/v1", "subject": safety_subjects(report),
           "predicateType": SAFETY_PREDICATE, "predicate": safety_predicate(report)}

@@ -273,10 +273,13 @@ _VERDICT_STYLE = {"unsafe": "bold red", "suspicious": "yellow", "unknown": "dim"
 @click.option("--json", "json_mode", is_flag=True,
               help="Print the model-safety predicate as JSON.")
 @click.option("--strict", is_flag=True, help="Fail on suspicious files too, not only unsafe.")
+@click.option("--refuse-unknown", is_flag=True,
+              help="Fail on every unknown file too (formats modelseal does not analyse).")
 @signer_options_optional
 @click.option("--attestations-dir", type=click.Path(file_okay=False), default=None,
               help="Where the signed result is written (default: .modelseal/attestations).")
-def scan(model_dir: Path, json_mode: bool, strict: bool, **kw: Any) -> None:
+def scan(model_dir: Path, json_mode: bool, strict: bool, refuse_unknown: bool,
+         **kw: Any) -> None:
     """Scan MODEL_DIR for files that would run code when loaded (pickles, PyTorch checkpoints,
     joblib, numpy object arrays). Exits 10 when an unsafe file is found.
 
@@ -326,10 +329,11 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, **kw: Any) -> None:
         if signed is not None:
             click.echo(f"modelseal: signed model-safety result ({pred['result']}): {signed}",
                        err=True)
-        problems = unsafe_findings(pred, include_suspicious=strict)
+        problems = unsafe_findings(pred, include_suspicious=strict,
+                                   include_unknown=refuse_unknown)
         if problems:
             raise VerificationError(
-                f"{len(problems)} dangerous import(s) found: " + "; ".join(problems[:5]),
+                f"{len(problems)} file(s) or import(s) refused: " + "; ".join(problems[:5]),
                 reasons=problems,
                 hint="do not load these files; prefer safetensors for weights")
         if not json_mode:

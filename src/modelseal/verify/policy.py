@@ -405,7 +405,10 @@ def _default_unsafe_findings() -> Callable[..., list[str]]:
 
 @dataclass(frozen=True)
 class ModelSafety:
-    """A model-safety attestation about every file of this model reports nothing unsafe.
+    """A model-safety attestation about every file of this model reports nothing unsafe, and
+    no code-executing file the scanner could not prove safe (verdict ``unknown`` with
+    ``codeExecuting``). ``include_suspicious`` also refuses ``suspicious`` files,
+    ``include_unknown`` every ``unknown`` file (formats the scanner does not analyse).
 
     ``findings`` is the pure check run on the predicate (``modelseal.safety.unsafe_findings``
     by default): a hook, so another scanner's predicate can be plugged in."""
@@ -414,6 +417,7 @@ class ModelSafety:
     step: str | None = None
     predicate_type: str = SAFETY_PREDICATE
     findings: Callable[..., list[str]] | None = None
+    include_unknown: bool = False
 
     @property
     def name(self) -> str:
@@ -421,29 +425,29 @@ class ModelSafety:
 
     def check(self, facts: Facts) -> list[Refusal]:
         good, why = _candidates(facts, self.predicate_type, self.step, self.name)
-        if not good:
-            return why or [Refusal(f"{self.name}: no model-safety attestation "
-                                   f"({self.predicate_type}) signed by a layout functionary",
-                                   rule=self.name, step=self.step)]
         fn = self.findings or _default_unsafe_findings()
-        out: list[Refusal] = []
-        wanted = set(facts.files.values())
-        for att in good:
-            covered = {d for _, d in att.subjects}
-            missing = [p for p, d in facts.files.items() if d not in covered]
-            if missing:
-                out.append(Refusal(f"{self.name}: scan {att.id[:19]} does not cover "
-                                   f"{', '.join(sorted(missing)[:5])}", rule=self.name,
-                                   artifact=sorted(missing)[0], attestation=att.id))
-                continue
-            problems = fn(dict(att.predicate), include_suspicious=self.include_suspicious)
-            if problems:
-                out.extend(Refusal(f"{self.name}: {p}", rule=self.name, attestation=att.id,
-                                   artifact=p.split(" ")[0]) for p in problems)
-                continue
-            if covered & wanted:
-                return []
-        return out
+
+        def verdict(att: Attestation) -> list[Refusal]:
+            # every file of the model must have been scanned (by its digest), whatever the
+            # Statement's subjects say, and nothing the policy refuses may be among them
+            files = att.predicate.get("files")
+            scanned = {str(e["digest"].get("sha256")) for e in files or []
+                       if isinstance(e, Mapping) and isinstance(e.get("digest"), Mapping)} \
+                if isinstance(files, list) else set()
+            missing = sorted(p for p, d in facts.files.items() if d not in scanned)
+            out = [Refusal(f"{self.name}: scan {att.id[:19]} by {facts.name(att.who)} does "
+                           f"not cover {', '.join(missing[:5])}", rule=self.name,
+                           step=self.step, artifact=missing[0], attestation=att.id,
+                           key=att.who)] if missing else []
+            problems = fn(dict(att.predicate), include_suspicious=self.include_suspicious,
+                          include_unknown=self.include_unknown)
+            out.extend(Refusal(f"{self.name}: {p}", rule=self.name, step=self.step,
+                               attestation=att.id, key=att.who, artifact=p.split(" ")[0])
+                       for p in problems)
+            return out
+
+        # a PASSED scan by one functionary never cancels another's refusal (settle)
+        return settle(self.name, facts, good, why, self.step, verdict=verdict)
 
 
 @dataclass(frozen=True)
@@ -608,16 +612,17 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
     if safety is True:
         reqs.append(ModelSafety())
     elif isinstance(safety, Mapping):
-        _unknown(safety, ("include_suspicious", "step", "predicate_type"),
+        _unknown(safety, ("include_suspicious", "include_unknown", "step", "predicate_type"),
                  f"{source}: model_safety")
-        suspicious = safety.get("include_suspicious", False)
-        if not isinstance(suspicious, bool):
-            raise UsageError(f"{source}: model_safety.include_suspicious is true or false")
-        reqs.append(ModelSafety(suspicious,
+        for flag in ("include_suspicious", "include_unknown"):
+            if not isinstance(safety.get(flag, False), bool):
+                raise UsageError(f"{source}: model_safety.{flag} is true or false")
+        reqs.append(ModelSafety(bool(safety.get("include_suspicious", False)),
                                 _opt_str(safety.get("step"), f"{source}: model_safety.step"),
                                 _opt_str(safety.get("predicate_type"),
                                          f"{source}: model_safety.predicate_type")
-                                or SAFETY_PREDICATE))
+                                or SAFETY_PREDICATE,
+                                include_unknown=bool(safety.get("include_unknown", False))))
     elif safety not in (None, False):
         raise UsageError(f"{source}: model_safety is true, false or a mapping")
     age = data.get("max_attestation_age")
