@@ -10,6 +10,7 @@ bundle. With a policy, the bundle also carries, beside the layout, under ``model
 - ``layout.json``: the signed in-toto layout the policy names (fetched once if it was pinned
   in a registry);
 - ``keys/``: the layout owners' public keys; ``trusted_root.json``: the Sigstore trusted root;
+- ``tsa/``: the TSA certificates the policy trusts (``trusted_tsa``), when it names any;
 - ``bundle.json``: what was exported (reference, digest, tag, time, omitted blobs) and the
   sha256 of each file above.
 
@@ -102,6 +103,23 @@ def _policy_files(policy_path: Path, registry_options: dict[str, Any] | None
         files[PREFIX + name] = p.read_bytes()
         new_keys.append(name)
     doc["layout_keys"] = new_keys
+    # the TSA certificates whose timestamps the policy trusts (lifecycle ages and order):
+    # without them the bundle's own policy names files that are not there
+    tsa = doc.get("trusted_tsa")
+    if tsa:
+        new_tsa = []
+        for i, spec in enumerate(tsa if isinstance(tsa, list) else [tsa]):
+            p = Path(str(spec))
+            p = p if p.is_absolute() else base / p
+            try:
+                data = p.read_bytes()
+            except OSError as e:
+                raise UsageError(f"policy {policy_path}: trusted_tsa {spec} cannot be read: "
+                                 f"{e.strerror or e}") from e
+            name = f"tsa/{i}-{p.name}"
+            files[PREFIX + name] = data
+            new_tsa.append(name)
+        doc["trusted_tsa"] = new_tsa
     root = str(doc.get("trusted_root") or "production")
     if root in ("production", "staging"):
         from importlib import resources

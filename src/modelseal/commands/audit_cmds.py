@@ -61,9 +61,19 @@ def copy(src: str, dst: str, filter_types: tuple[str, ...], allow_retag: bool,
         from modelseal.refs import parse_ref
 
         opts = store_kwargs(kw)
-        src_ref = parse_ref(src)
+        src_ref = parse_ref(src, default_tag=None)
         dst_ref = parse_ref(dst, default_tag=None)
         src_store = open_store(src_ref, **opts)
+        if src_ref.kind == "oci-archive" and not (src_ref.tag or src_ref.digest):
+            # an archive holding one model (an audit bundle, a backup): that model's tag, as
+            # `copy oci-archive:backup.tar REGISTRY/REPO:TAG` in docs/auditor.md restores it
+            from modelseal.audit.bundle import bundle_info
+            from modelseal.oci.archive import ArchiveStore
+
+            if isinstance(src_store, ArchiveStore):
+                src_ref = src_ref.with_tag(str(bundle_info(src_store).get("tag") or "latest"))
+        elif not (src_ref.tag or src_ref.digest):
+            src_ref = parse_ref(src)
         verified = None
         if dst_ref.kind == "oci-archive":
             from modelseal.oci.archive import ArchiveStore

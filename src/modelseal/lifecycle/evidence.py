@@ -48,10 +48,10 @@ def layout_key_materials(tl: TrustedLayout) -> dict[str, str]:
 
 def rules_from_layout(tl: TrustedLayout) -> LifecycleRules:
     """The lifecycle rules of a verified layout (empty when it has none)."""
-    from modelseal.layout import describe_key
-
     materials = layout_key_materials(tl)
-    names = {materials[k]: describe_key(k, d) for k, d in tl.layout.keys.items()}
+    # the functionary names the layout gives (`layout new` takes them from the key files), as
+    # the verifier's step table shows them: "frank (key 1a2b...)", never a bare key id
+    names = tl.describe()
     raw = tl.extension.get(LIFECYCLE_EXTENSION) or {}
     if not isinstance(raw, Mapping):
         raise InputError("layout: modelseal.lifecycle must be an object")
