@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from modelseal.verify.policy import Policy
 
 MODEL_ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
+MAX_TEXT = 500
+"""Longest text taken from evidence into the index (names, URIs, signers, reasons): the
+rest is cut, so a hostile attestation cannot exceed a column or an index entry."""
 NO_POLICY = "indexed without a policy: signature not checked"
 
 
@@ -105,6 +108,20 @@ def _iso(t: datetime | None) -> str | None:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(v: str | None) -> str | None:
+    """An unsigned time (a referrer annotation) normalised, or None when it is not one."""
+    if not v:
+        return None
+    try:
+        return _iso(datetime.fromisoformat(v.replace("Z", "+00:00")))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _cap(v: Any) -> Any:
+    return v[:MAX_TEXT] if isinstance(v, str) else v
 
 
 def repo_key(ref: Ref) -> str:
@@ -189,8 +206,10 @@ def judge_evidence(evidence: Sequence[Evidence], covers: set[str],
         try:
             pb = parse_bundle(ev.bundle)
         except InputError as e:
+            created = _time(ev.created)
             rows.append(AttestationRow(ev.id, None, False, f"not a Sigstore bundle: {e}",
-                                       None, None, ev.created, "annotation"))
+                                       None, None, created,
+                                       "annotation" if created else "none"))
             continue
         st = pb.statement or {}
         att = verified.get(ev.id)
@@ -198,7 +217,8 @@ def judge_evidence(evidence: Sequence[Evidence], covers: set[str],
             reason = NO_POLICY if ctx is None else refused.get(ev.id, "signature not verified")
             rows.append(AttestationRow(ev.id, pb.predicate_type, False, reason,
                                        pb.signer_hint or None, extract.link_step(st),
-                                       ev.created, "annotation" if ev.created else "none", st))
+                                       _time(ev.created),
+                                       "annotation" if _time(ev.created) else "none", st))
             continue
         assert ctx is not None
         st = att.statement
@@ -269,16 +289,19 @@ def _index_model(conn: Connection, store: Store, repo: str, digest: str, info: d
         conn.execute(delete(t).where(t.c.repo == repo, t.c.model_digest == digest))
     conn.execute(delete(models).where(models.c.repo == repo, models.c.digest == digest))
     conn.execute(models.insert().values(
-        repo=repo, digest=digest, artifact_type=info["artifact_type"], name=info["name"],
-        version=info["version"], created=info["created"], evidence_key=key,
+        repo=repo, digest=digest, artifact_type=_cap(info["artifact_type"]),
+        name=_cap(info["name"]), version=_cap(info["version"]), created=_time(info["created"]),
+        evidence_key=key,
         policy=ctx.key if ctx else None, stage=stage, status=status, stage_basis=basis))
     if rows:
         conn.execute(attestations.insert(), [
-            {**where, "attestation": r.attestation, "predicate_type": r.predicate_type,
-             "verified": r.verified, "reason": r.reason, "signer": r.signer, "step": r.step,
+            {**where, "attestation": r.attestation,
+             "predicate_type": _cap(r.predicate_type), "verified": r.verified,
+             "reason": _cap(r.reason), "signer": _cap(r.signer), "step": _cap(r.step),
              "time": r.time, "time_source": r.time_source} for r in rows])
     deps = [{**where, "attestation": r.attestation, "kind": d.kind, "role": d.role,
-             "digest": d.digest, "scheme": d.scheme, "name": d.name, "uri": d.uri}
+             "digest": _cap(d.digest), "scheme": _cap(d.scheme), "name": _cap(d.name),
+             "uri": _cap(d.uri)}
             for r in rows for d in extract.dependencies(r.statement)]
     if deps:
         conn.execute(dependencies.insert(), deps)
@@ -348,8 +371,8 @@ def crawl_source(engine: Engine, source: str, ctx: PolicyContext | None,
             if info["artifact_type"] != MODEL_ARTIFACT_TYPE:
                 conn.execute(delete(models).where(models.c.repo == repo, models.c.digest == d))
                 conn.execute(models.insert().values(
-                    repo=repo, digest=d, artifact_type=info["artifact_type"],
-                    name=info["name"], evidence_key=keys[d], policy=ctx.key if ctx else None,
+                    repo=repo, digest=d, artifact_type=_cap(info["artifact_type"]),
+                    name=_cap(info["name"]), evidence_key=keys[d], policy=ctx.key if ctx else None,
                     stage_basis="not a model"))
                 continue
             _index_model(conn, store, repo, d, info, keys[d], ctx, now, report)

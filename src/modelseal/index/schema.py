@@ -52,14 +52,14 @@ models = Table(
     "models", metadata,
     Column("repo", String(1000), primary_key=True),
     Column("digest", String(80), primary_key=True),
-    Column("artifact_type", String(200)),
+    Column("artifact_type", String(500)),
     Column("name", String(500), index=True),
-    Column("version", String(200)),
+    Column("version", String(500)),
     Column("created", String(40)),
     Column("evidence_key", String(80)),
-    Column("policy", String(80)),  # the policy's digest, None when indexed without one
-    Column("stage", String(100)),  # verified current stage (None: never promoted / unknown)
-    Column("status", String(100)),
+    Column("policy", String(200)),  # the policy's digest, None when indexed without one
+    Column("stage", String(500)),  # verified current stage (None: never promoted / unknown)
+    Column("status", String(500)),
     Column("stage_basis", Text),  # why the stage is what it is (or why unknown)
 )
 
@@ -73,7 +73,7 @@ attestations = Table(
     Column("verified", Boolean, nullable=False),
     Column("reason", Text),  # why not verified
     Column("signer", String(500), index=True),  # functionary name (verified) or claimed hint
-    Column("step", String(200)),
+    Column("step", String(500)),
     Column("time", String(40), index=True),
     Column("time_source", String(20)),  # signed | annotation | none
 )
@@ -87,8 +87,8 @@ dependencies = Table(
     Column("attestation", String(80), nullable=False),
     Column("kind", String(40), nullable=False),  # dataset | code | base-model | other
     Column("role", String(40), nullable=False),  # train | evaluate | bom
-    Column("digest", String(200), index=True),  # sha256:<hex> or gitCommit:<hex>
-    Column("scheme", String(100)),  # how the digest was computed (file, dirhash, listing)
+    Column("digest", String(500), index=True),  # sha256:<hex> or gitCommit:<hex>
+    Column("scheme", String(500)),  # how the digest was computed (file, dirhash, listing)
     Column("name", String(1000), index=True),
     Column("uri", Text),
     Index("ix_dependencies_model", "repo", "model_digest"),
@@ -100,8 +100,8 @@ stage_events = Table(
     Column("repo", String(1000), primary_key=True),
     Column("model_digest", String(80), primary_key=True),
     Column("sequence", Integer, primary_key=True, autoincrement=False),
-    Column("action", String(40), nullable=False),
-    Column("stage", String(100)),
+    Column("action", String(500), nullable=False),
+    Column("stage", String(500)),
     Column("time", String(40)),
     Column("signers", Text),  # comma-separated functionary names
     Column("record", String(80)),
