@@ -81,7 +81,7 @@ def evaluation(digest: str, dataset: dict[str, Any]) -> dict[str, Any]:
     return statement([("model", digest)], TEST_RESULT_PREDICATE, pred)
 
 
-def build_world(tmp: Path) -> World:
+def _keys_and_policy(tmp: Path) -> World:
     names = [*FUNCTIONARY.values(), "owner", "rm1", "mallory"]
     fs = make_functionaries(tmp, names)
     doc = new_layout(load_template("ml-pipeline"),
@@ -95,8 +95,12 @@ def build_world(tmp: Path) -> World:
     layout.write_text(json.dumps(sign_layout(doc, fs["owner"].signer)))
     policy = write_policy(tmp / "policy.yaml", str(layout),
                           fs["owner"].key_path.with_suffix(".pub"))
-    oci = tmp / "models"
-    w = World(tmp, oci, policy, fs)
+    return World(tmp, tmp / "models", policy, fs)
+
+
+def build_world(tmp: Path) -> World:
+    w = _keys_and_policy(tmp)
+    oci = w.oci
     w.digests["base-v1"] = push_model(oci, tmp, "base-v1", "base", b"base weights")
     w.digests["ft-v1"] = push_model(oci, tmp, "ft-v1", "finetune", b"fine-tuned weights")
     w.digests["evil-v1"] = push_model(oci, tmp, "evil-v1", "evil", b"evil weights")
@@ -119,3 +123,9 @@ def promote_staging(w: World, tag: str) -> None:
     ref = parse_ref(w.ref(tag))
     transition(open_store(ref), ref, action="promote", stage="staging",
                signer=w.keys["rm1"].signer, layout=ctx.layout)
+
+
+def build_world_keys(tmp: Path) -> tuple[dict[str, Any], Path]:
+    """Keys and a policy like ``build_world``'s, without models (for the benchmark)."""
+    w = _keys_and_policy(tmp)
+    return w.keys, w.policy

@@ -38,6 +38,7 @@ MAX_TEXT = 500
 """Longest text taken from evidence into the index (names, URIs, signers, reasons): the
 rest is cut, so a hostile attestation cannot exceed a column or an index entry."""
 NO_POLICY = "indexed without a policy: signature not checked"
+BATCH = 200  # models per transaction
 
 
 @dataclass
@@ -49,6 +50,12 @@ class PolicyContext:
     layout: TrustedLayout
     trusted_root: Any
     names: dict[str, str]  # layout key id -> functionary name
+    step_ids: dict[str, set[str]] = field(default_factory=dict)  # step -> key identities
+
+    def __post_init__(self) -> None:
+        # computed once: deriving a key's identity (its canonical material) is not cheap
+        self.step_ids = {str(s.name): self.layout.step_identities(str(s.name))
+                         for s in self.layout.layout.steps}
 
     @classmethod
     def load(cls, path: str | Path) -> PolicyContext:
@@ -156,6 +163,17 @@ def evidence_keys(store: Store, tag_list: Sequence[str], digests: Iterable[str],
     return out
 
 
+def _list_tags_once(store: Store, listed: list[str]) -> None:
+    """Let the crawl's one tag listing answer the listings ``fetch_evidence`` makes per model.
+
+    An image-layout directory sorts every tag on each listing (a referrer tag per attestation:
+    40,000 tags for 10,000 models), which made a crawl quadratic; a registry lists them over
+    the network, page by page. The crawl is a snapshot: the evidence keys were computed from
+    this same listing, so the evidence read matches them."""
+    frozen = list(listed)
+    setattr(store, "list_tags", lambda: list(frozen))  # noqa: B010  (this store, this crawl)
+
+
 def _manifest_info(store: Store, digest: str) -> dict[str, Any]:
     from modelseal._util.json import loads_object
 
@@ -231,8 +249,7 @@ def judge_evidence(evidence: Sequence[Evidence], covers: set[str],
                                        "any of its files", signer, None, time, source, st))
             continue
         tl = ctx.layout
-        steps = [str(s.name) for s in tl.layout.steps]
-        mine = [s for s in steps if att.who in tl.step_identities(s)]
+        mine = [s for s, ids in ctx.step_ids.items() if att.who in ids]
         named = extract.link_step(st)
         if named is not None:
             if named not in mine:
@@ -276,18 +293,22 @@ def _lifecycle(store: Store, digest: str, evidence: Sequence[Evidence],
 
 def _index_model(conn: Connection, store: Store, repo: str, digest: str, info: dict[str, Any],
                  key: str, ctx: PolicyContext | None, now: datetime,
-                 report: CrawlReport) -> None:
+                 report: CrawlReport, *, known: bool = True) -> None:
+    from modelseal.oci.layout import LayoutStore
     from modelseal.verify.pipeline import fetch_evidence
 
-    evidence, _notes, _skipped, refused = fetch_evidence(store, digest)
+    # a directory answers in microseconds: threads would cost more than they save
+    workers = 1 if isinstance(store, LayoutStore) else 16
+    evidence, _notes, _skipped, refused = fetch_evidence(store, digest, workers=workers)
     rows = judge_evidence(evidence, info["hexes"], ctx, now)
     rows += [AttestationRow(ig.attestation, ig.predicate_type, False, ig.reason, None, None,
                             None, "none") for ig in refused]
     stage, status, basis, events = _lifecycle(store, digest, evidence, ctx, now)
     where = {"repo": repo, "model_digest": digest}
-    for t in (attestations, dependencies, stage_events):
-        conn.execute(delete(t).where(t.c.repo == repo, t.c.model_digest == digest))
-    conn.execute(delete(models).where(models.c.repo == repo, models.c.digest == digest))
+    if known:
+        for t in (attestations, dependencies, stage_events):
+            conn.execute(delete(t).where(t.c.repo == repo, t.c.model_digest == digest))
+        conn.execute(delete(models).where(models.c.repo == repo, models.c.digest == digest))
     conn.execute(models.insert().values(
         repo=repo, digest=digest, artifact_type=_cap(info["artifact_type"]),
         name=_cap(info["name"]), version=_cap(info["version"]), created=_time(info["created"]),
@@ -327,6 +348,7 @@ def crawl_source(engine: Engine, source: str, ctx: PolicyContext | None,
     repo = repo_key(ref)
     whole = ref.tag is None and ref.digest is None
     all_tags = store.list_tags()
+    _list_tags_once(store, all_tags)
     wanted = [t for t in all_tags if not _is_referrer_tag(t)] if whole else (
         [ref.tag] if ref.tag else [])
     current: dict[str, str] = {}
@@ -360,22 +382,29 @@ def crawl_source(engine: Engine, source: str, ctx: PolicyContext | None,
                 conn.execute(delete(models).where(models.c.repo == repo, models.c.digest == d))
                 report.removed += 1
     report.tags += len(current)
+    todo = []
     for d in sorted(digests):
         report.models += 1
         old = known.get(d)
         if old is not None and old[0] == keys[d]:
             report.unchanged += 1
-            continue
-        info = _manifest_info(store, d)
-        with engine.begin() as conn:  # one model, one transaction: a crash loses no other
-            if info["artifact_type"] != MODEL_ARTIFACT_TYPE:
-                conn.execute(delete(models).where(models.c.repo == repo, models.c.digest == d))
+        else:
+            todo.append(d)
+    # a transaction per batch of models: a commit per model costs more than indexing it
+    for start in range(0, len(todo), BATCH):
+        with engine.begin() as conn:
+            for d in todo[start:start + BATCH]:
+                info = _manifest_info(store, d)
+                if info["artifact_type"] == MODEL_ARTIFACT_TYPE:
+                    _index_model(conn, store, repo, d, info, keys[d], ctx, now, report,
+                                 known=d in known)
+                    continue
+                conn.execute(delete(models).where(models.c.repo == repo,
+                                                  models.c.digest == d))
                 conn.execute(models.insert().values(
                     repo=repo, digest=d, artifact_type=_cap(info["artifact_type"]),
-                    name=_cap(info["name"]), evidence_key=keys[d], policy=ctx.key if ctx else None,
-                    stage_basis="not a model"))
-                continue
-            _index_model(conn, store, repo, d, info, keys[d], ctx, now, report)
+                    name=_cap(info["name"]), evidence_key=keys[d],
+                    policy=ctx.key if ctx else None, stage_basis="not a model"))
 
 
 def crawl(engine: Engine, sources: Sequence[str], *, policy: str | Path | None = None,

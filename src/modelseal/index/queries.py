@@ -18,10 +18,25 @@ def _tags_of(conn: Any, repo: str, digest: str) -> list[str]:
         tags.c.repo == repo, tags.c.digest == digest)).scalars())
 
 
-def _model_dict(conn: Any, m: Any) -> dict[str, Any]:
+def _tags_for(conn: Any, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """(repo, digest) -> its tags, in one query per repository."""
+    out: dict[tuple[str, str], list[str]] = {p: [] for p in pairs}
+    by_repo: dict[str, set[str]] = {}
+    for repo, digest in pairs:
+        by_repo.setdefault(repo, set()).add(digest)
+    for repo, ds in by_repo.items():
+        for r in conn.execute(select(tags.c.digest, tags.c.tag).where(
+                tags.c.repo == repo, tags.c.digest.in_(sorted(ds)))):
+            out[(repo, r.digest)].append(r.tag)
+    for v in out.values():
+        v.sort()
+    return out
+
+
+def _model_dict(conn: Any, m: Any, tag_list: list[str] | None = None) -> dict[str, Any]:
     return {"repo": m.repo, "digest": m.digest, "name": m.name, "version": m.version,
-            "tags": _tags_of(conn, m.repo, m.digest), "stage": m.stage, "status": m.status,
-            "stageBasis": m.stage_basis}
+            "tags": _tags_of(conn, m.repo, m.digest) if tag_list is None else tag_list,
+            "stage": m.stage, "status": m.status, "stageBasis": m.stage_basis}
 
 
 def _dataset_filter(query: str) -> Any:
@@ -51,14 +66,16 @@ def lineage_dataset(engine: Engine, query: str, *, verified_only: bool = False
     names: set[str] = set()
     digests: set[str] = set()
     with engine.connect() as conn:
-        for r in conn.execute(q):
+        found = list(conn.execute(q))
+        tag_map = _tags_for(conn, {(r.repo, r.model_digest) for r in found})
+        for r in found:
             if r.name:
                 names.add(r.name)
             if r.digest:
                 digests.add(f"{r.digest} ({r.scheme})" if r.scheme else r.digest)
             out.append({
                 "model": {"repo": r.repo, "digest": r.model_digest, "name": r.model_name,
-                          "version": r.version, "tags": _tags_of(conn, r.repo, r.model_digest),
+                          "version": r.version, "tags": tag_map[(r.repo, r.model_digest)],
                           "stage": r.stage, "status": r.status, "stageBasis": r.stage_basis},
                 "role": r.role, "step": r.step, "signer": r.signer, "time": r.time,
                 "timeSource": r.time_source, "verified": bool(r.verified),
@@ -139,7 +156,6 @@ def lineage_model(engine: Engine, ref: str) -> dict[str, Any]:
                            stage_events.c.repo == mrow.repo,
                            stage_events.c.model_digest == mrow.digest)
                            .order_by(stage_events.c.sequence))]
-            hexd = mrow.digest.partition(":")[2]
             derived_q = (select(d.repo, d.model_digest, d.attestation, a.verified, a.signer,
                                 a.time, models.c.name, models.c.version)
                          .join(attestations, and_(a.repo == d.repo,
@@ -147,14 +163,14 @@ def lineage_model(engine: Engine, ref: str) -> dict[str, Any]:
                                                   a.attestation == d.attestation))
                          .join(models, and_(models.c.repo == d.repo,
                                             models.c.digest == d.model_digest))
-                         .where(d.kind == "base-model",
-                                or_(d.digest == mrow.digest, d.uri.endswith("@" + mrow.digest),
-                                    d.uri.endswith(hexd))))
+                         .where(d.kind == "base-model", d.digest == mrow.digest))
+            rows = list(conn.execute(derived_q))
+            tag_map = _tags_for(conn, {(r.repo, r.model_digest) for r in rows})
             derived = sorted(
                 ({"repo": r.repo, "digest": r.model_digest, "name": r.name,
-                  "version": r.version, "tags": _tags_of(conn, r.repo, r.model_digest),
+                  "version": r.version, "tags": tag_map[(r.repo, r.model_digest)],
                   "attestation": r.attestation, "verified": bool(r.verified),
-                  "signer": r.signer, "time": r.time} for r in conn.execute(derived_q)),
+                  "signer": r.signer, "time": r.time} for r in rows),
                 key=lambda x: (x["repo"], x["digest"], x["attestation"]))
             results.append({
                 "model": _model_dict(conn, mrow),
@@ -198,7 +214,8 @@ def search(engine: Engine, *, name: str | None = None, stage: str | None = None,
     q = select(models).where(*cond).order_by(m.repo, m.digest).limit(limit)
     with engine.connect() as conn:
         rows = list(conn.execute(q))
-        return [_model_dict(conn, r) for r in rows]
+        tag_map = _tags_for(conn, {(r.repo, r.digest) for r in rows})
+        return [_model_dict(conn, r, tag_map[(r.repo, r.digest)]) for r in rows]
 
 
 def every_answer(engine: Engine, datasets: Sequence[str], model_refs: Sequence[str]
