@@ -73,6 +73,12 @@ class BatchLayout(LayoutStore):
             self._doc = None
         return digest
 
+    def _atomic_write(self, dest: Path, data: bytes, mode: int = 0o644) -> None:
+        # no fsync: generated bench data on a shared machine's disk, rebuilt if lost
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+
     def flush(self) -> None:
         LayoutStore._write_index(self, self._index()[0])
 
@@ -113,7 +119,7 @@ def generate(root: Path, n: int) -> dict[str, Any]:
         (d / "config.json").write_text('{"hidden": 4}')
         ref = parse_ref(f"oci:{oci}:{tag}")
         digest = push(d, store, ref, ModelMetadata({"name": f"family-{fam:02d}",
-                                                    "version": tag})).digest
+                                                    "version": tag}), workers=1).digest
         subject = subject_of(store, digest)
         used = [datasets[i % 100]] + ([datasets[(i * 7 + 3) % 100]] if i % 2 else [])
         for st, who in ((provenance(digest, used, base=last.get(fam)), "trainer"),

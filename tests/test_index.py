@@ -218,6 +218,8 @@ def test_index_and_lineage_commands_speak_json(world: World, tmp_path: Path) -> 
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run("index", world.source, "--db", "mysql://x")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = run("lineage", "--dataset", "census", "--db", "postgresql://nobody@127.0.0.1:1/none")
+    assert r.returncode == 3 and "Traceback" not in r.stderr  # unreachable database
     r = run("lineage", "--dataset", "census", "--db", db)  # the human table
     assert r.returncode == 0 and "trainer" in r.stdout
 

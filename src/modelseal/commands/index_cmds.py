@@ -37,11 +37,12 @@ def index(sources: tuple[str, ...], db: str | None, policy_file: str | None, jso
     fetched again."""
     with errors_to_exit(json_mode):
         from modelseal.index.crawler import crawl
-        from modelseal.index.schema import connect
+        from modelseal.index.schema import connect, database_errors
 
         engine = connect(db)
-        report = crawl(engine, list(sources), policy=policy_file,
-                       registry_options=store_kwargs(kw))
+        with database_errors(db):
+            report = crawl(engine, list(sources), policy=policy_file,
+                           registry_options=store_kwargs(kw))
         if json_mode:
             emit_json(report.to_dict())
             return
@@ -66,20 +67,22 @@ def lineage(dataset: str | None, model: str | None, verified_only: bool, db: str
     with errors_to_exit(json_mode):
         from modelseal.errors import UsageError
         from modelseal.index.queries import lineage_dataset, lineage_model
-        from modelseal.index.schema import connect
+        from modelseal.index.schema import connect, database_errors
 
         if (dataset is None) == (model is None):
             raise UsageError("give exactly one of --dataset DIGEST|NAME or --model REF")
         engine = connect(db)
         if dataset is not None:
-            out = lineage_dataset(engine, dataset, verified_only=verified_only)
+            with database_errors(db):
+                out = lineage_dataset(engine, dataset, verified_only=verified_only)
             if json_mode:
                 emit_json(out)
             else:
                 _print_dataset(out)
             return
         assert model is not None
-        res = lineage_model(engine, model)
+        with database_errors(db):
+            res = lineage_model(engine, model)
         if verified_only:
             for r in res["results"]:
                 for k in ("datasets", "code", "baseModels", "other", "derived"):
@@ -159,10 +162,12 @@ def search(db: str | None, json_mode: bool, include_unverified: bool, limit: int
     """Models in the index matching every filter."""
     with errors_to_exit(json_mode):
         from modelseal.index.queries import search as do_search
-        from modelseal.index.schema import connect
+        from modelseal.index.schema import connect, database_errors
 
-        rows = do_search(connect(db), verified_only=not include_unverified, limit=limit,
-                         **filters)
+        engine = connect(db)
+        with database_errors(db):
+            rows = do_search(engine, verified_only=not include_unverified, limit=limit,
+                             **filters)
         if json_mode:
             emit_json({"models": rows})
             return

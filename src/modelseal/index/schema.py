@@ -8,7 +8,8 @@ carry the data over may drop it, and ``modelseal index`` rebuilds it from the re
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -150,17 +151,32 @@ def engine_url(url: str | None) -> str:
 
 def connect(url: str | None = None) -> Engine:
     """An engine for the index at ``url`` (default: ``default_db_url()``), migrated."""
-    from sqlalchemy.exc import OperationalError
-
-    engine = create_engine(engine_url(url), future=True)
-    try:
+    full = engine_url(url)
+    if full.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as e:
+            raise UsageError("PostgreSQL needs the psycopg driver",
+                             hint="pip install 'modelseal[postgres]'") from e
+    engine = create_engine(full, future=True)
+    with database_errors(url):
         migrate(engine)
-    except OperationalError as e:
-        from modelseal.errors import StoreError
-
-        raise StoreError(f"index database {url or default_db_url()} is unreachable: "
-                         f"{e.orig or e}") from e
     return engine
+
+
+@contextmanager
+def database_errors(url: str | None = None) -> Iterator[None]:
+    """Turn the database's errors into StoreError (exit 3), naming the database."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from modelseal.errors import StoreError
+
+    try:
+        yield
+    except SQLAlchemyError as e:
+        orig = getattr(e, "orig", None)
+        raise StoreError(f"index database {url or default_db_url()}: "
+                         f"{str(orig or e).strip().splitlines()[0]}") from e
 
 
 def migrate(engine: Engine) -> int:
