@@ -94,6 +94,23 @@ def test_provenance_signed_by_unknown_key_is_indexed_unverified_with_reason(
     assert "evil" not in {n for n, _, _ in _models(only)}
 
 
+def test_provenance_copied_from_another_model_does_not_count_for_this_one(
+        world: World, db_url: str) -> None:
+    from index_fixtures import provenance
+
+    # the trainer's genuine provenance of base-v1, attached to evil-v1 by someone else
+    world.attach("evil-v1", provenance(world.digests["base-v1"],
+                                       [{"name": "reviews", "digest": {"sha256": "7e" * 32}}]),
+                 "trainer")
+    engine = connect(db_url)
+    crawl(engine, [world.source], policy=world.policy)
+    rows = [m for m in lineage_dataset(engine, "reviews")["models"]
+            if m["model"]["name"] == "evil"]
+    assert len(rows) == 1 and rows[0]["verified"] is False
+    assert "subject" in rows[0]["reason"]
+    assert rows[0]["signer"] == "trainer"  # the signature is genuine; the claim is not this model's
+
+
 def test_lineage_model_names_datasets_code_base_signers_stages_and_derivatives(
         world: World, db_url: str) -> None:
     engine = connect(db_url)

@@ -58,14 +58,15 @@ class PolicyContext:
                          for s in self.layout.layout.steps}
 
     @classmethod
-    def load(cls, path: str | Path) -> PolicyContext:
+    def load(cls, path: str | Path, registry_options: Mapping[str, Any] | None = None
+             ) -> PolicyContext:
         """Load a policy file and verify its layout (VerificationError when it does not)."""
         from modelseal.layout import functionary_names, verify_layout
         from modelseal.verify.pipeline import load_layout_bytes, trust_root_for
         from modelseal.verify.policy import load_policy
 
         policy = load_policy(path)
-        data, _ = load_layout_bytes(policy)
+        data, _ = load_layout_bytes(policy, registry_options)
         tl = verify_layout(data, policy.layout_keys)
         return cls(policy, tl, trust_root_for(data, policy), functionary_names(tl.doc))
 
@@ -411,7 +412,7 @@ def crawl(engine: Engine, sources: Sequence[str], *, policy: str | Path | None =
           now: datetime | None = None,
           registry_options: Mapping[str, Any] | None = None) -> CrawlReport:
     """Index every source (``oci:DIR``, ``oci:DIR:TAG``, ``HOST/REPO``, ``HOST/REPO:TAG``)."""
-    ctx = PolicyContext.load(policy) if policy is not None else None
+    ctx = PolicyContext.load(policy, registry_options) if policy is not None else None
     now = now or datetime.now(UTC)
     report = CrawlReport()
     for s in sources:
