@@ -233,6 +233,14 @@ def main() -> None:
               f"{r['size_mib']} MiB | {r['reindex_unchanged_s']} s ({r['refetched']} "
               f"refetched) | {r['dataset_median_ms']}/{r['dataset_p95_ms']} ms | "
               f"{r['model_median_ms']}/{r['model_p95_ms']} ms |")
+    missed = [f"{r['engine']}: {what}" for r in results for what, bad in (
+        ("re-index over 10 s", r["reindex_unchanged_s"] > 10),
+        ("lineage --dataset p95 over 100 ms", r["dataset_p95_ms"] > 100),
+        ("lineage --model p95 over 100 ms", r["model_p95_ms"] > 100)) if bad]
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    if missed:
+        print("targets missed: " + "; ".join(missed))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
