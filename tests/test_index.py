@@ -166,6 +166,28 @@ def test_removed_tag_removes_its_model_from_the_answers(world: World, db_url: st
     assert "evil" not in {n for n, _, _ in _models(lineage_dataset(engine, "census"))}
 
 
+def test_a_tampered_manifest_is_left_out_with_its_reason_and_the_rest_is_indexed(
+        world: World, db_url: str) -> None:
+    from sqlalchemy import select
+
+    from modelseal.index.schema import models
+
+    hexd = world.digests["evil-v1"].partition(":")[2]
+    blob = world.oci / "blobs" / "sha256" / hexd
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes().replace(b"evil", b"nice"))
+    engine = connect(db_url)
+    report = crawl(engine, [world.source], policy=world.policy)
+    assert (report.models, report.indexed) == (3, 2)
+    assert {n for n, _, _ in _models(lineage_dataset(engine, "census"))} == {"base", "finetune"}
+    with engine.connect() as conn:
+        row = conn.execute(select(models).where(
+            models.c.digest == world.digests["evil-v1"])).one()
+    assert row.evidence_key is None and row.stage_basis.startswith("not indexed")
+    # retried on the next run (no evidence key), still refused
+    assert crawl(engine, [world.source], policy=world.policy).unchanged == 2
+
+
 def test_without_policy_nothing_is_verified_and_each_answer_says_why(world: World,
                                                                       db_url: str) -> None:
     engine = connect(db_url)

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, select
 
-from modelseal.errors import InputError, ModelsealError, NotFoundError, StoreError
+from modelseal.errors import (
+    AuthError,
+    DigestMismatchError,
+    InputError,
+    ModelsealError,
+    NotFoundError,
+    RegistryUnreachableError,
+    StoreError,
+)
 from modelseal.index import extract
 from modelseal.index.schema import attestations, dependencies, models, stage_events, tags
 
@@ -395,17 +403,29 @@ def crawl_source(engine: Engine, source: str, ctx: PolicyContext | None,
     for start in range(0, len(todo), BATCH):
         with engine.begin() as conn:
             for d in todo[start:start + BATCH]:
-                info = _manifest_info(store, d)
-                if info["artifact_type"] == MODEL_ARTIFACT_TYPE:
-                    _index_model(conn, store, repo, d, info, keys[d], ctx, now, report,
-                                 known=d in known)
-                    continue
+                try:
+                    info = _manifest_info(store, d)
+                    if info["artifact_type"] == MODEL_ARTIFACT_TYPE:
+                        # reads and judges first, writes last: a failure writes nothing
+                        _index_model(conn, store, repo, d, info, keys[d], ctx, now, report,
+                                     known=d in known)
+                        continue
+                    key: str | None = keys[d]
+                    why = "not a model"
+                except (RegistryUnreachableError, AuthError):
+                    raise  # the source is gone: stop, nothing half-judged is recorded
+                except (StoreError, InputError, DigestMismatchError) as e:
+                    # hostile or broken content: recorded with the reason, retried next run
+                    info = {"artifact_type": None, "name": None}
+                    key, why = None, _cap(f"not indexed: {e}")
+                for tbl in (attestations, dependencies, stage_events):
+                    conn.execute(delete(tbl).where(tbl.c.repo == repo, tbl.c.model_digest == d))
                 conn.execute(delete(models).where(models.c.repo == repo,
                                                   models.c.digest == d))
                 conn.execute(models.insert().values(
                     repo=repo, digest=d, artifact_type=_cap(info["artifact_type"]),
-                    name=_cap(info["name"]), evidence_key=keys[d],
-                    policy=ctx.key if ctx else None, stage_basis="not a model"))
+                    name=_cap(info["name"]), evidence_key=key,
+                    policy=ctx.key if ctx else None, stage_basis=why))
 
 
 def crawl(engine: Engine, sources: Sequence[str], *, policy: str | Path | None = None,
