@@ -284,3 +284,23 @@ def test_index_crawls_a_registry_repository(world: World, registry: object,
     assert both.sources == [f"{host}/models/zoo", f"oci:{world.oci.resolve()}"]
     repos = {m["model"]["repo"] for m in lineage_dataset(engine, CENSUS)["models"]}
     assert len(repos) == 2
+
+
+def test_an_index_of_schema_version_1_is_migrated_in_place(db_url: str) -> None:
+    from sqlalchemy import create_engine, inspect, select
+
+    from modelseal.index import schema
+
+    raw = create_engine(schema.engine_url(db_url))
+    with raw.begin() as conn:  # what a modelseal of schema version 1 left behind
+        schema.migrations_table.create(conn)
+        schema._m1(conn)
+        schema.dependencies_uri.drop(conn)
+        conn.execute(schema.migrations_table.insert().values(version=1, applied_at="x"))
+    engine = connect(db_url)
+    with engine.connect() as conn:
+        versions = list(conn.execute(select(schema.migrations_table.c.version)).scalars())
+    assert sorted(versions) == list(range(1, schema.SCHEMA_VERSION + 1))
+    names = {i["name"] for i in inspect(engine).get_indexes("dependencies")}
+    assert "ix_dependencies_uri" in names
+    connect(db_url)  # idempotent

@@ -110,6 +110,9 @@ stage_events = Table(
 
 SCHEMA_TABLES = (tags, models, attestations, dependencies, stage_events)
 
+# migration 2: `lineage --dataset URI` looked datasets up by URI with a full scan
+dependencies_uri = Index("ix_dependencies_uri", dependencies.c.uri)
+
 
 def _m1(conn: Connection) -> None:
     """The first schema."""
@@ -117,7 +120,12 @@ def _m1(conn: Connection) -> None:
         t.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1]
+def _m2(conn: Connection) -> None:
+    """An index on dataset URIs (new databases already have it from ``_m1``)."""
+    dependencies_uri.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1, _m2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
