@@ -45,6 +45,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "copy": ("modelseal.commands.audit_cmds:copy", "Copy a model with every referrer."),
     "bundle": ("modelseal.commands.audit_cmds:bundle", "Export and verify offline audit bundles."),
     "audit": ("modelseal.commands.audit_cmds:audit", "Write an auditor's report (HTML, JSON)."),
+    "index": ("modelseal.commands.index_cmds:index", "Index registries' evidence for lineage."),
+    "lineage": ("modelseal.commands.index_cmds:lineage", "Lineage of a dataset or a model."),
+    "search": ("modelseal.commands.index_cmds:search", "Search the evidence index."),
 }
 
 
