@@ -187,6 +187,14 @@ for e in h["events"]:
     print(f"  {e['time']} ({e['timeSource']:10}) {e['what']:45} by {'; '.join(e['who'])}")
 PY
 
+step "18b. lineage: index the store (verified evidence only) and ask where train.csv went"
+rm -f "$OUT/lineage.db"
+modelseal index "$STORE" --policy policy.yaml --db "sqlite:///$OUT/lineage.db"
+# by digest: the provenance (train) and the ML-BOM (package) name the same dataset bytes
+modelseal lineage --dataset "sha256:$(sha256sum data/train.csv | cut -d' ' -f1)" \
+  --db "sqlite:///$OUT/lineage.db" --verified-only
+modelseal lineage --model "$STORE:v1" --db "sqlite:///$OUT/lineage.db"
+
 step "19. verified pull: only what was verified is written, every blob checked"
 modelseal pull "$STORE:v1" deploy --policy policy.yaml
 diff -r model deploy && echo "deployed copy is identical to the original"

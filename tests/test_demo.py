@@ -106,6 +106,21 @@ def test_demo_shows_the_main_job_and_refuses_every_attack(tmp_path: Path) -> Non
     assert (out / "model-audit.tar").is_file()
     assert json.loads((out / "restored" / "index.json").read_text())["manifests"]
 
+    # lineage: the index the demo built says where the training data went, on verified
+    # evidence, joining the provenance (train) and the ML-BOM (package) on the data's digest
+    import hashlib
+
+    data = hashlib.sha256((out / "data" / "train.csv").read_bytes()).hexdigest()
+    res = subprocess.run([sys.executable, "-m", "modelseal.cli", "lineage", "--dataset",
+                          f"sha256:{data}", "--db", f"sqlite:///{out / 'lineage.db'}",
+                          "--verified-only", "--json"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    answers = json.loads(res.stdout)["models"]
+    assert sorted((a["role"], a["step"], a["signer"], a["model"]["stage"]) for a in answers) == [
+        ("bom", "package", "erin", "production"), ("train", "train", "bob", "production")]
+    assert all(a["verified"] for a in answers)
+
     # the two lifecycle refusals, by rule (a copy of the state: verifying moves it forward)
     state = tmp_path / "state-copy"
     shutil.copytree(out / "state", state)
