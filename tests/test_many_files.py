@@ -397,3 +397,26 @@ def test_file_list_completes_the_manifest() -> None:
     assert [d.digest for d, _ in full.tar_layers] == [TAR["digest"]]
     assert full.layers[-1].packed_in == TAR["digest"]
     assert Descriptor.from_dict(LIST).digest == full.file_list.digest  # type: ignore[union-attr]
+
+
+def test_sigkill_while_unpacking_leaves_nothing_and_rerun_completes(
+        tmp_path: Path, small_pack: None) -> None:
+    import signal
+
+    model = tmp_path / "m"
+    write_many(model, 60, per_dir=10)
+    ref_text = f"oci:{tmp_path / 'layout'}:v1"
+    ref = parse_ref(ref_text)
+    push(model, open_store(ref), ref, MD)
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    cmd = [sys.executable, "-m", "modelseal.cli", "pull", ref_text, str(deploy / "model")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "MODELSEAL_TEST_KILL_AT": "file:20"})
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert not (deploy / "model").exists()
+    assert os.listdir(deploy)  # the staging tree and the tar download, named for the sweep
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(deploy) == ["model"]
+    assert tree(deploy / "model") == tree(model)

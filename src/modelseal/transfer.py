@@ -445,6 +445,8 @@ def _space_check(parent: Path, manifest: ModelManifest) -> None:
     dirs = {"/".join(la.filepath.split("/")[:i]) for la in manifest.layers
             for i in range(1, la.filepath.count("/") + 1)}
     need = sum(-(-la.size // block) * block for la in manifest.layers) + (len(dirs) + 1) * block
+    # a packed model's tars sit beside the tree while unpacked, a few at a time
+    need += sum(sorted((d.size for d, _ in manifest.tar_layers), reverse=True)[:8])
     free = st.f_bavail * block
     if need > free:
         raise DiskFullError(
