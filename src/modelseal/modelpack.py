@@ -371,6 +371,8 @@ def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
     if "name" not in descriptor:
         raise UsageError("the model needs a name: pass --name or give one in --metadata")
     check_value(metadata.annotations, what="model annotations")
+    # what the user gave (e.g. a non-UTF-8 --name from argv); diffIds are ours and may be many
+    check_value({"descriptor": descriptor, "config": metadata.config}, what="model metadata")
 
     def assemble(blobs: Sequence[Descriptor]) -> tuple[bytes, Descriptor, bytes]:
         config = {
@@ -378,7 +380,6 @@ def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
             "config": dict(metadata.config),
             "modelfs": {"type": "layers", "diffIds": [d.digest for d in blobs]},
         }
-        check_value(config, what="model metadata")  # e.g. a non-UTF-8 --name from argv
         validate_config(config)
         config_bytes = canonical_json(config)
         from modelseal.digest import sha256_bytes
