@@ -400,10 +400,9 @@ def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
         }
         return config_bytes, config_desc, canonical_json(manifest)
 
-    if pack is not True:
+    if pack is False or (pack is None and len(layers) <= PACK_FILES_THRESHOLD):
         config_bytes, config_desc, manifest_bytes = assemble([la.descriptor for la in layers])
-        if pack is False or (len(layers) <= PACK_FILES_THRESHOLD
-                             and len(manifest_bytes) <= MANIFEST_SAFE_BYTES):
+        if pack is False or len(manifest_bytes) <= MANIFEST_SAFE_BYTES:
             _check_manifest_size(len(manifest_bytes), len(layers), len(layers), 0)
             return BuiltArtifact(layers, config_bytes, config_desc, manifest_bytes)
     if scratch is None:
