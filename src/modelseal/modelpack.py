@@ -13,7 +13,7 @@ import fnmatch
 import json
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -347,12 +347,13 @@ def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
                    metadata: ModelMetadata, *,
                    role_overrides: Sequence[tuple[str, str]] = (),
                    created: datetime | None = None, pack: bool | None = None,
-                   scratch: Path | None = None) -> BuiltArtifact:
+                   scratch: Path | Callable[[], Path] | None = None) -> BuiltArtifact:
     """The ModelPack config and manifest for hashed files (``relpaths`` parallel to ``files``).
 
     ``pack``: None packs when the model has more than ``PACK_FILES_THRESHOLD`` files or its
     one-layer-per-file manifest would exceed ``MANIFEST_SAFE_BYTES``; True and False force it.
-    Packing writes tar layers into the existing directory ``scratch`` (required then). A
+    Packing writes tar layers into the existing directory ``scratch``, or into the one the
+    callable ``scratch`` makes (called only when packing; required then). A
     manifest that would exceed ``MANIFEST_LIMIT_BYTES`` is refused before anything is written.
     """
     if not files:
@@ -429,7 +430,7 @@ _PLACEHOLDER = "sha256:" + "0" * 64
 
 
 def _build_packed(files: Sequence[FileDigest], layers: list[Layer], roles: list[str],
-                  scratch: Path,
+                  scratch_dir: Path | Callable[[], Path],
                   assemble: Any) -> BuiltArtifact:
     raw = [la for la in layers if la.size >= RAW_MIN_BYTES]
     small = [(role, SourceFile(Member(la.filepath, la.digest, la.size), fd.path))
@@ -454,6 +455,7 @@ def _build_packed(files: Sequence[FileDigest], layers: list[Layer], roles: list[
         Descriptor(TAR_MEDIA_TYPES[role], _PLACEHOLDER, big) for role, _ in groups] + [
         Descriptor(FILE_LIST_MEDIA_TYPE, _PLACEHOLDER, big)]
     _check_manifest_size(len(assemble(estimate)[2]), len(layers), len(raw), len(groups))
+    scratch = scratch_dir() if callable(scratch_dir) else scratch_dir
     tar_descs: list[Descriptor] = []
     tars: dict[str, Path] = {}
     members: list[Layer] = []

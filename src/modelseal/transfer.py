@@ -106,17 +106,26 @@ def package(model_dir: str | os.PathLike[str], metadata: ModelMetadata, *,
         digests = hash_files([f.path for f in files], cache=cache, progress=advance)
     finally:
         progress.finish()
-    # where a packed model's tar layers are written (removed at once when it is not packed;
-    # push removes it after uploading)
-    scratch = Path(tempfile.mkdtemp(prefix="modelseal-pack-"))
+    # where a packed model's tar layers are written, made only when packing (push removes it
+    # after uploading)
+    made: list[Path] = []
+
+    def scratch() -> Path:
+        try:
+            made.append(Path(tempfile.mkdtemp(prefix="modelseal-pack-")))
+        except OSError as e:
+            raise InputError(f"cannot make a scratch directory for the model's tar layers "
+                             f"({e.strerror or e})", hint="set TMPDIR to a writable directory "
+                             "with room for the model's small files") from e
+        return made[-1]
+
     try:
         built = build_artifact(digests, [f.relpath for f in files], metadata,
                                role_overrides=role_overrides, scratch=scratch)
     except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for d in made:
+            shutil.rmtree(d, ignore_errors=True)
         raise
-    if built.scratch is None:
-        shutil.rmtree(scratch, ignore_errors=True)
     return built, [f.path for f in files]
 
 
