@@ -1,7 +1,10 @@
 """Model directory <-> CNCF ModelPack manifest and config (DESIGN.md section 2).
 
-One raw layer per file; the layer digest is the sha256 of the file itself. Paths in a manifest
-are validated here, before anything is written anywhere (``parse_model_manifest``).
+One raw layer per file; the layer digest is the sha256 of the file itself. Models with very
+many files are *packed*: small files go into tar layers listed in a signed file list
+(``modelseal.tarlayers``, docs/format.md "Very many files"). Paths in a manifest and its file
+list are validated here, before anything is written anywhere (``parse_model_manifest``,
+``with_file_list``).
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ import fnmatch
 import json
 import os
 import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -24,12 +27,28 @@ from modelseal._util.limits import MAX_METADATA_BYTES
 from modelseal.digest import DEFAULT_EXCLUDES, FileDigest, PathExcluder
 from modelseal.errors import InputError, UnsafePathError, UsageError
 from modelseal.oci.store import MANIFEST_V1, Descriptor, canonical_json
+from modelseal.tarlayers import (
+    FILE_LIST_MEDIA_TYPE,
+    MANIFEST_LIMIT_BYTES,
+    MANIFEST_SAFE_BYTES,
+    MAX_FILE_LIST_BYTES,
+    PACK_FILES_THRESHOLD,
+    RAW_MIN_BYTES,
+    Member,
+    SourceFile,
+    file_list_doc,
+    parse_file_list,
+    plan_groups,
+    write_tar,
+)
 
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.model.config.v1+json"
 ROLES = ("weight", "weight.config", "doc", "code", "dataset")
 MEDIA_TYPES = {role: f"application/vnd.cncf.model.{role}.v1.raw" for role in ROLES}
 ROLE_BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
+TAR_MEDIA_TYPES = {role: f"application/vnd.cncf.model.{role}.v1.tar" for role in ROLES}
+ROLE_BY_TAR_MEDIA_TYPE = {v: k for k, v in TAR_MEDIA_TYPES.items()}
 
 ANN_TITLE = "org.opencontainers.image.title"
 ANN_FILEPATH = "org.cncf.model.filepath"
@@ -280,8 +299,13 @@ def created_time() -> datetime:
 
 @dataclass(frozen=True)
 class Layer:
+    """One file of the model. For a file inside a tar layer, ``descriptor`` describes the file
+    (its raw media type, digest and size; it is no blob of its own) and ``packed_in`` is the
+    digest of the tar layer that carries it."""
+
     filepath: str
     descriptor: Descriptor
+    packed_in: str | None = None
 
     @property
     def digest(self) -> str:
@@ -298,12 +322,19 @@ class Layer:
 
 @dataclass(frozen=True)
 class BuiltArtifact:
-    """A ModelPack artifact ready to upload: manifest last."""
+    """A ModelPack artifact ready to upload: manifest last.
+
+    ``layers`` is one entry per file; a packed model also has its tar layers written to
+    files (``tars``: digest -> path, under ``scratch``, which the caller removes) and its
+    file list (``file_list``)."""
 
     layers: list[Layer]
     config_bytes: bytes
     config_descriptor: Descriptor
     manifest_bytes: bytes
+    tars: dict[str, Path] = field(default_factory=dict)
+    file_list: bytes | None = None
+    scratch: Path | None = None
 
     @property
     def manifest_digest(self) -> str:
@@ -315,46 +346,139 @@ class BuiltArtifact:
 def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
                    metadata: ModelMetadata, *,
                    role_overrides: Sequence[tuple[str, str]] = (),
-                   created: datetime | None = None) -> BuiltArtifact:
-    """The ModelPack config and manifest for hashed files (``relpaths`` parallel to ``files``)."""
+                   created: datetime | None = None, pack: bool | None = None,
+                   scratch: Path | Callable[[], Path] | None = None) -> BuiltArtifact:
+    """The ModelPack config and manifest for hashed files (``relpaths`` parallel to ``files``).
+
+    ``pack``: None packs when the model has more than ``PACK_FILES_THRESHOLD`` files or its
+    one-layer-per-file manifest would exceed ``MANIFEST_SAFE_BYTES``; True and False force it.
+    Packing writes tar layers into the existing directory ``scratch``, or into the one the
+    callable ``scratch`` makes (called only when packing; required then). A
+    manifest that would exceed ``MANIFEST_LIMIT_BYTES`` is refused before anything is written.
+    """
     if not files:
         raise InputError("the model directory holds no files: nothing to package")
     created = created or created_time()
     layers = []
+    roles: list[str] = []
     for fd, rel in zip(files, relpaths, strict=True):
         check_filepath(rel)
         role = classify(rel, role_overrides)
+        roles.append(role)
         layers.append(Layer(rel, Descriptor(
             MEDIA_TYPES[role], fd.digest, fd.size,
             annotations={ANN_TITLE: PurePosixPath(rel).name, ANN_FILEPATH: rel})))
     descriptor = {"createdAt": rfc3339(created), **metadata.descriptor}
     if "name" not in descriptor:
         raise UsageError("the model needs a name: pass --name or give one in --metadata")
-    config = {
-        "descriptor": descriptor,
-        "config": dict(metadata.config),
-        "modelfs": {"type": "layers", "diffIds": [la.digest for la in layers]},
-    }
-    check_value(config, what="model metadata")  # e.g. a non-UTF-8 --name from argv
     check_value(metadata.annotations, what="model annotations")
-    validate_config(config)
-    config_bytes = canonical_json(config)
+    # what the user gave (e.g. a non-UTF-8 --name from argv); diffIds are ours and may be many
+    check_value({"descriptor": descriptor, "config": metadata.config}, what="model metadata")
+
+    def assemble(blobs: Sequence[Descriptor]) -> tuple[bytes, Descriptor, bytes]:
+        config = {
+            "descriptor": descriptor,
+            "config": dict(metadata.config),
+            "modelfs": {"type": "layers", "diffIds": [d.digest for d in blobs]},
+        }
+        validate_config(config)
+        config_bytes = canonical_json(config)
+        from modelseal.digest import sha256_bytes
+
+        config_desc = Descriptor(CONFIG_MEDIA_TYPE, sha256_bytes(config_bytes),
+                                 len(config_bytes))
+        annotations = {ANN_CREATED: rfc3339(created), ANN_NAME: str(descriptor["name"])}
+        if "version" in descriptor:
+            annotations[ANN_VERSION] = str(descriptor["version"])
+        annotations.update(metadata.annotations)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_V1,
+            "artifactType": ARTIFACT_TYPE,
+            "config": config_desc.to_dict(),
+            "layers": [d.to_dict() for d in blobs],
+            "annotations": annotations,
+        }
+        return config_bytes, config_desc, canonical_json(manifest)
+
+    if pack is False or (pack is None and len(layers) <= PACK_FILES_THRESHOLD):
+        config_bytes, config_desc, manifest_bytes = assemble([la.descriptor for la in layers])
+        if pack is False or len(manifest_bytes) <= MANIFEST_SAFE_BYTES:
+            _check_manifest_size(len(manifest_bytes), len(layers), len(layers), 0)
+            return BuiltArtifact(layers, config_bytes, config_desc, manifest_bytes)
+    if scratch is None:
+        raise UsageError("packing a model with very many files needs a scratch directory")
+    return _build_packed(files, layers, roles, scratch, assemble)
+
+
+def _check_manifest_size(size: int, files: int, raw: int, tars: int) -> None:
+    """Refuse, before any upload, a manifest that registries would refuse at the end."""
+    if size <= MANIFEST_LIMIT_BYTES:
+        return
+    shape = (f"{raw:,} raw layers" if not tars else
+             f"{raw:,} raw layers of files of {RAW_MIN_BYTES // (1 << 20)} MiB or more, "
+             f"{tars:,} tar layers and a file list")
+    raise InputError(
+        f"the model's manifest would be {size:,} bytes for {files:,} files ({shape}): "
+        f"registries refuse manifests over {MANIFEST_LIMIT_BYTES:,} bytes (4 MiB), so it "
+        "cannot be pushed: refused before uploading anything",
+        hint="split the model into several artifacts, or merge small files (docs/format.md, "
+             "'Very many files', gives the rule and the limits)")
+
+
+_PLACEHOLDER = "sha256:" + "0" * 64
+
+
+def _build_packed(files: Sequence[FileDigest], layers: list[Layer], roles: list[str],
+                  scratch_dir: Path | Callable[[], Path],
+                  assemble: Any) -> BuiltArtifact:
+    raw = [la for la in layers if la.size >= RAW_MIN_BYTES]
+    small = [(role, SourceFile(Member(la.filepath, la.digest, la.size), fd.path))
+             for la, role, fd in zip(layers, roles, files, strict=True)
+             if la.size < RAW_MIN_BYTES]
+    groups = plan_groups(small)
+    if not groups:  # every file is large: one raw layer each, as for any model
+        config_bytes, config_desc, manifest_bytes = assemble([la.descriptor for la in layers])
+        _check_manifest_size(len(manifest_bytes), len(layers), len(layers), 0)
+        return BuiltArtifact(layers, config_bytes, config_desc, manifest_bytes)
+    # Sizes first, with placeholder digests of the real length: refuse before writing a tar.
+    listed = [(_PLACEHOLDER, [f.member for f in g]) for _, g in groups]
+    list_size = len(canonical_json(file_list_doc(listed)))
+    if list_size > MAX_FILE_LIST_BYTES:
+        raise InputError(
+            f"the file list of the model's {len(small):,} small files would be "
+            f"{list_size:,} bytes, over the {MAX_FILE_LIST_BYTES:,} bytes a verifier reads: "
+            "refused before uploading anything",
+            hint="split the model into several artifacts (docs/format.md, 'Very many files')")
+    big = 10 ** 15  # the widest size a tar layer will have
+    estimate = [la.descriptor for la in raw] + [
+        Descriptor(TAR_MEDIA_TYPES[role], _PLACEHOLDER, big) for role, _ in groups] + [
+        Descriptor(FILE_LIST_MEDIA_TYPE, _PLACEHOLDER, big)]
+    _check_manifest_size(len(assemble(estimate)[2]), len(layers), len(raw), len(groups))
+    scratch = scratch_dir() if callable(scratch_dir) else scratch_dir
+    tar_descs: list[Descriptor] = []
+    tars: dict[str, Path] = {}
+    members: list[Layer] = []
+    for i, (role, group) in enumerate(groups):
+        path = scratch / f"layer-{i:05d}.tar"
+        digest, size = write_tar(group, path)
+        tar_descs.append(Descriptor(TAR_MEDIA_TYPES[role], digest, size))
+        tars[digest] = path
+        members.extend(Layer(f.member.path, Descriptor(
+            MEDIA_TYPES[role], f.member.digest, f.member.size,
+            annotations={ANN_TITLE: PurePosixPath(f.member.path).name,
+                         ANN_FILEPATH: f.member.path}), packed_in=digest) for f in group)
+    file_list = canonical_json(file_list_doc(
+        [(d.digest, [f.member for f in g]) for d, (_, g) in zip(tar_descs, groups, strict=True)]))
     from modelseal.digest import sha256_bytes
 
-    config_desc = Descriptor(CONFIG_MEDIA_TYPE, sha256_bytes(config_bytes), len(config_bytes))
-    annotations = {ANN_CREATED: rfc3339(created), ANN_NAME: str(descriptor["name"])}
-    if "version" in descriptor:
-        annotations[ANN_VERSION] = str(descriptor["version"])
-    annotations.update(metadata.annotations)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_V1,
-        "artifactType": ARTIFACT_TYPE,
-        "config": config_desc.to_dict(),
-        "layers": [la.descriptor.to_dict() for la in layers],
-        "annotations": annotations,
-    }
-    return BuiltArtifact(layers, config_bytes, config_desc, canonical_json(manifest))
+    list_desc = Descriptor(FILE_LIST_MEDIA_TYPE, sha256_bytes(file_list), len(file_list))
+    config_bytes, config_desc, manifest_bytes = assemble(
+        [la.descriptor for la in raw] + tar_descs + [list_desc])
+    _check_manifest_size(len(manifest_bytes), len(layers), len(raw), len(groups))
+    file_view = sorted(raw + members, key=lambda la: la.filepath)
+    return BuiltArtifact(file_view, config_bytes, config_desc, manifest_bytes, tars=tars,
+                         file_list=file_list, scratch=scratch)
 
 
 def check_filepath(path: str) -> str:
@@ -376,7 +500,11 @@ def check_filepath(path: str) -> str:
 
 @dataclass(frozen=True)
 class ModelManifest:
-    """A parsed, path-checked ModelPack manifest."""
+    """A parsed, path-checked ModelPack manifest.
+
+    ``layers`` has one entry per file, files inside tar layers included once the file list
+    is read (``with_file_list``); ``blobs`` are the manifest's layer descriptors as they are
+    (raw layers, tar layers, the file list)."""
 
     digest: str
     raw: bytes
@@ -384,11 +512,29 @@ class ModelManifest:
     layers: list[Layer]
     annotations: dict[str, str]
     artifact_type: str | None
+    blobs: list[Descriptor] = field(default_factory=list)
+    file_list: Descriptor | None = None
+    """The file list layer of a packed model."""
+    complete: bool = True
+    """False until the file list of a packed model is read: ``layers`` lacks packed files."""
 
     @property
     def files(self) -> dict[str, str]:
         """filepath -> digest: the final products a verifier compares with."""
+        if not self.complete:
+            raise InputError(f"manifest {self.digest}: its file list was not read, so the "
+                             "files inside its tar layers are unknown")
         return {la.filepath: la.digest for la in self.layers}
+
+    @property
+    def tar_layers(self) -> list[tuple[Descriptor, list[Layer]]]:
+        """Each tar layer with the files it carries, in manifest order."""
+        by_tar: dict[str, list[Layer]] = {}
+        for la in self.layers:
+            if la.packed_in is not None:
+                by_tar.setdefault(la.packed_in, []).append(la)
+        return [(d, by_tar.get(d.digest, [])) for d in self.blobs
+                if d.media_type in ROLE_BY_TAR_MEDIA_TYPE]
 
 
 def parse_model_manifest(raw: bytes, digest: str) -> ModelManifest:
@@ -424,10 +570,30 @@ def parse_model_manifest(raw: bytes, digest: str) -> ModelManifest:
         raise InputError(f"{what}: annotations must map strings to strings")
     config = Descriptor.from_dict(doc["config"], f"{what}: config")
     layers: list[Layer] = []
-    seen: set[str] = set()
-    dirs: set[str] = set()
+    blobs: list[Descriptor] = []
+    tars: set[str] = set()
+    file_list: Descriptor | None = None
     for i, ld in enumerate(layer_docs):
         desc = Descriptor.from_dict(ld, f"{what}: layer {i}")
+        blobs.append(desc)
+        if desc.media_type == FILE_LIST_MEDIA_TYPE:
+            if file_list is not None:
+                raise InputError(f"{what}: two file lists (layers of type "
+                                 f"{FILE_LIST_MEDIA_TYPE}): refused")
+            if desc.size > MAX_FILE_LIST_BYTES:
+                raise InputError(f"{what}: its file list is {desc.size:,} bytes, over the "
+                                 f"{MAX_FILE_LIST_BYTES:,} bytes a verifier reads: refused")
+            file_list = desc
+            continue
+        if desc.media_type in ROLE_BY_TAR_MEDIA_TYPE:
+            if desc.digest in tars:
+                raise InputError(f"{what}: tar layer {desc.digest} appears twice: refused")
+            tars.add(desc.digest)
+            continue
+        if ".tar" in desc.media_type:
+            raise InputError(f"{what}: layer {i} ({desc.digest}) is a {desc.media_type} "
+                             "layer: modelseal reads uncompressed ModelPack tar layers only "
+                             f"({', '.join(sorted(ROLE_BY_TAR_MEDIA_TYPE))})")
         filepath = desc.annotations.get(ANN_FILEPATH)
         title = desc.annotations.get(ANN_TITLE)
         path = filepath or title
@@ -439,19 +605,68 @@ def parse_model_manifest(raw: bytes, digest: str) -> ModelManifest:
                 f"{what}: layer {i} ({desc.digest}) is titled {title!r} but its file path is "
                 f"{filepath!r}: tools that name files by title would write another file: "
                 "refused")
+        layers.append(Layer(path, desc))
+    _check_tree([la.filepath for la in layers], what)
+    if tars and file_list is None:
+        raise InputError(
+            f"{what} has tar layers but no file list ({FILE_LIST_MEDIA_TYPE}): the files "
+            "inside them cannot be known, hence not verified, without downloading them: "
+            "refused", hint="repackage the model with modelseal push")
+    if file_list is not None and not tars:
+        raise InputError(f"{what} has a file list but no tar layer: refused")
+    return ModelManifest(digest=digest, raw=raw, config=config, layers=layers,
+                         annotations=dict(annotations), artifact_type=artifact_type,
+                         blobs=blobs, file_list=file_list, complete=file_list is None)
+
+
+def _check_tree(paths: Sequence[str], what: str) -> None:
+    """Refuse a path named twice, or one that is both a file and a directory."""
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    for path in paths:
         if path in seen:
             raise UnsafePathError(f"{what}: file path {path!r} appears twice: refused")
         seen.add(path)
         parts = path.split("/")
         for k in range(1, len(parts)):
             dirs.add("/".join(parts[:k]))
-        layers.append(Layer(path, desc))
     clash = seen & dirs
     if clash:
         raise UnsafePathError(f"{what}: {sorted(clash)[0]!r} is both a file and a "
                               "directory: refused")
-    return ModelManifest(digest=digest, raw=raw, config=config, layers=layers,
-                         annotations=dict(annotations), artifact_type=artifact_type)
+
+
+def with_file_list(manifest: ModelManifest, data: bytes) -> ModelManifest:
+    """``manifest`` completed with the files inside its tar layers, read from the file list
+    blob ``data`` (already checked against its digest). Refuses a list that misses a tar
+    layer or names one the manifest lacks, and any unsafe or clashing path."""
+    if manifest.file_list is None or manifest.complete:
+        return manifest
+    what = f"file list {manifest.file_list.digest} of manifest {manifest.digest}"
+    listed = parse_file_list(data, what)
+    tars = {d.digest: d for d in manifest.blobs if d.media_type in ROLE_BY_TAR_MEDIA_TYPE}
+    extra = sorted(set(listed) - set(tars))
+    if extra:
+        raise InputError(f"{what} names {extra[0]}, which is no tar layer of the manifest")
+    missing = sorted(set(tars) - set(listed))
+    if missing:
+        raise InputError(f"{what} says nothing of tar layer {missing[0]}: refused")
+    members: list[Layer] = []
+    for digest, files in listed.items():
+        tar = tars[digest]
+        media_type = MEDIA_TYPES[ROLE_BY_TAR_MEDIA_TYPE[tar.media_type]]
+        if sum(m.size for m in files) > tar.size:
+            raise InputError(f"{what}: the files of tar layer {digest} add up to more than "
+                             f"its {tar.size:,} bytes: refused")
+        for m in files:
+            check_filepath(m.path)
+            members.append(Layer(m.path, Descriptor(
+                media_type, m.digest, m.size,
+                annotations={ANN_TITLE: PurePosixPath(m.path).name, ANN_FILEPATH: m.path}),
+                packed_in=digest))
+    layers = manifest.layers + members
+    _check_tree([la.filepath for la in layers], what)
+    return replace(manifest, layers=layers, complete=True)
 
 
 def content_key(manifest: bytes, config: bytes) -> Any:

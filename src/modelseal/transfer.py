@@ -52,9 +52,10 @@ from modelseal.modelpack import (
     content_key,
     parse_model_manifest,
     scan_model_dir,
+    with_file_list,
 )
 from modelseal.oci.layout import LayoutStore
-from modelseal.oci.store import MANIFEST_V1, Store
+from modelseal.oci.store import MANIFEST_V1, Descriptor, Store
 from modelseal.refs import Ref
 
 
@@ -105,8 +106,26 @@ def package(model_dir: str | os.PathLike[str], metadata: ModelMetadata, *,
         digests = hash_files([f.path for f in files], cache=cache, progress=advance)
     finally:
         progress.finish()
-    built = build_artifact(digests, [f.relpath for f in files], metadata,
-                           role_overrides=role_overrides)
+    # where a packed model's tar layers are written, made only when packing (push removes it
+    # after uploading)
+    made: list[Path] = []
+
+    def scratch() -> Path:
+        try:
+            made.append(Path(tempfile.mkdtemp(prefix="modelseal-pack-")))
+        except OSError as e:
+            raise InputError(f"cannot make a scratch directory for the model's tar layers "
+                             f"({e.strerror or e})", hint="set TMPDIR to a writable directory "
+                             "with room for the model's small files") from e
+        return made[-1]
+
+    try:
+        built = build_artifact(digests, [f.relpath for f in files], metadata,
+                               role_overrides=role_overrides, scratch=scratch)
+    except BaseException:
+        for d in made:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
     return built, [f.path for f in files]
 
 
@@ -148,6 +167,16 @@ def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: Mo
     built, paths = package(model_dir, metadata, role_overrides=role_overrides,
                            follow_symlinks=follow_symlinks, cache=cache, progress=progress,
                            exclude=exclude)
+    try:
+        return _push_built(built, paths, store, ref, allow_retag=allow_retag,
+                           progress=progress, workers=workers)
+    finally:
+        if built.scratch is not None:
+            shutil.rmtree(built.scratch, ignore_errors=True)
+
+
+def _push_built(built: BuiltArtifact, paths: Sequence[Path], store: Store, ref: Ref, *,
+                allow_retag: bool, progress: Progress, workers: int) -> PushResult:
     tag = ref.tag
     total = sum(la.size for la in built.layers)
     result = PushResult(str(ref.with_tag(tag)), built.manifest_digest, tag, len(built.layers),
@@ -159,12 +188,15 @@ def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: Mo
             return result
 
     # Blobs first (several at once: small files are dominated by round trips), manifest last.
-    unique = {la.digest: (la, p) for la, p in zip(built.layers, paths, strict=True)}
-    advance = progress.start("uploading", sum(la.size for la, _ in unique.values()))
+    # A packed model's files inside tar layers are uploaded as their tars.
+    unique = {la.digest: (la.size, p) for la, p in zip(built.layers, paths, strict=True)
+              if la.packed_in is None}
+    unique.update({d: (t.stat().st_size, t) for d, t in built.tars.items()})
+    advance = progress.start("uploading", sum(size for size, _ in unique.values()))
     try:
-        def upload(item: tuple[str, tuple[Layer, Path]]) -> tuple[bool, int]:
-            digest, (layer, path) = item
-            return store.put_blob_file(path, digest, layer.size, advance), layer.size
+        def upload(item: tuple[str, tuple[int, Path]]) -> tuple[bool, int]:
+            digest, (size, path) = item
+            return store.put_blob_file(path, digest, size, advance), size
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
             for sent, size in ex.map(upload, unique.items()):
@@ -173,6 +205,8 @@ def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: Mo
                     result.uploaded_bytes += size
     finally:
         progress.finish()
+    if built.file_list is not None:
+        store.put_blob_bytes(built.file_list)
     store.put_blob_bytes(built.config_bytes)
     if isinstance(store, LayoutStore):
         result.notes = [f"removed {p}, left by an interrupted write"
@@ -208,7 +242,13 @@ def fetch_model_manifest(store: Store, ref: Ref) -> ModelManifest:
     raw, _, digest = store.get_manifest(ref.reference)
     if ref.digest and digest != ref.digest:
         raise InputError(f"{store.describe()} returned manifest {digest} for {ref.digest}")
-    return parse_model_manifest(raw, digest)
+    manifest = parse_model_manifest(raw, digest)
+    if manifest.file_list is not None:  # a packed model: the files inside its tar layers
+        from modelseal.tarlayers import MAX_FILE_LIST_BYTES
+
+        data = store.get_blob_bytes(manifest.file_list.digest, max_size=MAX_FILE_LIST_BYTES)
+        manifest = with_file_list(manifest, data)
+    return manifest
 
 
 @dataclass
@@ -414,6 +454,8 @@ def _space_check(parent: Path, manifest: ModelManifest) -> None:
     dirs = {"/".join(la.filepath.split("/")[:i]) for la in manifest.layers
             for i in range(1, la.filepath.count("/") + 1)}
     need = sum(-(-la.size // block) * block for la in manifest.layers) + (len(dirs) + 1) * block
+    # a packed model's tars sit beside the tree while unpacked, a few at a time
+    need += sum(sorted((d.size for d, _ in manifest.tar_layers), reverse=True)[:8])
     free = st.f_bavail * block
     if need > free:
         raise DiskFullError(
@@ -458,7 +500,7 @@ def pull(store: Store, ref: Ref, target_dir: str | os.PathLike[str], *,
     total = sum(la.size for la in manifest.layers)
     try:
         try:
-            _download(store, manifest, staging, progress, workers)
+            _download(store, manifest, staging, progress, workers, prefix=staging_prefix)
         except OSError as e:
             if e.errno in NO_SPACE:
                 raise disk_full_error(parent, e, total) from e
@@ -475,32 +517,98 @@ def pull(store: Store, ref: Ref, target_dir: str | os.PathLike[str], *,
 
 
 def _download(store: Store, manifest: ModelManifest, staging: Path, progress: Progress,
-              workers: int) -> None:
-    """Every blob into ``staging``, hashed while written, fsynced; directories fsynced."""
-    advance = progress.start("downloading", sum(la.size for la in manifest.layers))
+              workers: int, prefix: str = ".modelseal-pull-") -> None:
+    """Every blob into ``staging``, hashed while written, fsynced; directories fsynced.
+
+    A tar layer is downloaded (hashed while streamed) beside ``staging``, under a name the
+    next pull sweeps like a staging tree, and unpacked only once its digest matched, each
+    file checked against the file list (``tarlayers.unpack_tar``)."""
+    raw = [la for la in manifest.layers if la.packed_in is None]
+    tars = manifest.tar_layers
+    advance = progress.start("downloading", sum(la.size for la in raw)
+                             + sum(d.size for d, _ in tars))
     done = 0
     count_lock = threading.Lock()
+    tar_dir: Path | None = None
     try:
-        def fetch(layer: Layer) -> None:
+        def counted() -> None:
             nonlocal done
+            with count_lock:
+                done += 1
+                n = done
+            _kill_point(f"file:{n}")
+
+        def fetch(layer: Layer) -> None:
             dest = staging.joinpath(*layer.filepath.split("/"))
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(dest, "xb") as out:
                 store.fetch_blob(layer.digest, layer.size, out, advance)
                 out.flush()
                 os.fsync(out.fileno())  # data on disk before any rename publishes it
-            with count_lock:
-                done += 1
-                n = done
-            _kill_point(f"file:{n}")
+            counted()
 
+        def fetch_tar(item: tuple[Descriptor, list[Layer]]) -> None:
+            from modelseal.tarlayers import Member, unpack_tar
+
+            desc, files = item
+            assert tar_dir is not None
+            tmp = tar_dir / desc.digest.replace(":", "-")
+            try:
+                with open(tmp, "xb") as out:
+                    store.fetch_blob(desc.digest, desc.size, out, advance)
+                unpack_tar(tmp, [Member(la.filepath, la.digest, la.size) for la in files],
+                           staging, what=f"tar layer {desc.digest}", on_file=counted,
+                           fsync=per_file_fsync)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+        # one syncfs after all instead of a fsync per packed file (thousands of small files)
+        per_file_fsync = not _have_syncfs()
+        if tars:
+            tar_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-",
+                                            dir=staging.parent))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            list(ex.map(fetch, manifest.layers))
+            # tars first: the big ones start early and the raw files fill the gaps
+            futures = [ex.submit(fetch_tar, t) for t in tars]
+            futures += [ex.submit(fetch, la) for la in raw]
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        if tars and not per_file_fsync:
+            _syncfs(staging)
     finally:
         progress.finish()
+        if tar_dir is not None:
+            _rmtree(tar_dir)
     dirs = {staging.joinpath(*la.filepath.split("/")).parent for la in manifest.layers}
     for d in sorted(dirs | {staging}, key=lambda p: len(p.parts), reverse=True):
         fsync_dir(d)
+
+
+def _have_syncfs() -> bool:
+    """Whether Linux ``syncfs`` is at hand (it flushes one whole file system)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return hasattr(ctypes.CDLL(None, use_errno=True), "syncfs")
+    except OSError:
+        return False
+
+
+def _syncfs(path: Path) -> None:
+    """Flush every written file of the file system holding ``path`` to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
 
 
 def _switch(staging: Path, target: Path, overwrite: bool) -> Path | None:
