@@ -133,6 +133,7 @@ def test_verify_stops_reading_past_the_byte_bound(tmp_path: Path, registry: Regi
     p = honest_pipeline(tmp_path, registry.host)
     one = max(len(b) for b in p.bundles.values())
     monkeypatch.setattr(pipeline, "MAX_EVIDENCE_BYTES", 2 * one)
+    monkeypatch.setattr(pipeline, "PER_FILE_ATTESTATION_BYTES", 0)
     result = verify_model(p.store, p.ref, load_policy(p.policy_path))
     assert not result.verified  # fails closed, naming the bound
     over = [i for i in result.ignored if "bytes of attestations per verification" in i.reason]
@@ -352,3 +353,22 @@ def test_attestations_listing_prints_markup_as_text(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "[/b][on red]x" in r.stdout and "[blink]now" in r.stdout
     assert fallback_tag(digest)  # the index was written where readers look
+
+
+def test_attestation_bound_grows_with_the_verified_models_file_count(tmp_path: Path) -> None:
+    """A 5 MiB bundle is hostile next to a five-file model and refused unread; next to a
+    20,000-file model (whose honest links list every file) it is within the bound. The bound
+    comes from the verified manifest, which an attacker cannot enlarge, and stops at a hard
+    ceiling."""
+    from modelseal._util.limits import MAX_BUNDLE_BYTES, attestation_bound
+    from modelseal.verify.pipeline import fetch_evidence
+
+    store = open_store(parse_ref(f"oci:{tmp_path / 'store'}:v1"))
+    subject_desc = Descriptor(MANIFEST_V1, "sha256:" + "ab" * 32, 2)
+    big = big_blob(store, tmp_path / "big.bin", 5 << 20)
+    attach_raw(store, subject_desc, big, name_blob=False)
+    for files, refused in ((5, True), (20_000, False)):
+        _, _, _, ignored = fetch_evidence(store, subject_desc.digest, files=files)
+        size_refusals = [i for i in ignored if "bytes; an attestation must be" in i.reason]
+        assert bool(size_refusals) is refused, (files, [i.reason for i in ignored])
+    assert attestation_bound(10**9) == MAX_BUNDLE_BYTES

@@ -26,6 +26,22 @@ not."""
 MAX_EVIDENCE_BYTES = 32 * MiB
 """Total attestation bytes fetched for one verification; referrers past it are ignored."""
 
+PER_FILE_ATTESTATION_BYTES = 512
+"""What one file of the model may add to the two bounds above. A link of a step lists every
+file (about 250 bytes each, 350 base64-encoded in the bundle), so a 100,000-file model has
+honest attestations of tens of MiB. The bounds grow with the model's file count, which the
+verified manifest fixes (an attacker cannot raise it without changing the model), and stop
+at ``MAX_BUNDLE_BYTES``."""
+
+MAX_BUNDLE_BYTES = 64 * MiB
+"""Hard ceiling on one bundle, whatever the model: no attestation of any model is read past
+it (``attest.bundle.parse_bundle``)."""
+
+
+def attestation_bound(files: int) -> int:
+    """The largest attestation blob accepted for a model of ``files`` files."""
+    return min(MAX_BUNDLE_BYTES, MAX_ATTESTATION_BYTES + PER_FILE_ATTESTATION_BYTES * files)
+
 MAX_REFERRERS = 1024
 """Referrers fetched for one verification; those past it are ignored (and named)."""
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from modelseal._util.json import loads_object as load_json_object
-from modelseal._util.limits import MAX_ATTESTATION_BYTES, MAX_SIGNATURES_PER_ENVELOPE
+from modelseal._util.limits import MAX_BUNDLE_BYTES, MAX_SIGNATURES_PER_ENVELOPE
 from modelseal.attest.statement import IN_TOTO_PAYLOAD_TYPE, check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
 from modelseal.oci.store import canonical_json  # the bytes we sign, as we store JSON
@@ -94,7 +94,7 @@ class ParsedBundle:
         # checked, so a malformed unsigned one must look like no Statement at all.
         try:
             obj = load_json_object(self.payload, what="DSSE payload",
-                                   max_bytes=MAX_ATTESTATION_BYTES)
+                                   max_bytes=MAX_BUNDLE_BYTES)
             check_statement(obj)
         except InputError:
             return None
@@ -216,10 +216,11 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer,
 
 def parse_bundle(data: bytes) -> ParsedBundle:
     """Read a Sigstore bundle holding a DSSE envelope. Checks shape, not signatures."""
-    if len(data) >= MAX_ATTESTATION_BYTES:
+    if len(data) >= MAX_BUNDLE_BYTES:
         raise InputError(f"the bundle is {len(data)} bytes; modelseal reads bundles smaller "
-                         f"than {MAX_ATTESTATION_BYTES} (a bundle is a few KiB)")
-    raw = load_json_object(data, what="the Sigstore bundle", max_bytes=MAX_ATTESTATION_BYTES)
+                         f"than {MAX_BUNDLE_BYTES} (the verifier's bound for a model is "
+                         "smaller still: _util.limits.attestation_bound)")
+    raw = load_json_object(data, what="the Sigstore bundle", max_bytes=MAX_BUNDLE_BYTES)
     media_type = raw.get("mediaType")
     if media_type not in BUNDLE_MEDIA_TYPES:
         raise InputError(f"not a Sigstore bundle: mediaType {_shown(media_type)}")
@@ -346,7 +347,7 @@ def _statement_of(payload_type: str, payload: bytes) -> dict[str, Any]:
         raise VerificationError(f"the DSSE payload type is {payload_type!r}, "
                                 f"not an in-toto Statement ({IN_TOTO_PAYLOAD_TYPE})")
     try:
-        st = load_json_object(payload, what="the DSSE payload", max_bytes=MAX_ATTESTATION_BYTES)
+        st = load_json_object(payload, what="the DSSE payload", max_bytes=MAX_BUNDLE_BYTES)
         check_statement(st)
     except InputError as e:
         raise VerificationError(f"the signed payload is not an in-toto Statement: {e}") from e

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelseal._util.json import loads_object as load_json_object
-from modelseal._util.limits import MAX_ATTESTATION_BYTES, MAX_EVIDENCE_BYTES, MAX_REFERRERS
+from modelseal._util.limits import (
+    MAX_EVIDENCE_BYTES,
+    MAX_REFERRERS,
+    PER_FILE_ATTESTATION_BYTES,
+    attestation_bound,
+)
 from modelseal.errors import (
     AuthError,
     DigestMismatchError,
@@ -142,7 +147,7 @@ def relevant_predicate_types(layout_bytes: bytes, policy: Policy) -> set[str] | 
 
 
 class _BlobTooLarge(StoreError):
-    """A blob went past ``MAX_ATTESTATION_BYTES`` while streaming."""
+    """A blob went past the attestation bound while streaming."""
 
 
 class _CappedSink:
@@ -166,8 +171,8 @@ class _CappedSink:
         return len(b)
 
 
-def _bounded_bundle(store: Store, referrer: Descriptor) -> bytes:
-    """The referrer's single layer, never more than ``MAX_ATTESTATION_BYTES``: refused from
+def _bounded_bundle(store: Store, referrer: Descriptor, cap: int) -> bytes:
+    """The referrer's single layer, never ``cap`` bytes or more: refused from
     the layer descriptor's size when the manifest is read, and cut while streaming when only
     the (unsigned) blob annotation names it."""
     from modelseal.oci.referrers import ANN_BLOB
@@ -188,16 +193,16 @@ def _bounded_bundle(store: Store, referrer: Descriptor) -> bytes:
         except InputError as e:
             raise StoreError(e.message) from e
         blob, size = layer.digest, layer.size
-        if size >= MAX_ATTESTATION_BYTES:
+        if size >= cap:
             raise _BlobTooLarge(f"its layer {blob} is {size} bytes; an attestation must be "
-                                f"smaller than {MAX_ATTESTATION_BYTES}: not fetched")
+                                f"smaller than {cap}: not fetched")
     from modelseal.oci.layout import LayoutStore
 
     if isinstance(store, LayoutStore):
         # a file: its size is known before reading, and it is read in one piece (streaming
         # it would cost a 4 MiB read buffer per thread)
-        return store.get_blob_bytes(blob, max_size=MAX_ATTESTATION_BYTES - 1)
-    sink = _CappedSink(MAX_ATTESTATION_BYTES, f"blob {blob}")
+        return store.get_blob_bytes(blob, max_size=cap - 1)
+    sink = _CappedSink(cap, f"blob {blob}")
     store.fetch_blob(blob, size, sink, None)  # type: ignore[arg-type]
     data = b"".join(sink.chunks)
     sink.chunks.clear()
@@ -205,7 +210,7 @@ def _bounded_bundle(store: Store, referrer: Descriptor) -> bytes:
 
 
 def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
-                   predicate_types: set[str] | None = None
+                   predicate_types: set[str] | None = None, files: int = 0
                    ) -> tuple[list[Evidence], list[str], list[Descriptor], list[Ignored]]:
     """Attestation bundles attached to ``subject_digest``: (evidence, notes about referrers
     listed but gone or over a bound, referrers not fetched, referrers refused as hostile).
@@ -215,8 +220,10 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
     write to the registry could also do by deleting it; it can never make a model pass.
 
     Bounded (``modelseal._util.limits``): at most ``MAX_REFERRERS`` referrers are fetched,
-    each at most ``MAX_ATTESTATION_BYTES``, and at most ``MAX_EVIDENCE_BYTES`` of bundles are
-    held. A referrer that is malformed, too large, not a Sigstore bundle or past a bound is
+    each under ``attestation_bound(files)``, and at most ``MAX_EVIDENCE_BYTES`` (plus
+    ``PER_FILE_ATTESTATION_BYTES`` for each of eight attestations per file of the model) of
+    bundles are held: ``files`` is the verified manifest's file count. A referrer that is
+    malformed, too large, not a Sigstore bundle or past a bound is
     refused with its reason, and the rest is judged as if it were not there."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -246,6 +253,8 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
         refs = refs[:MAX_REFERRERS]
     held = 0
     lock = threading.Lock()
+    cap = attestation_bound(files)
+    budget = MAX_EVIDENCE_BYTES + 8 * PER_FILE_ATTESTATION_BYTES * files
 
     def get(d: Descriptor) -> Evidence | str | Ignored:
         nonlocal held
@@ -253,7 +262,7 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
         try:
             # One request per bundle: the signature and the Statement's subjects decide,
             # not the (unsigned) referrer manifest.
-            blob = _bounded_bundle(store, d)
+            blob = _bounded_bundle(store, d, cap)
         except (RegistryUnreachableError, AuthError):
             raise
         except NotFoundError:
@@ -267,8 +276,8 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
         except InputError as e:
             return Ignored(d.digest, f"not a Sigstore bundle: {e.message}", ptype)
         with lock:
-            if held + len(blob) > MAX_EVIDENCE_BYTES:
-                return Ignored(d.digest, f"past the bound of {MAX_EVIDENCE_BYTES} bytes of "
+            if held + len(blob) > budget:
+                return Ignored(d.digest, f"past the bound of {budget} bytes of "
                                "attestations per verification: not read", ptype)
             held += len(blob)
         return Evidence(d.digest, blob, d.annotations.get(ANN_CREATED))
@@ -299,7 +308,7 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
     pinned = ref.with_digest(digest)
     manifest = fetch_model_manifest(store, pinned)
     evidence, missing, skipped, refused = fetch_evidence(
-        store, digest, workers=workers,
+        store, digest, workers=workers, files=len(manifest.files),
         predicate_types=relevant_predicate_types(layout_bytes, policy))
     root = trust_root_for(layout_bytes, policy)
     lifecycle = policy.lifecycle
