@@ -250,3 +250,27 @@ def test_archive_ignores_members_that_escape_or_are_links(tmp_path: Path) -> Non
     with pytest.raises(InputError) as err:
         ArchiveStore(gz).list_tags()
     assert err.value.hint and "gunzip" in err.value.hint
+
+
+def test_copy_into_a_registry_whose_index_lists_a_deleted_referrer(
+        tmp_path: Path, registry: RegistryServer, second_registry: RegistryServer) -> None:
+    """A referrer deleted in the destination must not make the next copy fail on the
+    fallback index (distribution refuses an index naming a manifest it no longer has)."""
+    from modelseal.oci.referrers import fallback_tag
+
+    p = honest_pipeline(tmp_path, registry.host)
+    dst_ref = parse_ref(f"{second_registry.host}/mirror/tiny:v1")
+    dst = open_store(dst_ref)
+    copy(p.store, p.ref, dst, dst_ref)
+    # attached in the destination only, then deleted there: its index entry is dead
+    local = attach_bundle(dst, subject_of(dst, p.digest), p.bundles["train"]).descriptor.digest
+    dst.delete_manifest(local)  # type: ignore[attr-defined]
+    st = statement([("model", p.digest)], "https://example.com/late/v1", {})
+    late = attach_bundle(p.store, subject_of(p.store, p.digest),
+                         sign_statement(st, p.functionaries["release"].signer))
+    again = copy(p.store, p.ref, dst, dst_ref)
+    assert late.descriptor.digest in again.referrers
+    assert _all_referrers(dst, p.digest) == _all_referrers(p.store, p.digest)
+    raw, _, _ = dst.get_manifest(fallback_tag(p.digest))
+    assert {m["digest"] for m in json.loads(raw)["manifests"]} == {
+        d.digest for d in list_referrers(p.store, p.digest)}

@@ -128,3 +128,57 @@ def test_registry_with_referrers_api_is_read_through_it(registry: RegistryServer
         standin.requests.clear()
         assert {d.digest for d in list_referrers(store, digest, ART)} == mine
         assert any("/referrers/" in path for _, path in standin.requests)
+
+
+def _index_digests(store: Store, subject_digest: str) -> set[str]:
+    raw, _, _ = store.get_manifest(fallback_tag(subject_digest))
+    return {m["digest"] for m in json.loads(raw)["manifests"]}
+
+
+def test_deleted_referrer_does_not_block_later_attaches(registry: RegistryServer,
+                                                        tmp_path: Path) -> None:
+    """Distribution 2.8 refuses an index listing a manifest it no longer has ("blob
+    unknown"): one deleted referrer must not keep every later attestation out of the index."""
+    store, digest = _model(tmp_path, f"{registry.host}/models/deleted:v1")
+    subject = subject_of(store, digest)
+    first = [attach(store, subject, artifact_type=ART, blob=b'{"n": %d}' % i,
+                    blob_media_type="application/json") for i in range(3)]
+    gone = first[1].descriptor.digest
+    store.delete_manifest(gone)  # type: ignore[attr-defined]
+    later = attach(store, subject, artifact_type=ART, blob=b'{"n": 9}',
+                   blob_media_type="application/json")
+    assert later.indexed
+    listed = _index_digests(store, digest)
+    assert gone not in listed
+    assert listed == {first[0].descriptor.digest, first[2].descriptor.digest,
+                      later.descriptor.digest}
+    assert {d.digest for d in list_referrers(store, digest, ART)} == listed
+
+
+def test_deleted_foreign_referrer_does_not_block_later_attaches(registry: RegistryServer,
+                                                                tmp_path: Path) -> None:
+    """Another tool's index entries have no tag of ours: a deleted one is dropped after a
+    lookup, a live one is kept."""
+    from modelseal.oci.store import EMPTY_JSON, INDEX_V1, MANIFEST_V1, canonical_json
+
+    store, digest = _model(tmp_path, f"{registry.host}/models/foreign:v1")
+    subject = subject_of(store, digest)
+    empty = store.put_blob_bytes(EMPTY_JSON)
+    foreign = []
+    for i in range(2):
+        layer = store.put_blob_bytes(b"oras note %d" % i)
+        raw = canonical_json({
+            "schemaVersion": 2, "mediaType": MANIFEST_V1, "artifactType": "application/x-oras",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty,
+                       "size": 2},
+            "layers": [{"mediaType": "text/plain", "digest": layer, "size": 12}],
+            "subject": subject.to_dict()})
+        foreign.append({"mediaType": MANIFEST_V1, "digest": store.put_manifest(raw, MANIFEST_V1),
+                        "size": len(raw), "artifactType": "application/x-oras"})
+    store.put_manifest(canonical_json({"schemaVersion": 2, "mediaType": INDEX_V1,
+                                       "manifests": foreign}), INDEX_V1, fallback_tag(digest))
+    store.delete_manifest(foreign[0]["digest"])  # type: ignore[attr-defined]
+    later = attach(store, subject, artifact_type=ART, blob=b"{}",
+                   blob_media_type="application/json")
+    assert later.indexed
+    assert _index_digests(store, digest) == {foreign[1]["digest"], later.descriptor.digest}

@@ -40,8 +40,8 @@ from modelseal.errors import (
     StoreError,
     TagConflictError,
 )
-from modelseal.oci.referrers import fallback_tag, list_referrers, referrer_tag
-from modelseal.oci.store import INDEX_V1, Descriptor, Store, canonical_json
+from modelseal.oci.referrers import add_to_index, list_referrers, referrer_tag
+from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref
 from modelseal.transfer import Progress
 
@@ -49,7 +49,6 @@ ANN_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 MAX_REFERRERS = 10_000
 MAX_DEPTH = 8
 SMALL_BLOB = 4 * 1024 * 1024
-INDEX_MERGE_ROUNDS = 8
 
 
 @dataclass
@@ -273,27 +272,6 @@ def _copy_blobs(src: Store, dst: Store, blobs: dict[str, Descriptor], result: Co
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _merge_index(dst: Store, subject: str, new: list[Descriptor]) -> None:
-    """Add ``new`` to the destination's OCI 1.1 fallback index of ``subject`` (re-read after
-    writing; merge what a concurrent writer dropped)."""
-    tag = fallback_tag(subject)
-    for _ in range(INDEX_MERGE_ROUNDS):
-        current: list[Descriptor] = []
-        if dst.resolve(tag) is not None:
-            raw, _, _ = dst.get_manifest(tag)
-            try:
-                current = [Descriptor.from_dict(m) for m in json.loads(raw).get("manifests") or []]
-            except (ValueError, KeyError, TypeError, AttributeError):
-                current = []  # a broken cache: rebuilt from the referrers' own tags
-        have = {d.digest for d in current}
-        missing = [d for d in new if d.digest not in have]
-        if not missing:
-            return
-        index = {"schemaVersion": 2, "mediaType": INDEX_V1,
-                 "manifests": [d.to_dict() for d in current + missing]}
-        dst.put_manifest(canonical_json(index), INDEX_V1, tag)
-
-
 def copy(src: Store, src_ref: Ref, dst: Store, dst_ref: Ref, *,
          filter_types: Collection[str] = (), workers: int = 8,
          progress: Progress | None = None, allow_retag: bool = False,
@@ -379,7 +357,7 @@ def copy(src: Store, src_ref: Ref, dst: Store, dst_ref: Ref, *,
             result.manifests_written += sum(ex.map(put_referrer, level))
     for subject, descs in by_subject.items():
         if dst.referrers_api(subject) is None:
-            _merge_index(dst, subject, descs)
+            add_to_index(dst, subject, descs)
     if tag is not None and dst.resolve(tag) != digest:
         dst.put_manifest(model[-1].raw, model[-1].media_type, tag)
         result.manifests_written += 1
