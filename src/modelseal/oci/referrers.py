@@ -7,8 +7,8 @@ any number of CI jobs can attach at once and nothing is lost; tagged manifests a
 OCI 1.1 fallback index at tag ``sha256-<subject hex>`` is kept up to date for other tools
 (oras, cosign) as a cache: read-modify-write, re-read after writing, merge what a concurrent
 writer dropped, drop entries whose manifest is gone (distribution 2.8 refuses an index
-naming a deleted manifest). Discovery reads the referrers API or the index, plus the per-referrer tags, so
-an entry a racing index update lost is still found.
+naming a deleted manifest). Discovery reads the referrers API or the index, plus the
+per-referrer tags, so an entry a racing index update lost is still found.
 
 The fallback index stays within registries' manifest size limit (``MAX_INDEX_BYTES``, under
 distribution's 4 MiB): when full it holds every entry of other tools and the newest of
