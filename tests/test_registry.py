@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from modelseal.errors import (
     InputError,
     NotFoundError,
     RegistryUnreachableError,
+    StoreError,
     UsageError,
 )
 from modelseal.oci.registry import RegistryOptions, RegistryStore, open_registry_store
@@ -377,3 +379,83 @@ def test_bearer_wrong_password_is_refused_clearly(token_registry: RegistryServer
     with pytest.raises(AuthError) as e:
         store.has_blob(EMPTY_DIGEST)
     assert "refused the credentials" in str(e.value)
+
+
+def _uploads_left(registry: RegistryServer, repo: str) -> list[str]:
+    d = registry.storage_dir / "docker/registry/v2/repositories" / repo / "_uploads"
+    return sorted(str(p) for p in d.rglob("data")) if d.exists() else []
+
+
+def _chunks(data: bytes, n: int) -> Iterator[bytes]:
+    for i in range(0, len(data), n):
+        yield data[i:i + n]
+
+
+@pytest.mark.parametrize("mode", ["auto", "monolithic", "chunked"])
+def test_streamed_upload_round_trip(registry: RegistryServer, mode: str) -> None:
+    data = os.urandom(5 * MiB + 3)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = RegistryStore(registry.host, "models/stream", upload_mode=mode,  # type: ignore[arg-type]
+                          chunk_size=2 * MiB)
+    sent: list[int] = []
+    assert store.put_blob_stream(_chunks(data, 1_000_003), digest, len(data), sent.append)
+    assert sum(sent) == len(data)
+    assert store.get_blob_bytes(digest) == data
+    untouched = iter([b"never read"])
+    assert store.put_blob_stream(untouched, digest, len(data)) is False  # present already
+    assert next(untouched) == b"never read"
+    empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+    assert store.put_blob_stream(iter([]), empty, 0) and store.has_blob(empty)
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "chunked"])
+@pytest.mark.parametrize("bad", ["altered", "short", "long"])
+def test_streamed_upload_refuses_content_that_is_not_the_digest(
+        registry: RegistryServer, mode: str, bad: str) -> None:
+    """A source serving other bytes than its digest names: checked before the last byte
+    leaves, nothing is stored, and the upload session is cancelled (DELETE)."""
+    from fault_proxy import FaultProxy
+
+    data = os.urandom(3 * MiB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    served = {"altered": data[:-1] + bytes([data[-1] ^ 1]), "short": data[:-10],
+              "long": data + b"x"}[bad]
+    with FaultProxy(registry.url) as proxy:
+        store = RegistryStore(proxy.host, "models/badstream", upload_mode=mode,  # type: ignore[arg-type]
+                              chunk_size=MiB)
+        with pytest.raises(DigestMismatchError):
+            store.put_blob_stream(_chunks(served, 512 * 1024), digest, len(data))
+        assert proxy.seen("DELETE", "/blobs/uploads/") == 1
+    assert not RegistryStore(registry.host, "models/badstream").has_blob(digest)
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "chunked"])
+def test_streamed_upload_is_cancelled_when_the_source_fails(registry: RegistryServer,
+                                                            mode: str) -> None:
+    data = os.urandom(3 * MiB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def failing(after: int) -> Iterator[bytes]:
+        if after:
+            yield data[:after]
+        raise StoreError("the source registry went away")
+
+    store = RegistryStore(registry.host, "models/failstream", upload_mode=mode,  # type: ignore[arg-type]
+                          chunk_size=MiB)
+    with pytest.raises(StoreError, match="went away"):
+        store.put_blob_stream(failing(0), digest, len(data))
+    assert _uploads_left(registry, "models/failstream") == []  # cancelled, nothing kept
+    with pytest.raises(StoreError, match="went away"):
+        store.put_blob_stream(failing(MiB + 5), digest, len(data))
+    assert not store.has_blob(digest)
+
+
+def test_mount_blob_links_without_sending(registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, MiB)
+    RegistryStore(registry.host, "team-a/m").put_blob_file(src, digest, size)
+    b = RegistryStore(registry.host, "team-b/m")
+    assert b.mount_blob(digest, "team-a/m") is True and b.has_blob(digest)
+    c = RegistryStore(registry.host, "team-c/m")
+    assert c.mount_blob(digest, "nowhere/x") is False and not c.has_blob(digest)
+    assert _uploads_left(registry, "team-c/m") == []  # the session it opened was cancelled
