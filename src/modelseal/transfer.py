@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from modelseal._util.fs import (
     NO_SPACE,
@@ -57,6 +58,9 @@ from modelseal.oci.layout import LayoutStore
 from modelseal.oci.store import MANIFEST_V1, Store
 from modelseal.refs import Ref
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 
 class Progress:
     """Hooks the CLI uses to draw progress bars; the default does nothing."""
@@ -67,6 +71,42 @@ class Progress:
 
     def finish(self) -> None:
         """End the current phase."""
+
+
+def _stop_scope(event: threading.Event) -> contextlib.AbstractContextManager[None]:
+    """Registry transfers in this thread stop once ``event`` is set (the registry module is
+    loaded exactly when a registry store exists; directories have nothing to stop)."""
+    registry = sys.modules.get("modelseal.oci.registry")
+    return registry.stop_when(event) if registry is not None else contextlib.nullcontext()
+
+
+def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
+                            workers: int) -> list[_R]:
+    """``fn`` over ``items`` on ``workers`` threads, results in order. When one call fails
+    (an error, a timeout), the others stop at their next block instead of transferring to
+    the end, and that first failure is raised (not the stops it caused)."""
+    failed = threading.Event()
+    first: list[BaseException] = []
+    lock = threading.Lock()
+
+    def call(item: _T) -> _R | None:
+        if failed.is_set():
+            return None  # not started: the operation failed already
+        with _stop_scope(failed):
+            try:
+                return fn(item)
+            except BaseException as e:
+                with lock:
+                    if not failed.is_set():
+                        first.append(e)
+                        failed.set()
+                raise
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        futures = [ex.submit(call, item) for item in items]
+    if first:
+        raise first[0]
+    return [f.result() for f in futures]  # type: ignore[misc]
 
 
 @dataclass
@@ -166,11 +206,11 @@ def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: Mo
             digest, (layer, path) = item
             return store.put_blob_file(path, digest, layer.size, advance), layer.size
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            for sent, size in ex.map(upload, unique.items()):
-                if sent:
-                    result.uploaded_blobs += 1
-                    result.uploaded_bytes += size
+        # one upload failing stops the others at their next block (run_stopping_on_failure)
+        for sent, size in run_stopping_on_failure(upload, list(unique.items()), workers):
+            if sent:
+                result.uploaded_blobs += 1
+                result.uploaded_bytes += size
     finally:
         progress.finish()
     store.put_blob_bytes(built.config_bytes)
@@ -494,8 +534,7 @@ def _download(store: Store, manifest: ModelManifest, staging: Path, progress: Pr
                 n = done
             _kill_point(f"file:{n}")
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            list(ex.map(fetch, manifest.layers))
+        run_stopping_on_failure(fetch, manifest.layers, workers)  # a failure stops the rest
     finally:
         progress.finish()
     dirs = {staging.joinpath(*la.filepath.split("/")).parent for la in manifest.layers}
