@@ -459,3 +459,65 @@ def test_mount_blob_links_without_sending(registry: RegistryServer, tmp_path: Pa
     c = RegistryStore(registry.host, "team-c/m")
     assert c.mount_blob(digest, "nowhere/x") is False and not c.has_blob(digest)
     assert _uploads_left(registry, "team-c/m") == []  # the session it opened was cancelled
+
+
+def _built(model: Path, epoch: int) -> object:
+    from modelseal.modelpack import ModelMetadata
+    from modelseal.transfer import package
+
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    try:
+        return package(model, ModelMetadata({"name": "same"}))[0]
+    finally:
+        if old is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
+
+
+def test_same_model_pushed_again_with_another_creation_time_is_no_tag_conflict(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    from modelseal.errors import TagConflictError
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(os.urandom(1000))
+    store = RegistryStore(registry.host, "models/same")
+    a, b = _built(model, 1_700_000_000), _built(model, 1_700_000_999)
+    assert a.manifest_digest != b.manifest_digest  # type: ignore[attr-defined]
+    for built in (a, b):
+        store.put_blob_file(model / "w.bin", built.layers[0].digest, 1000)  # type: ignore[attr-defined]
+        store.put_blob_bytes(built.config_bytes)  # type: ignore[attr-defined]
+    first = store.put_manifest_exclusive(a.manifest_bytes, MANIFEST_V1, "v1")  # type: ignore[attr-defined]
+    assert store.put_manifest_exclusive(b.manifest_bytes, MANIFEST_V1, "v1") == first  # type: ignore[attr-defined]
+    assert store.resolve("v1") == first
+    (model / "w.bin").write_bytes(os.urandom(1000))  # other content: still a conflict
+    c = _built(model, 1_700_000_000)
+    store.put_blob_file(model / "w.bin", c.layers[0].digest, 1000)  # type: ignore[attr-defined]
+    store.put_blob_bytes(c.config_bytes)  # type: ignore[attr-defined]
+    with pytest.raises(TagConflictError):
+        store.put_manifest_exclusive(c.manifest_bytes, MANIFEST_V1, "v1")  # type: ignore[attr-defined]
+
+
+def test_concurrent_pushes_of_the_same_model_all_succeed(registry: RegistryServer,
+                                                         tmp_path: Path) -> None:
+    """CI retries and parallel jobs push one model to one tag at once: the creation time
+    differs, the content does not, so none of them may fail with a tag conflict (exit 5)."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(os.urandom(4000))
+    ref = f"{registry.host}/models/samerace:v1"
+    procs = [subprocess.Popen([sys.executable, "-m", "modelseal.cli", "push", str(model), ref,
+                               "--no-cache", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "SOURCE_DATE_EPOCH": str(1_700_000_000 + i)})
+             for i in range(6)]
+    results = [(p.wait(timeout=120), p.stdout.read() if p.stdout else "",
+                p.stderr.read() if p.stderr else "") for p in procs]
+    assert [rc for rc, _, _ in results] == [0] * 6, [err[-300:] for _, _, err in results]
+    tagged = RegistryStore(registry.host, "models/samerace").resolve("v1")
+    assert tagged in {json.loads(out)["digest"] for _, out, _ in results}

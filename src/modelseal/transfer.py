@@ -237,7 +237,9 @@ def push(model_dir: str | os.PathLike[str], store: Store, ref: Ref, metadata: Mo
         # ... and re-read the tag after writing it: a lost race is reported (exit 5)
         exclusive = getattr(store, "put_manifest_exclusive", None)
         if exclusive is not None:
-            exclusive(built.manifest_bytes, MANIFEST_V1, tag)
+            written = exclusive(built.manifest_bytes, MANIFEST_V1, tag)
+            if written != built.manifest_digest:  # the same model, pushed at once by another
+                result.digest, result.unchanged = written, True
             return result
     store.put_manifest(built.manifest_bytes, MANIFEST_V1, tag)
     return result
