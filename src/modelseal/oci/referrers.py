@@ -273,7 +273,8 @@ def fetch_referrer_blob(store: Store, referrer: Descriptor,
     With ``subject_digest``, refuses a manifest whose subject is another artifact.
     """
     raw, _, digest = store.get_manifest(referrer.digest)
-    return _layer_of(store, raw, digest, subject_digest), _manifest_doc(store, raw, digest)
+    doc = _manifest_doc(store, raw, digest)  # parsed once (10,000 referrers: 10,000 parses)
+    return _layer_of(store, doc, digest, subject_digest), doc
 
 
 def fetch_referrer_content(store: Store, referrer: Descriptor) -> bytes:
@@ -287,7 +288,7 @@ def fetch_referrer_content(store: Store, referrer: Descriptor) -> bytes:
     if blob and blob.startswith("sha256:"):
         return store.get_blob_bytes(blob, max_size=32 << 20)
     raw, _, digest = store.get_manifest(referrer.digest)
-    return _layer_of(store, raw, digest, None)
+    return _layer_of(store, _manifest_doc(store, raw, digest), digest, None)
 
 
 def _manifest_doc(store: Store, raw: bytes, digest: str) -> dict[str, object]:
@@ -304,8 +305,8 @@ def _subject_digest(doc: Mapping[str, object]) -> str | None:
     return got if isinstance(got, str) else None
 
 
-def _layer_of(store: Store, raw: bytes, digest: str, subject_digest: str | None) -> bytes:
-    doc = _manifest_doc(store, raw, digest)
+def _layer_of(store: Store, doc: Mapping[str, object], digest: str,
+              subject_digest: str | None) -> bytes:
     if subject_digest is not None and _subject_digest(doc) != subject_digest:
         raise StoreError(f"referrer {digest} in {store.describe()} is about "
                          f"{_subject_digest(doc)}, not {subject_digest}")
