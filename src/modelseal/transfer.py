@@ -85,6 +85,8 @@ def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
     """``fn`` over ``items`` on ``workers`` threads, results in order. When one call fails
     (an error, a timeout), the others stop at their next block instead of transferring to
     the end, and that first failure is raised (not the stops it caused)."""
+    from concurrent.futures import wait
+
     failed = threading.Event()
     first: list[BaseException] = []
     lock = threading.Lock()
@@ -104,6 +106,10 @@ def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
         futures = [ex.submit(call, item) for item in items]
+        # Wait here, not in the pool's exit: Ctrl-C must interrupt a wait, not a thread join
+        # (an interrupted join marks the thread finished in CPython 3.11, and the process
+        # would then exit under a worker still cancelling its upload session).
+        wait(futures)
     if first:
         raise first[0]
     return [f.result() for f in futures]  # type: ignore[misc]
