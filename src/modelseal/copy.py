@@ -211,7 +211,7 @@ def _download_chunks(src: Store, d: Descriptor,
     stays constant and the download and the upload overlap. The stream ends only after the
     download finished; its errors are raised here. Closing the generator (the upload
     failed) stops the download at its next block."""
-    from modelseal.oci.registry import RegistryStore
+    from modelseal.oci.registry import RegistryStore, check_limits
 
     q: queue.Queue[object] = queue.Queue(maxsize=STREAM_QUEUE_BLOCKS)
 
@@ -247,7 +247,12 @@ def _download_chunks(src: Store, d: Descriptor,
     t.start()
     try:
         while True:
-            item = q.get()
+            try:
+                item = q.get(timeout=0.2)
+            except queue.Empty:
+                # a slow download: Ctrl-C, the deadline or a failed sibling still stop us
+                check_limits()
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):

@@ -170,6 +170,18 @@ def _check_stopped() -> None:
         raise Stopped("stopped: another transfer of this operation failed")
 
 
+def check_limits() -> None:
+    """For a thread waiting on something other than a registry (a queue fed by a download):
+    stop when interrupted, past the deadline, or when a sibling failed (:func:`stop_when`)."""
+    network.check_cancelled()
+    _check_stopped()
+    left = network.limits().remaining()
+    if left is not None and left <= 0:
+        raise RegistryTimeoutError(f"gave up: the command ran past its deadline of "
+                                   f"{network.limits().deadline:g} s",
+                                   hint="raise --deadline (MODELSEAL_DEADLINE)")
+
+
 class _Transient(StoreError):
     """A failure worth retrying (connection lost, 5xx) in a request that was not retried."""
 
