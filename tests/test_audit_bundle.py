@@ -73,6 +73,11 @@ def test_bundle_without_weights_leaves_weight_blobs_out_and_still_verifies(
     store = ArchiveStore(out)
     assert not any(store.has_blob(d) for d in weights)
     assert verify_bundle_file(out).verified
+    # restoring it is refused before anything is written, saying why (evidence only)
+    restored = tmp_path / "restored"
+    res_copy = _cli("copy", f"oci-archive:{out}:v1", f"oci:{restored}:v1")
+    assert res_copy.returncode == 2 and "--with-weights" in res_copy.stderr
+    assert not restored.exists() or not any(restored.rglob("*"))
     full = export_bundle(p.store, p.ref, tmp_path / "full.tar", with_weights=True)
     assert full.omitted_blobs == []
     assert all(ArchiveStore(tmp_path / "full.tar").has_blob(d) for d in weights)

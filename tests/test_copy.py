@@ -250,3 +250,90 @@ def test_archive_ignores_members_that_escape_or_are_links(tmp_path: Path) -> Non
     with pytest.raises(InputError) as err:
         ArchiveStore(gz).list_tags()
     assert err.value.hint and "gunzip" in err.value.hint
+
+
+def test_copy_into_a_registry_whose_index_lists_a_deleted_referrer(
+        tmp_path: Path, registry: RegistryServer, second_registry: RegistryServer) -> None:
+    """A referrer deleted in the destination must not make the next copy fail on the
+    fallback index (distribution refuses an index naming a manifest it no longer has)."""
+    from modelseal.oci.referrers import fallback_tag
+
+    p = honest_pipeline(tmp_path, registry.host)
+    dst_ref = parse_ref(f"{second_registry.host}/mirror/tiny:v1")
+    dst = open_store(dst_ref)
+    copy(p.store, p.ref, dst, dst_ref)
+    # attached in the destination only, then deleted there: its index entry is dead
+    local = attach_bundle(dst, subject_of(dst, p.digest), p.bundles["train"]).descriptor.digest
+    dst.delete_manifest(local)  # type: ignore[attr-defined]
+    st = statement([("model", p.digest)], "https://example.com/late/v1", {})
+    late = attach_bundle(p.store, subject_of(p.store, p.digest),
+                         sign_statement(st, p.functionaries["release"].signer))
+    again = copy(p.store, p.ref, dst, dst_ref)
+    assert late.descriptor.digest in again.referrers
+    assert _all_referrers(dst, p.digest) == _all_referrers(p.store, p.digest)
+    raw, _, _ = dst.get_manifest(fallback_tag(p.digest))
+    assert {m["digest"] for m in json.loads(raw)["manifests"]} == {
+        d.digest for d in list_referrers(p.store, p.digest)}
+
+
+def _big_model(tmp_path: Path, host: str, size: int = 9 * 1024 * 1024) -> tuple[object, str]:
+    import os
+
+    from modelseal.modelpack import ModelMetadata
+    from modelseal.transfer import push
+
+    src = tmp_path / "big"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(os.urandom(size))
+    (src / "config.json").write_bytes(b'{"layers": 2}')
+    ref = parse_ref(f"{host}/models/big:v1")
+    store = open_store(ref)
+    return store, push(src, store, ref, ModelMetadata({"name": "big"})).digest
+
+
+def test_copy_between_registries_streams_without_a_temporary_file(
+        tmp_path: Path, registry: RegistryServer, second_registry: RegistryServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setenv("MODELSEAL_COPY_TMPDIR", str(staging))
+    src, digest = _big_model(tmp_path, registry.host)
+    dst_ref = parse_ref(f"{second_registry.host}/mirror/big:v1")
+    dst = open_store(dst_ref)
+    seen: list[Path] = []
+    real = dst.put_blob_stream  # type: ignore[attr-defined]
+
+    def spy(*a: object, **kw: object) -> bool:
+        seen.extend(staging.iterdir())
+        return bool(real(*a, **kw))
+
+    dst.put_blob_stream = spy  # type: ignore[attr-defined]
+    result = copy(src, parse_ref(f"{registry.host}/models/big:v1"), dst, dst_ref)  # type: ignore[arg-type]
+    assert result.blobs_copied == result.blobs and result.bytes_copied > 9 * 1024 * 1024
+    assert seen == [] and list(staging.iterdir()) == []
+    layer = json.loads(dst.get_manifest("v1")[0])["layers"]
+    big = next(la for la in layer if la["size"] > 4 * 1024 * 1024)
+    with open(tmp_path / "back", "wb") as out:
+        dst.fetch_blob(big["digest"], big["size"], out)  # checked against its digest
+    assert dst.resolve("v1") == digest
+
+
+def test_copy_refuses_a_large_blob_altered_in_the_source_registry(
+        tmp_path: Path, registry: RegistryServer, second_registry: RegistryServer) -> None:
+    """A source registry serving other bytes for a streamed blob: the copy fails (exit 4's
+    error), the destination neither holds the blob nor gets a tag."""
+    from registry_server import blob_path
+
+    src, digest = _big_model(tmp_path, registry.host)
+    big = next(la for la in json.loads(src.get_manifest(digest)[0])["layers"]  # type: ignore[attr-defined]
+               if la["size"] > 4 * 1024 * 1024)
+    path = blob_path(registry.storage_dir, big["digest"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    dst_ref = parse_ref(f"{second_registry.host}/mirror/big:v1")
+    dst = open_store(dst_ref)
+    with pytest.raises(DigestMismatchError):
+        copy(src, parse_ref(f"{registry.host}/models/big:v1"), dst, dst_ref)  # type: ignore[arg-type]
+    assert not dst.has_blob(big["digest"])
+    assert dst.resolve("v1") is None

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -612,3 +613,135 @@ def test_deadline_cuts_each_request_timeout() -> None:
             store.resolve("v1")
     finally:
         network.configure()
+
+
+# -- one failure stops the whole operation; Ctrl-C stops hashing -----------------------------
+
+
+def test_ctrl_c_stops_every_hashing_thread_within_a_block(tmp_path: Path) -> None:
+    """Ctrl-C (network.cancel) while hashing a large model: every hashing thread stops at its
+    next block, instead of the command waiting until the whole model was read."""
+    from modelseal.digest import CHUNK, hash_files
+    from modelseal.oci import network
+
+    files = []
+    for i in range(4):
+        p = tmp_path / f"w{i}.bin"
+        with open(p, "wb") as f:
+            f.truncate(256 * MiB)  # sparse: read at memory speed, no disk used
+        files.append(p)
+    hashed: list[int] = []
+
+    def progress(n: int) -> None:
+        hashed.append(n)
+        if len(hashed) == 3:
+            network.cancel()
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            hash_files(files, workers=4, progress=progress)
+    finally:
+        network.reset()
+    # each of the 4 threads reads at most one more block after the cancel
+    assert sum(hashed) <= (3 + 4) * CHUNK, sum(hashed)
+
+
+def test_ctrl_c_while_hashing_a_large_model_exits_at_once(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    for i in range(3):
+        with open(model / f"w{i}.bin", "wb") as f:
+            f.truncate(2048 * MiB)  # 6 GiB sparse: seconds of hashing on this machine
+    proc = subprocess.Popen([*CLI, "push", str(model), f"oci:{tmp_path / 'out'}:v1",
+                             "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(1.5)  # started, now hashing
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 130
+    assert took < 1.5, f"interrupt took {took:.2f} s"
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+class _BreakSmallFile:
+    """Progress hooks that truncate ``path`` when the upload phase starts: its upload fails
+    at once (changed after hashing) while the large one is being sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sent = 0
+
+    def start(self, label: str, total: int) -> Any:
+        if label == "uploading":
+            self.path.write_bytes(b"x")
+
+        def advance(n: int) -> None:
+            if label == "uploading":
+                self.sent += n
+
+        return advance
+
+    def finish(self) -> None:
+        pass
+
+
+def test_one_failed_upload_stops_the_other_uploads(registry: RegistryServer,
+                                                   tmp_path: Path) -> None:
+    from modelseal.errors import InputError
+
+    model = tmp_path / "model"
+    model.mkdir()
+    big = 1024 * MiB
+    with open(model / "a-big.bin", "wb") as f:
+        f.truncate(big)
+    small = model / "b-small.json"
+    small.write_bytes(b'{"hidden": 8}')
+    ref = parse_ref(f"{registry.host}/{REPO}:v1")
+    hooks = _BreakSmallFile(small)
+    t0 = time.monotonic()
+    with pytest.raises(InputError):
+        push(model, open_store(ref), ref, ModelMetadata({"name": "m"}),
+             progress=hooks)  # type: ignore[arg-type]
+    took = time.monotonic() - t0
+    assert hooks.sent < big // 4, f"{hooks.sent} of {big} bytes sent after the failure"
+    assert open_store(ref).resolve("v1") is None
+    assert took < 30, took
+
+
+def test_one_failed_download_stops_the_other_downloads(registry: RegistryServer,
+                                                       tmp_path: Path) -> None:
+    from modelseal.errors import DigestMismatchError
+    from modelseal.transfer import Progress, pull
+    from registry_server import blob_path
+
+    model = tmp_path / "model"
+    model.mkdir()
+    big = 512 * MiB
+    with open(model / "a-big.bin", "wb") as f:
+        f.truncate(big)
+    (model / "b-small.json").write_bytes(b'{"hidden": 8}')
+    ref = parse_ref(f"{registry.host}/{REPO}:v1")
+    store = open_store(ref)
+    digest = push(model, store, ref, ModelMetadata({"name": "m"})).digest
+    layers = json.loads(store.get_manifest(digest)[0])["layers"]
+    small = next(la for la in layers if la["size"] < 100)
+    blob_path(registry.storage_dir, small["digest"]).write_bytes(b'{"hidden": 9}')
+    got = [0]
+
+    class Count(Progress):
+        def start(self, label: str, total: int) -> Any:
+            def advance(n: int) -> None:
+                got[0] += n
+            return advance
+
+    with pytest.raises(DigestMismatchError):
+        pull(store, ref, tmp_path / "out", progress=Count())
+    assert got[0] < big // 4, f"{got[0]} of {big} bytes downloaded after the failure"
+    assert not (tmp_path / "out").exists()

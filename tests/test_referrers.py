@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,129 @@ def test_registry_with_referrers_api_is_read_through_it(registry: RegistryServer
         standin.requests.clear()
         assert {d.digest for d in list_referrers(store, digest, ART)} == mine
         assert any("/referrers/" in path for _, path in standin.requests)
+
+
+def _index_digests(store: Store, subject_digest: str) -> set[str]:
+    raw, _, _ = store.get_manifest(fallback_tag(subject_digest))
+    return {m["digest"] for m in json.loads(raw)["manifests"]}
+
+
+def test_deleted_referrer_does_not_block_later_attaches(registry: RegistryServer,
+                                                        tmp_path: Path) -> None:
+    """Distribution 2.8 refuses an index listing a manifest it no longer has ("blob
+    unknown"): one deleted referrer must not keep every later attestation out of the index."""
+    store, digest = _model(tmp_path, f"{registry.host}/models/deleted:v1")
+    subject = subject_of(store, digest)
+    first = [attach(store, subject, artifact_type=ART, blob=b'{"n": %d}' % i,
+                    blob_media_type="application/json") for i in range(3)]
+    gone = first[1].descriptor.digest
+    store.delete_manifest(gone)  # type: ignore[attr-defined]
+    later = attach(store, subject, artifact_type=ART, blob=b'{"n": 9}',
+                   blob_media_type="application/json")
+    assert later.indexed
+    listed = _index_digests(store, digest)
+    assert gone not in listed
+    assert listed == {first[0].descriptor.digest, first[2].descriptor.digest,
+                      later.descriptor.digest}
+    assert {d.digest for d in list_referrers(store, digest, ART)} == listed
+
+
+def test_deleted_foreign_referrer_does_not_block_later_attaches(registry: RegistryServer,
+                                                                tmp_path: Path) -> None:
+    """Another tool's index entries have no tag of ours: a deleted one is dropped after a
+    lookup, a live one is kept."""
+    from modelseal.oci.store import EMPTY_JSON, INDEX_V1, MANIFEST_V1, canonical_json
+
+    store, digest = _model(tmp_path, f"{registry.host}/models/foreign:v1")
+    subject = subject_of(store, digest)
+    empty = store.put_blob_bytes(EMPTY_JSON)
+    foreign = []
+    for i in range(2):
+        layer = store.put_blob_bytes(b"oras note %d" % i)
+        raw = canonical_json({
+            "schemaVersion": 2, "mediaType": MANIFEST_V1, "artifactType": "application/x-oras",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty,
+                       "size": 2},
+            "layers": [{"mediaType": "text/plain", "digest": layer, "size": 12}],
+            "subject": subject.to_dict()})
+        foreign.append({"mediaType": MANIFEST_V1, "digest": store.put_manifest(raw, MANIFEST_V1),
+                        "size": len(raw), "artifactType": "application/x-oras"})
+    store.put_manifest(canonical_json({"schemaVersion": 2, "mediaType": INDEX_V1,
+                                       "manifests": foreign}), INDEX_V1, fallback_tag(digest))
+    store.delete_manifest(foreign[0]["digest"])  # type: ignore[attr-defined]
+    later = attach(store, subject, artifact_type=ART, blob=b"{}",
+                   blob_media_type="application/json")
+    assert later.indexed
+    assert _index_digests(store, digest) == {foreign[1]["digest"], later.descriptor.digest}
+
+
+def _bundles(tmp_path: Path, digest: str, n: int) -> list[Path]:
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.statement import statement
+    from pipeline_fixtures import make_functionaries
+
+    signer = make_functionaries(tmp_path, ["alice"])["alice"].signer
+    out = []
+    for i in range(n):
+        st = statement([("model", digest)], f"https://example.com/note/v{i}", {"n": i})
+        p = tmp_path / f"note{i}.sigstore.json"
+        p.write_bytes(sign_statement(st, signer))
+        out.append(p)
+    return out
+
+
+CLI = [sys.executable, "-m", "modelseal.cli"]
+
+
+def test_attach_json_says_whether_the_fallback_index_lists_the_referrer(
+        registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelseal.attestations import attach_bundles
+    from modelseal.oci import referrers
+
+    store, digest = _model(tmp_path, f"{registry.host}/models/indexed:v1")
+    first, second = _bundles(tmp_path, digest, 2)
+    proc = subprocess.run([*CLI, "attach", f"{registry.host}/models/indexed:v1", str(first),
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    attached = json.loads(proc.stdout)["attached"]
+    assert [a["indexed"] for a in attached] == [True]
+    assert _index_digests(store, digest) == {attached[0]["digest"]}
+    # An index too full for it: attached and tagged (found), but not indexed, and it says so.
+    monkeypatch.setattr(referrers, "MAX_INDEX_BYTES", 100)
+    out = attach_bundles(store, subject_of(store, digest), [second])
+    assert [o.indexed for o in out] == [False]
+    assert out[0].to_dict()["indexed"] is False
+    assert out[0].digest in {d.digest for d in list_referrers(store, digest)}
+
+
+def test_attestations_lists_unreadable_referrers_with_a_reason(registry: RegistryServer,
+                                                              tmp_path: Path) -> None:
+    """One altered and one deleted bundle blob must not hide the others: each is listed,
+    the unreadable ones with why (exit 0), instead of the command stopping at the first."""
+    import requests
+
+    from modelseal.attestations import BUNDLE_MEDIA_TYPE
+    from registry_server import blob_path
+
+    ref = f"{registry.host}/models/unreadable:v1"
+    store, digest = _model(tmp_path, ref)
+    proc = subprocess.run([*CLI, "attach", ref, *map(str, _bundles(tmp_path, digest, 3)),
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    refs = list_referrers(store, digest, BUNDLE_MEDIA_TYPE)
+    layers = [json.loads(store.get_manifest(d.digest)[0])["layers"][0]["digest"] for d in refs]
+    altered = blob_path(registry.storage_dir, layers[0])
+    altered.write_bytes(altered.read_bytes().replace(b"{", b"[", 1))
+    resp = requests.delete(f"{registry.url}/v2/models/unreadable/blobs/{layers[1]}", timeout=10)
+    assert resp.status_code == 202
+    proc = subprocess.run([*CLI, "attestations", ref, "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    listed = {a["digest"]: a for a in json.loads(proc.stdout)["attestations"]}
+    assert set(listed) == {d.digest for d in refs}
+    assert "error" in listed[refs[0].digest] and "error" in listed[refs[1].digest]
+    assert "error" not in listed[refs[2].digest]
+    assert listed[refs[2].digest]["signer"]  # the readable one is fetched and decoded
+    human = subprocess.run([*CLI, "attestations", ref, "--download", str(tmp_path / "dl")],
+                           capture_output=True, text=True)
+    assert human.returncode == 0, human.stderr
+    assert len(list((tmp_path / "dl").glob("*.sigstore.json"))) == 1

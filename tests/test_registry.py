@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from modelseal.errors import (
     InputError,
     NotFoundError,
     RegistryUnreachableError,
+    StoreError,
     UsageError,
 )
 from modelseal.oci.registry import RegistryOptions, RegistryStore, open_registry_store
@@ -377,3 +379,145 @@ def test_bearer_wrong_password_is_refused_clearly(token_registry: RegistryServer
     with pytest.raises(AuthError) as e:
         store.has_blob(EMPTY_DIGEST)
     assert "refused the credentials" in str(e.value)
+
+
+def _uploads_left(registry: RegistryServer, repo: str) -> list[str]:
+    d = registry.storage_dir / "docker/registry/v2/repositories" / repo / "_uploads"
+    return sorted(str(p) for p in d.rglob("data")) if d.exists() else []
+
+
+def _chunks(data: bytes, n: int) -> Iterator[bytes]:
+    for i in range(0, len(data), n):
+        yield data[i:i + n]
+
+
+@pytest.mark.parametrize("mode", ["auto", "monolithic", "chunked"])
+def test_streamed_upload_round_trip(registry: RegistryServer, mode: str) -> None:
+    data = os.urandom(5 * MiB + 3)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = RegistryStore(registry.host, "models/stream", upload_mode=mode,  # type: ignore[arg-type]
+                          chunk_size=2 * MiB)
+    sent: list[int] = []
+    assert store.put_blob_stream(_chunks(data, 1_000_003), digest, len(data), sent.append)
+    assert sum(sent) == len(data)
+    assert store.get_blob_bytes(digest) == data
+    untouched = iter([b"never read"])
+    assert store.put_blob_stream(untouched, digest, len(data)) is False  # present already
+    assert next(untouched) == b"never read"
+    empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+    assert store.put_blob_stream(iter([]), empty, 0) and store.has_blob(empty)
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "chunked"])
+@pytest.mark.parametrize("bad", ["altered", "short", "long"])
+def test_streamed_upload_refuses_content_that_is_not_the_digest(
+        registry: RegistryServer, mode: str, bad: str) -> None:
+    """A source serving other bytes than its digest names: checked before the last byte
+    leaves, nothing is stored, and the upload session is cancelled (DELETE)."""
+    from fault_proxy import FaultProxy
+
+    data = os.urandom(3 * MiB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    served = {"altered": data[:-1] + bytes([data[-1] ^ 1]), "short": data[:-10],
+              "long": data + b"x"}[bad]
+    with FaultProxy(registry.url) as proxy:
+        store = RegistryStore(proxy.host, "models/badstream", upload_mode=mode,  # type: ignore[arg-type]
+                              chunk_size=MiB)
+        with pytest.raises(DigestMismatchError):
+            store.put_blob_stream(_chunks(served, 512 * 1024), digest, len(data))
+        assert proxy.seen("DELETE", "/blobs/uploads/") == 1
+    assert not RegistryStore(registry.host, "models/badstream").has_blob(digest)
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "chunked"])
+def test_streamed_upload_is_cancelled_when_the_source_fails(registry: RegistryServer,
+                                                            mode: str) -> None:
+    data = os.urandom(3 * MiB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def failing(after: int) -> Iterator[bytes]:
+        if after:
+            yield data[:after]
+        raise StoreError("the source registry went away")
+
+    store = RegistryStore(registry.host, "models/failstream", upload_mode=mode,  # type: ignore[arg-type]
+                          chunk_size=MiB)
+    with pytest.raises(StoreError, match="went away"):
+        store.put_blob_stream(failing(0), digest, len(data))
+    assert _uploads_left(registry, "models/failstream") == []  # cancelled, nothing kept
+    with pytest.raises(StoreError, match="went away"):
+        store.put_blob_stream(failing(MiB + 5), digest, len(data))
+    assert not store.has_blob(digest)
+
+
+def test_mount_blob_links_without_sending(registry: RegistryServer, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    digest, size = make_file(src, MiB)
+    RegistryStore(registry.host, "team-a/m").put_blob_file(src, digest, size)
+    b = RegistryStore(registry.host, "team-b/m")
+    assert b.mount_blob(digest, "team-a/m") is True and b.has_blob(digest)
+    c = RegistryStore(registry.host, "team-c/m")
+    assert c.mount_blob(digest, "nowhere/x") is False and not c.has_blob(digest)
+    assert _uploads_left(registry, "team-c/m") == []  # the session it opened was cancelled
+
+
+def _built(model: Path, epoch: int) -> object:
+    from modelseal.modelpack import ModelMetadata
+    from modelseal.transfer import package
+
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    try:
+        return package(model, ModelMetadata({"name": "same"}))[0]
+    finally:
+        if old is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
+
+
+def test_same_model_pushed_again_with_another_creation_time_is_no_tag_conflict(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    from modelseal.errors import TagConflictError
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(os.urandom(1000))
+    store = RegistryStore(registry.host, "models/same")
+    a, b = _built(model, 1_700_000_000), _built(model, 1_700_000_999)
+    assert a.manifest_digest != b.manifest_digest  # type: ignore[attr-defined]
+    for built in (a, b):
+        store.put_blob_file(model / "w.bin", built.layers[0].digest, 1000)  # type: ignore[attr-defined]
+        store.put_blob_bytes(built.config_bytes)  # type: ignore[attr-defined]
+    first = store.put_manifest_exclusive(a.manifest_bytes, MANIFEST_V1, "v1")  # type: ignore[attr-defined]
+    assert store.put_manifest_exclusive(b.manifest_bytes, MANIFEST_V1, "v1") == first  # type: ignore[attr-defined]
+    assert store.resolve("v1") == first
+    (model / "w.bin").write_bytes(os.urandom(1000))  # other content: still a conflict
+    c = _built(model, 1_700_000_000)
+    store.put_blob_file(model / "w.bin", c.layers[0].digest, 1000)  # type: ignore[attr-defined]
+    store.put_blob_bytes(c.config_bytes)  # type: ignore[attr-defined]
+    with pytest.raises(TagConflictError):
+        store.put_manifest_exclusive(c.manifest_bytes, MANIFEST_V1, "v1")  # type: ignore[attr-defined]
+
+
+def test_concurrent_pushes_of_the_same_model_all_succeed(registry: RegistryServer,
+                                                         tmp_path: Path) -> None:
+    """CI retries and parallel jobs push one model to one tag at once: the creation time
+    differs, the content does not, so none of them may fail with a tag conflict (exit 5)."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(os.urandom(4000))
+    ref = f"{registry.host}/models/samerace:v1"
+    procs = [subprocess.Popen([sys.executable, "-m", "modelseal.cli", "push", str(model), ref,
+                               "--no-cache", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "SOURCE_DATE_EPOCH": str(1_700_000_000 + i)})
+             for i in range(6)]
+    results = [(p.wait(timeout=120), p.stdout.read() if p.stdout else "",
+                p.stderr.read() if p.stderr else "") for p in procs]
+    assert [rc for rc, _, _ in results] == [0] * 6, [err[-300:] for _, _, err in results]
+    tagged = RegistryStore(registry.host, "models/samerace").resolve("v1")
+    assert tagged in {json.loads(out)["digest"] for _, out, _ in results}

@@ -24,14 +24,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import (
     DigestMismatchError,
@@ -39,17 +40,22 @@ from modelseal.errors import (
     NotFoundError,
     StoreError,
     TagConflictError,
+    UsageError,
 )
-from modelseal.oci.referrers import fallback_tag, list_referrers, referrer_tag
-from modelseal.oci.store import INDEX_V1, Descriptor, Store, canonical_json
+from modelseal.oci import network
+from modelseal.oci.referrers import add_to_index, list_referrers, referrer_tag
+from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref
-from modelseal.transfer import Progress
+from modelseal.transfer import Progress, run_stopping_on_failure
+
+if TYPE_CHECKING:
+    from modelseal.oci.registry import RegistryStore
 
 ANN_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 MAX_REFERRERS = 10_000
 MAX_DEPTH = 8
 SMALL_BLOB = 4 * 1024 * 1024
-INDEX_MERGE_ROUNDS = 8
+STREAM_QUEUE_BLOCKS = 4  # blocks (of up to 4 MiB) between a download and its upload
 
 
 @dataclass
@@ -192,13 +198,103 @@ def _try_mount(src: Store, dst: Store, digest: str) -> bool:
         return False
     if src.host != dst.host or src.scheme != dst.scheme or src.repository == dst.repository:
         return False
-    # RegistryStore mounts only on the way to an upload of a file it has; a copy has no file
-    # until it downloads one, so ask for the mount alone and cancel the upload it may open.
-    location = dst._start_upload(digest, (src.repository,))
-    if location is None:
-        return True
-    dst._cancel(location)
-    return False
+    return dst.mount_blob(digest, src.repository)
+
+
+_END = object()
+
+
+def _download_chunks(src: Store, d: Descriptor,
+                     stop: threading.Event) -> Generator[bytes, None, None]:
+    """The blob ``d`` of ``src`` as it downloads, for :meth:`RegistryStore.put_blob_stream`
+    to upload at once (it checks size and digest before the last byte leaves, so a registry
+    source is not hashed twice): a thread downloads into a queue of a few blocks, so memory
+    stays constant and the download and the upload overlap. The stream ends only after the
+    download finished; its errors are raised here. Closing the generator (the upload
+    failed) stops the download at its next block."""
+    from modelseal.oci.registry import RegistryStore, check_limits
+
+    q: queue.Queue[object] = queue.Queue(maxsize=STREAM_QUEUE_BLOCKS)
+
+    def put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise network.Interrupted()  # the consumer went away: end the download
+
+    class _Sink:
+        def write(self, b: bytes) -> int:
+            put(b if isinstance(b, bytes) else bytes(b))
+            return len(b)
+
+    def run() -> None:
+        try:
+            if isinstance(src, RegistryStore):
+                # put_blob_stream hashes every byte before the last one leaves: once is enough
+                src.fetch_blob(d.digest, d.size, _Sink(), verify=False)  # type: ignore[arg-type]
+            else:
+                src.fetch_blob(d.digest, d.size, _Sink())  # type: ignore[arg-type]
+        except BaseException as e:  # handed to the consumer, which raises it
+            with contextlib.suppress(BaseException):
+                put(e)
+            return
+        with contextlib.suppress(BaseException):
+            put(_END)
+
+    t = threading.Thread(target=run, name=f"modelseal-copy-{d.digest[7:19]}", daemon=True)
+    t.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.2)
+            except queue.Empty:
+                # a slow download: Ctrl-C, the deadline or a failed sibling still stop us
+                check_limits()
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5.0)  # a download blocked in a read ends at its next block
+
+
+def _stream_blob(src: Store, dst: RegistryStore, d: Descriptor,
+                 advance: Callable[[int], None]) -> None:
+    """Upload blob ``d`` to ``dst`` while it downloads from ``src``; a dropped connection
+    restarts the whole blob (a stream cannot be rewound), a bounded number of times."""
+    from modelseal.oci.registry import UploadRestart
+
+    high = [0]  # bytes reported so far: a restarted stream does not advance the bar twice
+    pos = [0]
+
+    def sent(n: int) -> None:
+        pos[0] += n
+        if pos[0] > high[0]:
+            advance(pos[0] - high[0])
+            high[0] = pos[0]
+
+    delay = 0.5
+    for attempt in range(dst.retries):
+        pos[0] = 0
+        stop = threading.Event()
+        chunks = _download_chunks(src, d, stop)
+        try:
+            dst.put_blob_stream(chunks, d.digest, d.size, sent)
+            return
+        except UploadRestart:
+            if attempt + 1 >= dst.retries:
+                raise
+            network.sleep(delay)
+            delay *= 2
+        finally:
+            chunks.close()
 
 
 def _local_blob(src: Store, digest: str) -> Path | None:
@@ -216,12 +312,14 @@ def _local_blob(src: Store, digest: str) -> Path | None:
 
 def _copy_blobs(src: Store, dst: Store, blobs: dict[str, Descriptor], result: CopyResult,
                 progress: Progress, workers: int) -> None:
+    from modelseal.oci.registry import RegistryStore
+
     lock = threading.Lock()
-    staging = Path(tempfile.mkdtemp(prefix="modelseal-copy-",
-                                    dir=os.environ.get("MODELSEAL_COPY_TMPDIR")))
+    staging: Path | None = None
     advance = progress.start("copying", sum(d.size for d in blobs.values()))
 
     def one(d: Descriptor) -> None:
+        nonlocal staging
         if dst.has_blob(d.digest):
             advance(d.size)
             with lock:
@@ -243,7 +341,14 @@ def _copy_blobs(src: Store, dst: Store, blobs: dict[str, Descriptor], result: Co
             advance(d.size)
         elif local is not None:
             dst.put_blob_file(local, d.digest, d.size, advance)
+        elif isinstance(dst, RegistryStore):
+            # Uploaded while it downloads: no temporary file, the two transfers overlap.
+            _stream_blob(src, dst, d, advance)
         else:
+            with lock:
+                if staging is None:
+                    staging = Path(tempfile.mkdtemp(
+                        prefix="modelseal-copy-", dir=os.environ.get("MODELSEAL_COPY_TMPDIR")))
             tmp = staging / d.digest.partition(":")[2]
 
             # Half the bar for the download, half for the upload: both take time.
@@ -266,32 +371,11 @@ def _copy_blobs(src: Store, dst: Store, blobs: dict[str, Descriptor], result: Co
             result.bytes_copied += d.size
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            list(ex.map(one, blobs.values()))
+        run_stopping_on_failure(one, list(blobs.values()), workers)
     finally:
         progress.finish()
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _merge_index(dst: Store, subject: str, new: list[Descriptor]) -> None:
-    """Add ``new`` to the destination's OCI 1.1 fallback index of ``subject`` (re-read after
-    writing; merge what a concurrent writer dropped)."""
-    tag = fallback_tag(subject)
-    for _ in range(INDEX_MERGE_ROUNDS):
-        current: list[Descriptor] = []
-        if dst.resolve(tag) is not None:
-            raw, _, _ = dst.get_manifest(tag)
-            try:
-                current = [Descriptor.from_dict(m) for m in json.loads(raw).get("manifests") or []]
-            except (ValueError, KeyError, TypeError, AttributeError):
-                current = []  # a broken cache: rebuilt from the referrers' own tags
-        have = {d.digest for d in current}
-        missing = [d for d in new if d.digest not in have]
-        if not missing:
-            return
-        index = {"schemaVersion": 2, "mediaType": INDEX_V1,
-                 "manifests": [d.to_dict() for d in current + missing]}
-        dst.put_manifest(canonical_json(index), INDEX_V1, tag)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def copy(src: Store, src_ref: Ref, dst: Store, dst_ref: Ref, *,
@@ -339,6 +423,17 @@ def copy(src: Store, src_ref: Ref, dst: Store, dst_ref: Ref, *,
     result.blobs_omitted = [d for d in omitted if d not in blobs]
     result.blobs = len(blobs)
     result.bytes_total = sum(d.size for d in blobs.values())
+    from modelseal.oci.archive import ArchiveStore
+
+    if isinstance(src, ArchiveStore):  # a local file: asking costs nothing
+        absent = [d for d in blobs if not src.has_blob(d)]
+        if absent:
+            raise UsageError(
+                f"{src.describe()} lacks {len(absent)} blob(s) of the model (e.g. "
+                f"{absent[0]}): an audit bundle exported without --with-weights holds the "
+                "evidence only, and a registry or directory refuses a model without its "
+                "blobs", hint="verify it where it is (modelseal bundle verify), or export "
+                "again with --with-weights to restore the model")
     _copy_blobs(src, dst, blobs, result, progress, workers)
 
     try:
@@ -379,7 +474,7 @@ def copy(src: Store, src_ref: Ref, dst: Store, dst_ref: Ref, *,
             result.manifests_written += sum(ex.map(put_referrer, level))
     for subject, descs in by_subject.items():
         if dst.referrers_api(subject) is None:
-            _merge_index(dst, subject, descs)
+            add_to_index(dst, subject, descs)
     if tag is not None and dst.resolve(tag) != digest:
         dst.put_manifest(model[-1].raw, model[-1].media_type, tag)
         result.manifests_written += 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelseal.errors import InputError
+from modelseal.oci import network
 
 CHUNK = 1024 * 1024  # per-thread read buffer; larger buys nothing once data is in cache
 SMALL_FILE = 256 * 1024
@@ -51,6 +52,10 @@ def _hash_file(path: Path, buf: bytearray, progress: ProgressFn | None) -> tuple
         with open(path, "rb", buffering=0) as f:
             view = memoryview(buf)
             while True:
+                # Ctrl-C/SIGTERM (network.cancel) stop every hashing thread within a block,
+                # not after the whole model was read
+                if network.CANCELLED.is_set():
+                    raise network.Interrupted()
                 n = f.readinto(buf)
                 if not n:
                     break

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from modelseal._util.fs import (
     NO_SPACE,
@@ -58,6 +59,9 @@ from modelseal.oci.layout import LayoutStore
 from modelseal.oci.store import MANIFEST_V1, Descriptor, Store
 from modelseal.refs import Ref
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 
 class Progress:
     """Hooks the CLI uses to draw progress bars; the default does nothing."""
@@ -68,6 +72,48 @@ class Progress:
 
     def finish(self) -> None:
         """End the current phase."""
+
+
+def _stop_scope(event: threading.Event) -> contextlib.AbstractContextManager[None]:
+    """Registry transfers in this thread stop once ``event`` is set (the registry module is
+    loaded exactly when a registry store exists; directories have nothing to stop)."""
+    registry = sys.modules.get("modelseal.oci.registry")
+    return registry.stop_when(event) if registry is not None else contextlib.nullcontext()
+
+
+def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
+                            workers: int) -> list[_R]:
+    """``fn`` over ``items`` on ``workers`` threads, results in order. When one call fails
+    (an error, a timeout), the others stop at their next block instead of transferring to
+    the end, and that first failure is raised (not the stops it caused)."""
+    from concurrent.futures import wait
+
+    failed = threading.Event()
+    first: list[BaseException] = []
+    lock = threading.Lock()
+
+    def call(item: _T) -> _R | None:
+        if failed.is_set():
+            return None  # not started: the operation failed already
+        with _stop_scope(failed):
+            try:
+                return fn(item)
+            except BaseException as e:
+                with lock:
+                    if not failed.is_set():
+                        first.append(e)
+                        failed.set()
+                raise
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        futures = [ex.submit(call, item) for item in items]
+        # Wait here, not in the pool's exit: Ctrl-C must interrupt a wait, not a thread join
+        # (an interrupted join marks the thread finished in CPython 3.11, and the process
+        # would then exit under a worker still cancelling its upload session).
+        wait(futures)
+    if first:
+        raise first[0]
+    return [f.result() for f in futures]  # type: ignore[misc]
 
 
 @dataclass
@@ -198,11 +244,11 @@ def _push_built(built: BuiltArtifact, paths: Sequence[Path], store: Store, ref: 
             digest, (size, path) = item
             return store.put_blob_file(path, digest, size, advance), size
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            for sent, size in ex.map(upload, unique.items()):
-                if sent:
-                    result.uploaded_blobs += 1
-                    result.uploaded_bytes += size
+        # one upload failing stops the others at their next block (run_stopping_on_failure)
+        for sent, size in run_stopping_on_failure(upload, list(unique.items()), workers):
+            if sent:
+                result.uploaded_blobs += 1
+                result.uploaded_bytes += size
     finally:
         progress.finish()
     if built.file_list is not None:
@@ -231,7 +277,9 @@ def _push_built(built: BuiltArtifact, paths: Sequence[Path], store: Store, ref: 
         # ... and re-read the tag after writing it: a lost race is reported (exit 5)
         exclusive = getattr(store, "put_manifest_exclusive", None)
         if exclusive is not None:
-            exclusive(built.manifest_bytes, MANIFEST_V1, tag)
+            written = exclusive(built.manifest_bytes, MANIFEST_V1, tag)
+            if written != built.manifest_digest:  # the same model, pushed at once by another
+                result.digest, result.unchanged = written, True
             return result
     store.put_manifest(built.manifest_bytes, MANIFEST_V1, tag)
     return result
@@ -563,22 +611,22 @@ def _download(store: Store, manifest: ModelManifest, staging: Path, progress: Pr
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
 
+        def one(item: tuple[tuple[Descriptor, list[Layer]] | None, Layer | None]) -> None:
+            tar, layer = item
+            if tar is not None:
+                fetch_tar(tar)
+            elif layer is not None:
+                fetch(layer)
+
         # one syncfs after all instead of a fsync per packed file (thousands of small files)
         per_file_fsync = not _have_syncfs()
         if tars:
             tar_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-",
                                             dir=staging.parent))
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            # tars first: the big ones start early and the raw files fill the gaps
-            futures = [ex.submit(fetch_tar, t) for t in tars]
-            futures += [ex.submit(fetch, la) for la in raw]
-            try:
-                for f in futures:
-                    f.result()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        # tars first: the big ones start early and the raw files fill the gaps; a failure
+        # stops the rest (run_stopping_on_failure)
+        run_stopping_on_failure(one, [(t, None) for t in tars] + [(None, la) for la in raw],
+                                workers)
         if tars and not per_file_fsync:
             _syncfs(staging)
     finally:

@@ -37,7 +37,8 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
         new = [a for a in attached if not a.already_attached]
         if json_mode:
             emit_json({"subject": subject.digest,
-                       "attached": [{"digest": a.digest, "tag": a.tag} for a in new],
+                       "attached": [{"digest": a.digest, "tag": a.tag, "indexed": a.indexed}
+                                    for a in new],
                        "alreadyAttached": [{"digest": a.digest, "source": a.source}
                                            for a in attached if a.already_attached]})
         else:
@@ -46,7 +47,9 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
                 if a.already_attached:
                     c.print(escape(f"already attached: {a.source} ({a.digest})"), soft_wrap=True)
                 else:
-                    c.print(escape(f"attached {a.digest} ({a.tag})"), soft_wrap=True)
+                    note = ("" if a.indexed is not False else
+                            "; not in the fallback index, found through its tag")
+                    c.print(escape(f"attached {a.digest} ({a.tag}{note})"), soft_wrap=True)
             c.print(escape(f"{len(new)} attestations attached to {r.base}@{subject.digest}"
                            + (f", {len(attached) - len(new)} already attached"
                               if len(new) < len(attached) else "")), soft_wrap=True)
@@ -84,13 +87,17 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
             from modelseal.errors import NotFoundError
 
             raise NotFoundError(f"{r} does not exist")
-        infos = list_attestations(store, digest, predicate_type=predicate_type, fetch=True)
+        # an unreadable referrer (deleted, altered, malformed) is listed with its reason
+        infos = list_attestations(store, digest, predicate_type=predicate_type, fetch=True,
+                                  keep_unreadable=True)
+        unreadable = sum(1 for i in infos if i.error is not None)
         paths: dict[str, dict[str, Any]] = {}
         if download:
             from modelseal.audit.evidence import download as write_evidence
 
             # STEP.PREDICATE.SIGNER.sigstore.json and an index.json (docs/auditor.md)
-            paths = {e["digest"]: e for e in write_evidence(infos, Path(download))}
+            paths = {e["digest"]: e for e in write_evidence(
+                [i for i in infos if i.bundle is not None], Path(download))}
         if json_mode:
             emit_json({"subject": digest, "attestations": [
                 {**i.to_dict(), **({"path": paths[i.descriptor.digest]["path"],
@@ -105,6 +112,8 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
             t.add_column(col, overflow="fold", no_wrap=col in ("digest", "created"))
         for i in infos:
             signer = i.signer or "?"
+            if i.error is not None:
+                signer = f"unreadable: {i.error}"
             if len(signer) == 64 and all(ch in "0123456789abcdef" for ch in signer):
                 signer = f"key {signer[:16]}"  # a keyid; --json has it whole
             # unsigned, from whoever pushed the referrer: text, never markup
@@ -114,6 +123,7 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
         c.print(escape(f"{r.base}@{digest}"), soft_wrap=True)
         c.print(t)
         c.print(escape(f"{len(infos)} attestations"
+                       + (f", {unreadable} unreadable" if unreadable else "")
                        + (f", written to {download}" if download else "")))
 
 

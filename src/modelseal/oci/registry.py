@@ -46,7 +46,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -141,6 +141,45 @@ def host_name(host: str) -> str:
 
 def is_loopback(host: str) -> bool:
     return host_name(host) in LOOPBACK_HOSTS
+
+
+class Stopped(StoreError):
+    """A transfer stopped because another part of the same operation failed (see
+    :func:`stop_when`); the operation reports that first failure, not this."""
+
+
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def stop_when(event: threading.Event) -> Iterator[None]:
+    """While in this block, this thread's registry requests and transfers stop (``Stopped``)
+    before each request and between blocks once ``event`` is set: the workers of a push, pull
+    or copy stop promptly when one of their siblings failed (upload sessions cancelled)."""
+    previous = getattr(_SCOPE, "event", None)
+    _SCOPE.event = event
+    try:
+        yield
+    finally:
+        _SCOPE.event = previous
+
+
+def _check_stopped() -> None:
+    event = getattr(_SCOPE, "event", None)
+    if event is not None and event.is_set():
+        raise Stopped("stopped: another transfer of this operation failed")
+
+
+def check_limits() -> None:
+    """For a thread waiting on something other than a registry (a queue fed by a download):
+    stop when interrupted, past the deadline, or when a sibling failed (:func:`stop_when`)."""
+    network.check_cancelled()
+    _check_stopped()
+    left = network.limits().remaining()
+    if left is not None and left <= 0:
+        raise RegistryTimeoutError(f"gave up: the command ran past its deadline of "
+                                   f"{network.limits().deadline:g} s",
+                                   hint="raise --deadline (MODELSEAL_DEADLINE)")
 
 
 class _Transient(StoreError):
@@ -381,6 +420,80 @@ class _FileBody:
                     self.sent(pos)
 
 
+class UploadRestart(StoreError):
+    """A streamed upload failed in a way a fresh stream of the same blob may heal (the
+    connection dropped, or the registry refused a monolithic upload and will now get chunks).
+    The stream was consumed: the caller restarts it (:meth:`RegistryStore.put_blob_stream`)."""
+
+
+class _StreamSource:
+    """A blob arriving as chunks of any size, handed out in order and hashed as it passes.
+
+    The size and digest are checked before the last byte leaves, so a registry never gets
+    the whole of content that does not hash to its digest. Memory: the chunk in hand."""
+
+    def __init__(self, chunks: Iterable[bytes | bytearray | memoryview], digest: str,
+                 size: int, what: str, check: Callable[[], None],
+                 sent: Callable[[int], None] | None) -> None:
+        self.it = iter(chunks)
+        self.digest, self.size, self.what = digest, size, what
+        self.check, self.sent = check, sent
+        self.pending = memoryview(b"")
+        self.pos = 0
+        self.h = hashlib.sha256()
+        self.finished = False
+
+    def finish(self) -> None:
+        if len(self.pending) or any(len(extra) for extra in self.it):
+            raise DigestMismatchError(f"{self.what} is longer than the {self.size} bytes "
+                                      "its descriptor says")
+        actual = "sha256:" + self.h.hexdigest()
+        if actual != self.digest:
+            raise DigestMismatchError(f"{self.what} hashes to {actual}, not {self.digest}")
+        self.finished = True
+
+    def take(self, n: int) -> Iterator[memoryview]:
+        """The next ``n`` bytes, in pieces."""
+        left = n
+        while left > 0:
+            self.check()  # Ctrl-C, the deadline or a failed sibling stop it between pieces
+            if not len(self.pending):
+                try:
+                    self.pending = memoryview(next(self.it)).cast("B")
+                except StopIteration:
+                    raise DigestMismatchError(
+                        f"{self.what} ended after {self.pos} bytes; its descriptor says "
+                        f"{self.size}") from None
+                continue
+            piece = self.pending[:left]
+            self.pending = self.pending[len(piece):]
+            self.h.update(piece)
+            self.pos += len(piece)
+            left -= len(piece)
+            if self.pos == self.size:
+                self.finish()  # before the last piece is sent
+            yield piece
+            if self.sent is not None:
+                self.sent(len(piece))
+
+
+class _StreamBody:
+    """A request body of the next ``length`` bytes of a :class:`_StreamSource`; it cannot be
+    sent twice (a replay after a challenge or a dropped connection restarts the stream)."""
+
+    def __init__(self, source: _StreamSource, offset: int, length: int) -> None:
+        self.source, self.offset, self.length = source, offset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[memoryview]:
+        if self.source.pos != self.offset:
+            raise UploadRestart(f"{self.source.what} was partly sent already and cannot be "
+                                "sent again from a stream")
+        return self.source.take(self.length)
+
+
 BodyFactory = Callable[[], Any]
 
 
@@ -524,8 +637,10 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         return (t, t)
 
     def check_limits(self) -> None:
-        """Between blocks of a transfer: stop when interrupted or past the deadline."""
+        """Between blocks of a transfer: stop when interrupted, past the deadline, or when a
+        sibling transfer failed (:func:`stop_when`)."""
         network.check_cancelled()
+        _check_stopped()
         left = network.limits().remaining()
         if left is not None and left <= 0:
             self.timeouts()  # raises the deadline error
@@ -601,6 +716,7 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         for attempt in range(attempts):
             last = attempt + 1 >= attempts
             network.check_cancelled()
+            _check_stopped()
             try:
                 resp = self._send(method, url, headers or {}, body, stream)
             except requests.exceptions.SSLError as e:
@@ -732,6 +848,7 @@ class RegistryStore:
         self.chunk_size = chunk_size
         self.retries = max(1, retries)
         self.mount_from = tuple(mount_from)
+        self._refuses_monolithic = False
         creds = (Credentials(username, password, "the command line")
                  if username is not None and password is not None else None)
         self._reg = _OrasRegistry(host, scheme=scheme, verify=ca_file or True,
@@ -877,29 +994,55 @@ class RegistryStore:
         raise AssertionError("unreachable")
 
     def put_manifest_exclusive(self, data: bytes, media_type: str, tag: str) -> str:
-        """Point ``tag`` at ``data`` unless another writer holds or takes it; the digest.
+        """Point ``tag`` at ``data`` unless another writer holds or takes it for other
+        content; returns the digest the tag points at.
 
         The distribution API has no conditional tag update, so two pushes of different
         content to one tag both "succeed" and one is silently overwritten. This narrows the
         window to one round trip and detects a lost race: the tag is checked right before
         the PUT and re-read twice after it (at once, and after a pause longer than a
         competitor's check-then-PUT). A lost race raises TagConflictError naming both
-        digests (exit 5). For a guarantee, enable the registry's tag immutability
-        (docs/network.md).
+        digests (exit 5). The same model pushed twice at once is no conflict: a manifest
+        with the same layers and config, the creation time aside (as ``transfer.check_tag``
+        judges), holds the tag for both, and its digest is returned. For a guarantee,
+        enable the registry's tag immutability (docs/network.md).
         """
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         before = self.resolve(tag)
         if before is not None and before != digest:
+            if self._same_content(data, before):
+                return before
             raise self._tag_conflict(tag, digest, before, "before this push wrote it")
         t0 = time.monotonic()
         self.put_manifest(data, media_type, tag)
         rtt = time.monotonic() - t0
+        now: str | None = digest
         for pause in (0.0, min(2.0, max(TAG_SETTLE, 4 * rtt))):
             network.sleep(pause)
             now = self.resolve(tag)
-            if now != digest:
+            if now != digest and (now is None or not self._same_content(data, now)):
                 raise self._tag_conflict(tag, digest, now, "right after this push wrote it")
-        return digest
+        return now or digest
+
+    def _same_content(self, mine: bytes, other_digest: str) -> bool:
+        """Is the manifest ``other_digest`` the same model as ``mine``: the same layers and
+        config, creation timestamps aside (``modelpack.content_key``)? False when unsure."""
+        from modelseal.modelpack import content_key
+
+        try:
+            other, _, _ = self.get_manifest(other_digest)
+            configs = []
+            for raw in (mine, other):
+                doc = loads_json(raw, f"manifest for tag comparison on {self.host}")
+                cfg = doc.get("config") if isinstance(doc, dict) else None
+                cfg_digest = cfg.get("digest") if isinstance(cfg, dict) else None
+                if not isinstance(cfg_digest, str):
+                    return False
+                configs.append(self.get_blob_bytes(cfg_digest, max_size=MiB))
+        except (StoreError, InputError):
+            return False
+        key = content_key(mine, configs[0])
+        return key is not None and key == content_key(other, configs[1])
 
     def _tag_conflict(self, tag: str, mine: str, theirs: str | None,
                       when: str) -> TagConflictError:
@@ -982,11 +1125,15 @@ class RegistryStore:
         raise self._reg.error(resp, f"checking blob {digest}")
 
     def fetch_blob(self, digest: str, size: int | None, out: BinaryIO,
-                   progress: ProgressFn | None = None) -> None:
-        """Stream a blob into ``out``, hashing as it comes; resumes with Range after a drop."""
+                   progress: ProgressFn | None = None, *, verify: bool = True) -> None:
+        """Stream a blob into ``out``, hashing as it comes; resumes with Range after a drop.
+
+        ``verify=False`` skips the hash (sizes are still checked): only for a consumer that
+        checks the digest itself before anything depends on the bytes, as
+        :meth:`put_blob_stream` does (a copy then hashes each byte once, not twice)."""
         if not DIGEST_RE.match(digest):
             raise StoreError(f"unsupported digest {digest!r} (modelseal reads sha256 only)")
-        h = hashlib.sha256()
+        h = hashlib.sha256() if verify else None
         got = 0
         url = self._url(f"blobs/{digest}")
         drops = 0
@@ -1016,7 +1163,8 @@ class RegistryStore:
                         raise DigestMismatchError(
                             f"blob {digest} on registry {self.host} is longer than the "
                             f"{size} bytes the manifest says")
-                    h.update(chunk)
+                    if h is not None:
+                        h.update(chunk)
                     out.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
@@ -1037,6 +1185,8 @@ class RegistryStore:
         if size is not None and got != size:
             raise DigestMismatchError(f"blob {digest} on registry {self.host} is {got} bytes, "
                                       f"the manifest says {size}")
+        if h is None:
+            return
         actual = "sha256:" + h.hexdigest()
         if actual != digest:
             raise DigestMismatchError(
@@ -1102,6 +1252,65 @@ class RegistryStore:
         self._with_restarts(digest, lambda: self._upload_once(
             digest, size, body, path, sources, self.upload_mode))
         return True
+
+    def put_blob_stream(self, chunks: Iterable[bytes | bytearray | memoryview], digest: str,
+                        size: int, progress: ProgressFn | None = None, *,
+                        check: Callable[[], None] | None = None) -> bool:
+        """Upload blob ``digest`` of ``size`` bytes from ``chunks`` as they come (a download
+        from another registry), in constant memory; False, with ``chunks`` untouched, when
+        the registry has it already.
+
+        Size and digest are checked while streaming, before the last byte is sent
+        (DigestMismatchError). Monolithic or chunked as the store's upload mode says (``auto``:
+        monolithic, chunked from then on when the registry refuses it). On any failure the
+        upload session is cancelled. A failure a fresh stream may heal (a dropped connection)
+        raises :class:`UploadRestart`: ``chunks`` was consumed, so restarting is the caller's.
+        ``progress`` receives the number of bytes sent; ``check`` runs between pieces (besides
+        Ctrl-C and the deadline) and may raise to stop the upload.
+        """
+        if not DIGEST_RE.match(digest):
+            raise StoreError(f"unsupported digest {digest!r} (modelseal writes sha256 only)")
+        if size < 0:
+            raise StoreError(f"blob {digest} cannot have a negative size ({size})")
+        if self.has_blob(digest):
+            return False
+
+        def checks() -> None:
+            self._reg.check_limits()
+            if check is not None:
+                check()
+
+        source = _StreamSource(chunks, digest, size, f"the stream of blob {digest}", checks,
+                               progress)
+        if size == 0:
+            source.finish()  # nothing will be taken: check the (empty) stream now
+        mode: UploadMode = "chunked" if self._refuses_monolithic else self.upload_mode
+        try:
+            self._upload_once(digest, size, lambda off, n, _r: _StreamBody(source, off, n),
+                              None, (), mode)
+        except _Transient as e:
+            raise UploadRestart(f"uploading blob {digest} to {self.describe()} failed: "
+                                f"{e.message}") from e
+        if not source.finished:  # a registry answering 201 before it had every byte
+            raise StoreError(f"registry {self.host} accepted blob {digest} after "
+                             f"{source.pos} of {size} bytes: refused")
+        return True
+
+    def mount_blob(self, digest: str, from_repo: str) -> bool:
+        """Ask the registry to link blob ``digest`` from repository ``from_repo`` (same
+        registry) into this one, without sending it; True when it did. An upload session
+        the registry opens instead is cancelled."""
+        if from_repo == self.repository or not DIGEST_RE.match(digest):
+            return False
+        url = self._url("blobs/uploads/?" + urllib.parse.urlencode(
+            {"mount": digest, "from": from_repo}))
+        resp = self._reg.do_request(url, "POST", headers={"Content-Length": "0"})
+        resp.close()
+        if resp.status_code == 201:
+            return True
+        if resp.status_code == 202 and resp.headers.get("Location"):
+            self._cancel(self._location(resp, f"an upload of {digest}"))
+        return False
 
     def _with_restarts(self, digest: str, once: Callable[[], None]) -> None:
         delay = max(self._reg.backoff, 0.01) * 2
@@ -1180,6 +1389,7 @@ class RegistryStore:
                                         body=lambda: body(0, size, True), retry=False)
             resp.close()
             if mode == "auto" and resp.status_code in REFUSED_MONOLITHIC:
+                self._refuses_monolithic = True  # streams cannot fall back mid-way: next time
                 self._cancel(location)
                 self._upload_once(digest, size, body, path, (), "chunked")
                 return
