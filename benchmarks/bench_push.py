@@ -12,6 +12,19 @@
    cache warm): target < 1 s.
 
 The registry is started with the test suite's helper (tests/registry_server.py).
+
+    python3 benchmarks/bench_push.py --size-gib 10 [--reps 2]
+
+runs, instead, the large-file comparison (issue 10) on one random file of that size
+(``ROOT/big-<N>gib/weights.bin``, created once; deleted afterwards unless ``--keep``):
+
+- push: ``modelseal push DIR REG/bench/push:v1`` (digest cache warm, fresh registry storage
+  every run) vs curl's streamed upload (POST + ``curl -T FILE -X PUT``);
+- pull: ``modelseal pull REG/bench/big:v1 DIR`` (writes the file, hashes every byte against
+  the manifest's digest, fsyncs, renames into place) vs ``curl -o FILE`` of the blob (writes
+  only: no check, no fsync), ``curl -o FILE && sync FILE`` (writes + fsync) and
+  ``curl | tee FILE | openssl dgst -sha256`` + ``sync FILE`` (the same work as modelseal's pull).
+  Target: within 1.1x of curl for both.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import datetime
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -90,9 +104,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--size-gib", type=int, default=0,
+                    help="run the large single-file push/pull comparison on a file this big")
+    ap.add_argument("--keep", action="store_true", help="keep the large file afterwards")
     args = ap.parse_args()
     root: Path = args.root
     root.mkdir(parents=True, exist_ok=True)
+    if args.size_gib:
+        return big_file(root, args.size_gib, args.reps, args.keep)
 
     model = ensure_model(root)
     files = model_files(model)
@@ -175,6 +194,109 @@ def main() -> int:
               f"{again.rss_mib:.0f} MiB: {'PASS' if good else 'FAIL'}")
     else:
         print("`modelseal push`: no CLI installed yet, not measured")
+    return 0 if ok else 1
+
+
+CURL_GET = {
+    "curl -o FILE (write only)": 'curl -sS -f -o "$3" "http://$1/v2/$2/blobs/$4"',
+    "curl -o FILE && sync FILE (write + fsync)":
+        'curl -sS -f -o "$3" "http://$1/v2/$2/blobs/$4" && sync "$3"',
+    "curl | tee FILE | openssl sha256; sync (+hash+fsync)":
+        'set -o pipefail; h=$(curl -sS -f "http://$1/v2/$2/blobs/$4" | tee "$3" '
+        '| openssl dgst -sha256 -r); '
+        'sync "$3"; [ "sha256:${h%% *}" = "$4" ] || { echo "digest mismatch" >&2; exit 1; }',
+}
+
+
+def big_file(root: Path, gib: int, reps: int, keep: bool) -> int:
+    """Push and pull of one ``gib`` GiB file: modelseal vs curl (see the module docstring)."""
+    cli = which_modelseal()
+    if not cli:
+        print("`modelseal` CLI not installed: nothing to compare", file=sys.stderr)
+        return 1
+    d = root / f"big-{gib}gib"
+    d.mkdir(parents=True, exist_ok=True)
+    blob = d / "weights.bin"
+    if not (blob.exists() and blob.stat().st_size == gib * GiB):
+        print(f"creating {blob} ({gib} GiB random)", file=sys.stderr)
+        subprocess.run(["sh", "-c", f'head -c {gib * GiB} /dev/urandom > "$1.partial" && '
+                        'mv "$1.partial" "$1"', "sh", str(blob)], check=True)
+    size = blob.stat().st_size
+    env = dict(os.environ, MODELSEAL_CACHE_DIR=str(root / "cache"))
+    out = root / "pulled"
+    loads: list[float] = []
+    print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M}  {machine()}")
+    print(f"# {blob} ({size / GiB:.2f} GiB); warm-cache runs, fresh registry storage per push")
+    try:
+        warm([blob])
+        digest = sha256_file(blob)
+        s = fresh_registry(root)  # fills the digest cache: push times the upload only
+        try:
+            run_measured([cli, "push", str(d), f"{s.host}/warm:v1"], env=env)
+        finally:
+            drop(s)
+        push = Result(f"modelseal push DIR ({gib} GiB file)", size)
+        curl = Result("curl -T (POST + streamed monolithic PUT)", size)
+        for rep in range(reps):
+            for res, cmd in [
+                (curl, ["sh", "-c", CURL_SCRIPT, "curl", "{host}", "bench/curl", str(blob),
+                        digest]),
+                (push, [cli, "push", str(d), "{host}/bench/push:v1"]),
+            ]:
+                server = fresh_registry(root)
+                try:
+                    loads.append(os.getloadavg()[0])
+                    wall, rss, _ = run_measured([c.replace("{host}", server.host)
+                                                 for c in cmd], env=env)
+                finally:
+                    drop(server)
+                res.walls.append(wall)
+                res.rss_kib.append(rss)
+                print(f"  run {rep + 1}/{reps} {res.name}: {wall:.2f} s, {rss / 1024:.0f} MiB",
+                      file=sys.stderr)
+        pulls = [Result(f"modelseal pull REF DIR ({gib} GiB, hash + fsync)", size)]
+        gets = [Result(name, size) for name in CURL_GET]
+        server = fresh_registry(root)
+        try:
+            ref = f"{server.host}/bench/big:v1"
+            run_measured([cli, "push", str(d), ref], env=env)
+            for rep in range(reps):
+                runs: list[tuple[Result, list[str]]] = [
+                    (r, ["bash", "-c", script, "curl", server.host, "bench/big",
+                         str(out / "weights.bin"), digest])
+                    for r, script in zip(gets, CURL_GET.values(), strict=True)]
+                runs.append((pulls[0], [cli, "pull", ref, str(out)]))
+                for res, cmd in runs:
+                    shutil.rmtree(out, ignore_errors=True)
+                    if res is not pulls[0]:  # modelseal pull creates its target itself
+                        out.mkdir()
+                    subprocess.run(["sync"], check=True)  # earlier runs' dirty pages
+                    loads.append(os.getloadavg()[0])
+                    wall, rss, _ = run_measured(cmd, env=env)
+                    if res is pulls[0] and (out / "weights.bin").stat().st_size != size:
+                        raise RuntimeError("pulled file has the wrong size")
+                    res.walls.append(wall)
+                    res.rss_kib.append(rss)
+                    print(f"  run {rep + 1}/{reps} {res.name}: {wall:.2f} s, "
+                          f"{rss / 1024:.0f} MiB", file=sys.stderr)
+        finally:
+            drop(server)
+            shutil.rmtree(out, ignore_errors=True)
+    finally:
+        if not keep:
+            blob.unlink(missing_ok=True)
+    print()
+    print(table([curl, push, *gets, *pulls]))
+    print(f"# load average (1 min) at the start of each run: "
+          f"{min(loads):.2f} to {max(loads):.2f}")
+    print()
+    ok = True
+    for r, base in [(push, curl), (pulls[0], gets[0]), (pulls[0], gets[1]), (pulls[0], gets[2])]:
+        ratio = r.wall / base.wall
+        best = min(r.walls) / min(base.walls)
+        ok &= ratio <= 1.1
+        print(f"target: {r.name} vs {base.name}: {ratio:.2f}x median, {best:.2f}x best "
+              f"(need <= 1.1x): {'PASS' if ratio <= 1.1 else 'FAIL'}")
     return 0 if ok else 1
 
 
