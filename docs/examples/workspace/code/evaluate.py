@@ -15,7 +15,7 @@ with open("data/test.csv", newline="") as f:
 correct = 0
 for row in rows:
     x = [float(row["amount"]) / 400, float(float(row["hour"]) < 5), float(row["foreign"]), 1.0]
-    p = 1 / (1 + math.exp(-sum(a * b for a, b in zip(w, x))))
+    p = 1 / (1 + math.exp(-sum(a * b for a, b in zip(w, x, strict=True))))
     correct += int((p > 0.5) == bool(int(row["fraud"])))
 os.makedirs("eval", exist_ok=True)
 metrics = {"accuracy": round(correct / len(rows), 4), "test_rows": len(rows)}

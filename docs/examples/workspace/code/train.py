@@ -20,10 +20,10 @@ for _ in range(300):  # plain gradient descent: deterministic, no dependencies
     grad = [0.0] * 4
     for row in rows:
         x = features(row)
-        p = 1 / (1 + math.exp(-sum(a * b for a, b in zip(w, x))))
+        p = 1 / (1 + math.exp(-sum(a * b for a, b in zip(w, x, strict=True))))
         for i, xi in enumerate(x):
             grad[i] += (p - float(row["fraud"])) * xi
-    w = [wi - 2.0 * g / len(rows) for wi, g in zip(w, grad)]
+    w = [wi - 2.0 * g / len(rows) for wi, g in zip(w, grad, strict=True)]
 
 os.makedirs("model", exist_ok=True)
 data = struct.pack("<4f", *w)
