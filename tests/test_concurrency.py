@@ -21,7 +21,7 @@ from modelseal.attest.bundle import sign_statement
 from modelseal.attest.signers import keygen, load_signer
 from modelseal.attestations import subject_of
 from modelseal.errors import StoreError, TagConflictError
-from modelseal.modelpack import ModelMetadata
+from modelseal.modelpack import ANN_CREATED, ModelMetadata
 from modelseal.oci import open_store, referrers
 from modelseal.oci.referrers import (
     ANN_TRUNCATED,
@@ -159,8 +159,11 @@ def test_full_fallback_index_stays_under_the_limit_and_fails_no_attach(
     ref_text, digest = _push_model(registry, tmp_path, "models/many")
     store = open_store(parse_ref(ref_text))
     subject = subject_of(store, digest)
+    # distinct creation times (attaches within one second would tie, and ties are broken by
+    # digest): the index must keep the newest
     made = [attach(store, subject, artifact_type=NOTE, blob=json.dumps({"n": i}).encode(),
-                   blob_media_type="application/json") for i in range(30)]
+                   blob_media_type="application/json",
+                   annotations={ANN_CREATED: f"2026-01-01T00:00:{i:02d}Z"}) for i in range(30)]
     assert made[-1].indexed
     raw, _, _ = store.get_manifest(fallback_tag(digest))
     index = json.loads(raw)
