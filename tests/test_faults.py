@@ -600,7 +600,7 @@ def test_bad_timeout_setting_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_deadline_cuts_each_request_timeout() -> None:
-    from modelseal.oci import network
+    from modelseal._util import network
 
     try:
         network.configure(timeout=30, deadline=2)
@@ -621,8 +621,8 @@ def test_deadline_cuts_each_request_timeout() -> None:
 def test_ctrl_c_stops_every_hashing_thread_within_a_block(tmp_path: Path) -> None:
     """Ctrl-C (network.cancel) while hashing a large model: every hashing thread stops at its
     next block, instead of the command waiting until the whole model was read."""
+    from modelseal._util import network
     from modelseal.digest import CHUNK, hash_files
-    from modelseal.oci import network
 
     files = []
     for i in range(4):

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelseal._util import json as bounded_json
+from modelseal._util.time import parse_time
 from modelseal.attest.bundle import parse_bundle
 from modelseal.errors import ModelsealError
-from modelseal.layout import parse_time
 from modelseal.modelpack import ModelMetadata, parse_model_manifest
 from modelseal.oci.store import Descriptor
 from modelseal.verify.policy import compile_policy

@@ -29,10 +29,10 @@ from modelseal._util.limits import (
     MAX_JSON_DEPTH,
     MAX_SIGNATURES_PER_ENVELOPE,
 )
+from modelseal._util.time import parse_time
 from modelseal.attest.bundle import parse_bundle
 from modelseal.attestations import subject_of
 from modelseal.errors import InputError, UnsafePathError, UsageError
-from modelseal.layout import parse_time
 from modelseal.modelpack import ModelMetadata, parse_model_manifest
 from modelseal.oci import open_store
 from modelseal.oci.referrers import fallback_tag

@@ -110,7 +110,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     import os
     import threading
 
-    from modelseal.oci import network
+    from modelseal._util import network
 
     if _signalled:
         os._exit(_interrupt_code())
@@ -168,7 +168,7 @@ def main(timeout: float | None = None, deadline: float | None = None) -> None:
     REF is HOST[:PORT]/REPO[:TAG|@DIGEST] for a registry, or oci:PATH[:TAG|@DIGEST] for an
     OCI image-layout directory on disk (the embedded default).
     """
-    from modelseal.oci import network
+    from modelseal._util import network
 
     network.configure(timeout=timeout, deadline=deadline)
 

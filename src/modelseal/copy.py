@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util import network
 from modelseal.errors import (
     DigestMismatchError,
     InputError,
@@ -42,7 +43,6 @@ from modelseal.errors import (
     TagConflictError,
     UsageError,
 )
-from modelseal.oci import network
 from modelseal.oci.referrers import add_to_index, list_referrers, referrer_tag
 from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelseal._util import network
 from modelseal.errors import InputError
-from modelseal.oci import network
 
 CHUNK = 1024 * 1024  # per-thread read buffer; larger buys nothing once data is in cache
 SMALL_FILE = 256 * 1024

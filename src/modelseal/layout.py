@@ -36,6 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.time import parse_time
 from modelseal.errors import InputError, UsageError, VerificationError
 
 if TYPE_CHECKING:
@@ -82,16 +83,6 @@ def parse_duration(text: str | int | float) -> timedelta:
 def iso(t: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ``, the one date format in-toto layouts accept."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """An RFC 3339 / ISO 8601 time, as UTC."""
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        # an extreme offset ("0001-01-01T00:00:00+23:59") overflows the conversion to UTC
-        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-    except (ValueError, AttributeError, OverflowError) as e:
-        raise InputError(f"{text!r} is not an RFC 3339 time") from e
 
 
 # ---------------------------------------------------------------------------------------------

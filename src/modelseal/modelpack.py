@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from modelseal._util.fs import check_filepath
 from modelseal._util.json import check_value, type_name
 from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_METADATA_BYTES
@@ -479,23 +480,6 @@ def _build_packed(files: Sequence[FileDigest], layers: list[Layer], roles: list[
     file_view = sorted(raw + members, key=lambda la: la.filepath)
     return BuiltArtifact(file_view, config_bytes, config_desc, manifest_bytes, tars=tars,
                          file_list=file_list, scratch=scratch)
-
-
-def check_filepath(path: str) -> str:
-    """Refuse a layer path that is absolute, contains '..' or is otherwise unsafe."""
-    if not path or "\x00" in path:
-        raise UnsafePathError(f"layer path {path!r} is empty or contains NUL: refused")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError as e:  # a non-UTF-8 file name, decoded with surrogateescape
-        raise UnsafePathError(f"layer path {path!r} is not valid UTF-8: refused") from e
-    if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
-        raise UnsafePathError(f"layer path {path!r} is absolute: refused")
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UnsafePathError(f"layer path {path!r} contains '..', '.' or an empty component: "
-                              "refused")
-    return path
 
 
 @dataclass(frozen=True)

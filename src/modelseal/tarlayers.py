@@ -225,7 +225,7 @@ def unpack_tar(tar_path: Path, members: Sequence[Member], dest: Path, *, what: s
     the file list; a directory entry that is not above a listed file. Refused as a digest
     mismatch (exit 4): a size or content other than the list says, a listed file missing.
     """
-    from modelseal.modelpack import check_filepath
+    from modelseal._util.fs import check_filepath
 
     expected = {m.path: m for m in members}
     dirs = {"/".join(p.split("/")[:k]) for p in expected for k in range(1, p.count("/") + 1)}

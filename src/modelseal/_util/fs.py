@@ -15,7 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from modelseal.errors import DiskFullError
+from modelseal.errors import DiskFullError, UnsafePathError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -120,3 +120,20 @@ def remove_stale(directory: Path, prefix: str) -> list[Path]:
         if not p.exists():
             removed.append(p)
     return removed
+
+
+def check_filepath(path: str) -> str:
+    """Refuse a layer path that is absolute, contains '..' or is otherwise unsafe."""
+    if not path or "\x00" in path:
+        raise UnsafePathError(f"layer path {path!r} is empty or contains NUL: refused")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as e:  # a non-UTF-8 file name, decoded with surrogateescape
+        raise UnsafePathError(f"layer path {path!r} is not valid UTF-8: refused") from e
+    if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
+        raise UnsafePathError(f"layer path {path!r} is absolute: refused")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UnsafePathError(f"layer path {path!r} contains '..', '.' or an empty component: "
+                              "refused")
+    return path

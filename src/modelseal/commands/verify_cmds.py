@@ -244,7 +244,7 @@ def verify(ref: str, policy_file: str, vsa_signer: str | None, attach: bool,
             signer = load_signer(vsa_signer)  # before verifying: a bad key fails first
         now = None
         if at_time:
-            from modelseal.layout import parse_time
+            from modelseal._util.time import parse_time
 
             now = parse_time(at_time)
         state = None

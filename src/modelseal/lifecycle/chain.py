@@ -125,7 +125,7 @@ class TagRelease:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TagRelease:
-        from modelseal.layout import parse_time
+        from modelseal._util.time import parse_time
 
         return cls(str(d["digest"]), parse_time(str(d["time"])))
 

@@ -105,7 +105,7 @@ class LifecycleRecord:
         return STATUS_OF.get(self.action)
 
     def claimed_time(self) -> datetime | None:
-        from modelseal.layout import parse_time
+        from modelseal._util.time import parse_time
 
         try:
             return parse_time(self.time)

@@ -323,10 +323,11 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
 
     With ``layout`` every signature is verified against the layout's keys and signers are
     named by key material; without it, what the bundles claim is shown, marked unverified."""
+    from modelseal._util.time import parse_time
     from modelseal.attest.bundle import parse_bundle, verify_bundle
     from modelseal.attest.tsa import verified_times
     from modelseal.attestations import subject_of
-    from modelseal.layout import is_sigstore_key, key_from_dict, parse_time
+    from modelseal.layout import is_sigstore_key, key_from_dict
 
     now = now or datetime.now(UTC)
     digest = subject_of(store, ref.reference).digest

@@ -11,7 +11,7 @@ Built on oras-py's ``Registry`` (its session and cookie policy), extended in ONE
   5xx, 429 honouring ``Retry-After``); what cannot is not (unknown host, connection refused,
   TLS failures, timeouts: a registry silent for ``--timeout`` seconds has had its chance);
 - a connect and read timeout on every request and an optional deadline on the whole command
-  (:mod:`modelseal.oci.network`); Ctrl-C/SIGTERM shut down open connections so worker
+  (:mod:`modelseal._util.network`); Ctrl-C/SIGTERM shut down open connections so worker
   threads stop at once, and abandoned upload sessions are cancelled (DELETE);
 - registry answers parsed defensively: bounded size and JSON nesting, typed descriptors,
   bounded pagination that refuses loops and links to other hosts;
@@ -58,6 +58,7 @@ import urllib3
 import urllib3.connection
 import urllib3.exceptions
 
+from modelseal._util import network
 from modelseal.errors import (
     AuthError,
     DigestMismatchError,
@@ -69,7 +70,6 @@ from modelseal.errors import (
     TagConflictError,
     UsageError,
 )
-from modelseal.oci import network
 from modelseal.oci.auth import (
     LOGIN_HINT,
     Challenge,

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.time import parse_time
 from modelseal.errors import InputError, VerificationError
 from modelseal.layout import (
     LINK_PREDICATE,
@@ -44,7 +45,6 @@ from modelseal.layout import (
     is_sigstore_key,
     iso,
     key_from_dict,
-    parse_time,
     verify_layout,
 )
 from modelseal.verify.policy import (
