@@ -43,8 +43,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from modelseal.oci.layout import REF_NAME, LayoutStore  # noqa: E402
-from modelseal.oci.store import INDEX_V1, Descriptor  # noqa: E402
+from modelseal.formats import INDEX_V1  # noqa: E402
+from modelseal.oci.image_layout import REF_NAME, LayoutStore  # noqa: E402
+from modelseal.oci.store import Descriptor  # noqa: E402
 
 
 class BatchLayout(LayoutStore):

@@ -60,8 +60,9 @@ def build(work: Path, server: RegistryServer, n: int, threads: int) -> dict[str,
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.signers import keygen, load_public_key, load_signer
     from modelseal.attest.statement import statement
-    from modelseal.attestations import BUNDLE_MEDIA_TYPE, attach_bundle, subject_of
-    from modelseal.layout import load_template, new_layout, sign_layout
+    from modelseal.attestations import attach_bundle, subject_of
+    from modelseal.formats import BUNDLE_MEDIA_TYPE
+    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci.referrers import add_to_index, attach
     from modelseal.oci.registry import RegistryStore

@@ -102,14 +102,15 @@ def setup(root: Path, model: Path, registry: Any, extra_referrers: int) -> dict[
     from modelseal.attest.model_signing import sign_model_signing
     from modelseal.attest.signers import keygen, load_public_key, load_signer
     from modelseal.attest.statement import statement
-    from modelseal.attestations import BUNDLE_MEDIA_TYPE, attach_bundle, subject_of
-    from modelseal.bom import ModelFile, ModelInfo, build_bom
+    from modelseal.attestations import attach_bundle, subject_of
+    from modelseal.bom.build import ModelFile, ModelInfo, build_bom
     from modelseal.digest import DigestCache
-    from modelseal.layout import load_template, new_layout, sign_layout
+    from modelseal.formats import BUNDLE_MEDIA_TYPE, INDEX_V1
+    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci import open_store
     from modelseal.oci.referrers import attach
-    from modelseal.oci.store import INDEX_V1, canonical_json
+    from modelseal.oci.store import canonical_json
     from modelseal.refs import parse_ref
     from modelseal.transfer import push
 

@@ -11,23 +11,22 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from modelseal.attest.bundle import BUNDLE_MEDIA_TYPE
-from modelseal.attest.statement import IN_TOTO_PAYLOAD_TYPE
-from modelseal.attestations import ANN_PREDICATE_TYPE
 from modelseal.digest import sha256_bytes
-from modelseal.layout import LINK_PREDICATE
-from modelseal.modelpack import ANN_CREATED
-from modelseal.oci.referrers import ANN_BLOB, _read_index, fallback_tag, referrer_tag
-from modelseal.oci.store import (
+from modelseal.formats import (
+    ANN_BLOB,
+    ANN_CREATED,
+    ANN_PREDICATE_TYPE,
+    BUNDLE_MEDIA_TYPE,
     EMPTY_DIGEST,
     EMPTY_JSON,
     EMPTY_V1,
+    IN_TOTO_PAYLOAD_TYPE,
     INDEX_V1,
+    LINK_PREDICATE,
     MANIFEST_V1,
-    Descriptor,
-    Store,
-    canonical_json,
 )
+from modelseal.oci.referrers import _read_index, fallback_tag, referrer_tag
+from modelseal.oci.store import Descriptor, Store, canonical_json
 
 
 def b64(data: bytes) -> str:

@@ -13,8 +13,6 @@ from typing import Any
 
 from modelseal.attest.bundle import sign_statement
 from modelseal.attest.statement import (
-    SLSA_PROVENANCE_PREDICATE,
-    TEST_RESULT_PREDICATE,
     evaluation_predicate,
     parse_threshold,
     provenance_predicate,
@@ -22,7 +20,8 @@ from modelseal.attest.statement import (
     statement,
 )
 from modelseal.attestations import attach_bundle, subject_of
-from modelseal.layout import LINK_PREDICATE, load_template, new_layout, sign_layout
+from modelseal.formats import LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE, TEST_RESULT_PREDICATE
+from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
 from modelseal.lifecycle.evidence import add_lifecycle_rules
 from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store

@@ -19,10 +19,15 @@ import hashlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelseal.attestations import ANN_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE
-from modelseal.modelpack import ANN_CREATED
-from modelseal.oci.referrers import ANN_BLOB, fallback_tag, list_referrers
-from modelseal.oci.store import MANIFEST_V1, Descriptor, Store
+from modelseal.formats import (
+    ANN_BLOB,
+    ANN_CREATED,
+    ANN_PREDICATE_TYPE,
+    BUNDLE_MEDIA_TYPE,
+    MANIFEST_V1,
+)
+from modelseal.oci.referrers import fallback_tag, list_referrers
+from modelseal.oci.store import Descriptor, Store
 
 
 def _digest(data: bytes) -> str:

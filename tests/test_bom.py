@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from modelseal.bom import (
-    BOM_MEDIA_TYPE,
-    BOM_PREDICATE,
+from modelseal.bom.build import (
     BomValidationError,
     Metric,
     StepRef,
@@ -29,6 +27,7 @@ from modelseal.bom import (
     validate_bom,
 )
 from modelseal.errors import InputError, UsageError
+from modelseal.formats import BOM_MEDIA_TYPE, BOM_PREDICATE
 
 HF_README = """---
 license: apache-2.0
@@ -337,7 +336,7 @@ def test_environment_that_is_not_python_is_refused(model: Path, tmp_path: Path) 
 
 
 def test_bom_command_writes_a_valid_bom(model: Path, dataset: Path, tmp_path: Path) -> None:
-    from modelseal.commands.bom_cmds import bom
+    from modelseal.cli.commands.bom_cmds import bom
 
     metrics = tmp_path / "m.json"
     metrics.write_text('{"accuracy": 0.9}')
@@ -362,7 +361,7 @@ def test_bom_command_writes_a_valid_bom(model: Path, dataset: Path, tmp_path: Pa
 ])
 def test_bom_command_bad_input_exits_2_and_writes_nothing(
         model: Path, tmp_path: Path, extra: list[str], match: str) -> None:
-    from modelseal.commands.bom_cmds import bom
+    from modelseal.cli.commands.bom_cmds import bom
 
     (tmp_path / "bad.json").write_text('{"accuracy": "n/a"}')
     (tmp_path / "empty").mkdir()

@@ -16,12 +16,11 @@ from click.testing import CliRunner, Result
 
 from modelseal.attest.bundle import verify_bundle
 from modelseal.attest.signers import keygen, load_public_key
-from modelseal.attestations import BUNDLE_MEDIA_TYPE, list_attestations
-from modelseal.bom import BOM_MEDIA_TYPE, BOM_PREDICATE
+from modelseal.attestations import list_attestations
+from modelseal.formats import BOM_MEDIA_TYPE, BOM_PREDICATE, BUNDLE_MEDIA_TYPE, SAFETY_PREDICATE
 from modelseal.oci import open_store
 from modelseal.oci.referrers import fetch_referrer_blob, list_referrers
 from modelseal.refs import parse_ref
-from modelseal.safety import SAFETY_PREDICATE
 from registry_server import RegistryServer
 from test_bom import HF_README, _fake_env, _strict_valid
 
@@ -207,7 +206,7 @@ def test_inspect_bom_shows_datasets_metrics_libraries_and_safety(
 def test_inspect_bom_reads_the_attestation_when_there_is_no_plain_referrer(
         work: Path, registry: RegistryServer) -> None:
     from modelseal.attestations import attach_bundle, subject_of
-    from modelseal.bom_attach import find_attached_bom
+    from modelseal.bom.remote import find_attached_bom
 
     ref = _pushed(work, registry, scan=False)
     res = _cli("bom", ref, "--signer", "keys/erin.key", "--attestations-dir", "atts", "-o",
@@ -273,7 +272,7 @@ def test_attach_needs_a_ref(work: Path) -> None:
 
 def test_formulation_follows_the_pipeline_data_flow(tmp_path: Path,
                                                     registry: RegistryServer) -> None:
-    from modelseal.bom_attach import bom_for_ref
+    from modelseal.bom.remote import bom_for_ref
     from pipeline_fixtures import STEPS, honest_pipeline
 
     p = honest_pipeline(tmp_path, registry.host)
@@ -288,13 +287,9 @@ def test_metrics_come_from_the_attached_evaluation_when_not_given(
         work: Path, registry: RegistryServer) -> None:
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.signers import load_signer
-    from modelseal.attest.statement import (
-        TEST_RESULT_PREDICATE,
-        evaluation_predicate,
-        parse_threshold,
-        statement,
-    )
+    from modelseal.attest.statement import evaluation_predicate, parse_threshold, statement
     from modelseal.attestations import attach_bundle, subject_of
+    from modelseal.formats import TEST_RESULT_PREDICATE
 
     ref = _pushed(work, registry, scan=False)
     r = parse_ref(ref)

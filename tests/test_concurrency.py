@@ -21,16 +21,19 @@ from modelseal.attest.bundle import sign_statement
 from modelseal.attest.signers import keygen, load_signer
 from modelseal.attestations import subject_of
 from modelseal.errors import StoreError, TagConflictError
-from modelseal.modelpack import ANN_CREATED, ModelMetadata
-from modelseal.oci import open_store, referrers
-from modelseal.oci.referrers import (
+from modelseal.formats import (
+    ANN_CREATED,
     ANN_TRUNCATED,
-    attach,
-    fallback_tag,
-    list_referrers,
+    EMPTY_DIGEST,
+    EMPTY_JSON,
+    EMPTY_V1,
+    INDEX_V1,
+    MANIFEST_V1,
 )
+from modelseal.modelpack import ModelMetadata
+from modelseal.oci import open_store, referrers
+from modelseal.oci.referrers import attach, fallback_tag, list_referrers
 from modelseal.oci.registry import RegistryStore
-from modelseal.oci.store import EMPTY_DIGEST, EMPTY_JSON, EMPTY_V1, INDEX_V1, MANIFEST_V1
 from modelseal.oci.store import canonical_json as cj
 from modelseal.refs import parse_ref
 from registry_server import RegistryServer

@@ -28,6 +28,7 @@ from modelseal.errors import (
     RegistryUnreachableError,
     StoreError,
 )
+from modelseal.formats import INDEX_V1, MANIFEST_V1
 from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
 from modelseal.oci.auth import parse_challenge
@@ -46,7 +47,7 @@ from modelseal.oci.registry import (
     next_page,
     parse_retry_after,
 )
-from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor
+from modelseal.oci.store import Descriptor
 from modelseal.refs import parse_ref
 from modelseal.transfer import push
 from registry_server import RegistryServer, free_port

@@ -33,10 +33,11 @@ from modelseal._util.time import parse_time
 from modelseal.attest.bundle import parse_bundle
 from modelseal.attestations import subject_of
 from modelseal.errors import InputError, UnsafePathError, UsageError
+from modelseal.formats import INDEX_V1, MANIFEST_V1
 from modelseal.modelpack import ModelMetadata, parse_model_manifest
 from modelseal.oci import open_store
 from modelseal.oci.referrers import fallback_tag
-from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor
+from modelseal.oci.store import Descriptor
 from modelseal.refs import parse_ref
 from modelseal.transfer import push
 from modelseal.verify.pipeline import verify_model

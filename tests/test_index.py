@@ -150,7 +150,7 @@ def test_reindex_fetches_only_models_whose_referrers_changed(world: World,
 
 
 def test_removed_tag_removes_its_model_from_the_answers(world: World, db_url: str) -> None:
-    from modelseal.oci.layout import LayoutStore
+    from modelseal.oci.image_layout import LayoutStore
 
     engine = connect(db_url)
     crawl(engine, [world.source], policy=world.policy)

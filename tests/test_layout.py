@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from modelseal.cli import main
 from modelseal.errors import UsageError, VerificationError
-from modelseal.layout import (
+from modelseal.intoto_layout.model import (
     TEMPLATES,
     check_layout,
     load_functionary_key,
@@ -214,7 +214,7 @@ def test_cli_layout_new_usage_errors(tmp_path: Path) -> None:
 def test_layout_new_lists_one_key_once_whatever_its_spelling(fs: dict[str, Any]) -> None:
     """The trainer's key given again under another key id (a key file may claim any id) is
     the same functionary: listed once, so it cannot count twice towards a threshold."""
-    from modelseal.layout import key_dict, key_from_dict, key_identity
+    from modelseal.intoto_layout.model import key_dict, key_from_dict, key_identity
 
     trainer = fs["trainer"].public
     d = key_dict(trainer)
@@ -236,7 +236,7 @@ def test_key_identity_is_the_key_material_not_its_encoding_or_id() -> None:
     from cryptography.hazmat.primitives import serialization as ser
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-    from modelseal.layout import key_identity
+    from modelseal.intoto_layout.model import key_identity
 
     ed = ed25519.Ed25519PrivateKey.generate().public_key()
     raw = ed.public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw).hex()

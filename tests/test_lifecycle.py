@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from modelseal.attestations import attach_bundle, list_attestations, subject_of
 from modelseal.cli import main
 from modelseal.errors import InputError
-from modelseal.layout import load_template, new_layout, sign_layout
+from modelseal.formats import LIFECYCLE_PREDICATE
+from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
 from modelseal.lifecycle.chain import (
     RULE_AGE,
     RULE_CHAIN,
@@ -37,7 +38,7 @@ from modelseal.lifecycle.chain import (
     evaluate,
 )
 from modelseal.lifecycle.evidence import add_lifecycle_rules
-from modelseal.lifecycle.predicate import LIFECYCLE_PREDICATE, LifecycleRecord, record_digest
+from modelseal.lifecycle.predicate import LifecycleRecord, record_digest
 from modelseal.lifecycle.state import StateStore
 from pipeline_fixtures import FUNCTIONARY, STEPS, Pipeline, honest_pipeline, make_functionaries
 from registry_server import RegistryServer

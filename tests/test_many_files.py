@@ -20,24 +20,12 @@ import pytest
 from modelseal import modelpack
 from modelseal.digest import hash_files
 from modelseal.errors import DigestMismatchError, InputError, UnsafePathError
-from modelseal.modelpack import (
-    ARTIFACT_TYPE,
-    TAR_MEDIA_TYPES,
-    ModelMetadata,
-    parse_model_manifest,
-    with_file_list,
-)
+from modelseal.formats import ARTIFACT_TYPE, FILE_LIST_MEDIA_TYPE, MANIFEST_V1, TAR_MEDIA_TYPES
+from modelseal.modelpack import ModelMetadata, parse_model_manifest, with_file_list
 from modelseal.oci import open_store
-from modelseal.oci.store import MANIFEST_V1, Descriptor, Store, canonical_json
+from modelseal.oci.store import Descriptor, Store, canonical_json
 from modelseal.refs import parse_ref
-from modelseal.tarlayers import (
-    FILE_LIST_MEDIA_TYPE,
-    MANIFEST_SAFE_BYTES,
-    Member,
-    file_list_doc,
-    tar_info,
-    unpack_tar,
-)
+from modelseal.tarlayers import MANIFEST_SAFE_BYTES, Member, file_list_doc, tar_info, unpack_tar
 from modelseal.transfer import fetch_model_manifest, pull, push
 from modelseal.verify.pipeline import verify_model
 from modelseal.verify.policy import load_policy

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from modelseal.attest.model_signing import (
-    PREDICATE_TYPE,
     key_hint,
     model_signing_statement,
     sign_model_signing,
@@ -25,6 +24,7 @@ from modelseal.attest.model_signing import (
 )
 from modelseal.digest import hash_files
 from modelseal.errors import InputError, SigningError
+from modelseal.formats import MODEL_SIGNING_PREDICATE as PREDICATE_TYPE
 
 pytest.importorskip("model_signing", reason="model-signing 1.1.x is a dev extra: "
                     "pip install -e .[dev]")

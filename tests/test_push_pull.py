@@ -18,9 +18,10 @@ from modelseal.errors import (
     TagConflictError,
     UnsafePathError,
 )
-from modelseal.modelpack import ARTIFACT_TYPE, ModelMetadata, validate_config
+from modelseal.formats import ARTIFACT_TYPE, MANIFEST_V1
+from modelseal.modelpack import ModelMetadata, validate_config
 from modelseal.oci import open_store
-from modelseal.oci.store import MANIFEST_V1, Store, canonical_json
+from modelseal.oci.store import Store, canonical_json
 from modelseal.refs import Ref, parse_ref
 from modelseal.transfer import Progress, fetch_model_manifest, pull, push
 from registry_server import RegistryServer, blob_path

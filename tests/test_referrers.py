@@ -160,7 +160,8 @@ def test_deleted_foreign_referrer_does_not_block_later_attaches(registry: Regist
                                                                 tmp_path: Path) -> None:
     """Another tool's index entries have no tag of ours: a deleted one is dropped after a
     lookup, a live one is kept."""
-    from modelseal.oci.store import EMPTY_JSON, INDEX_V1, MANIFEST_V1, canonical_json
+    from modelseal.formats import EMPTY_JSON, INDEX_V1, MANIFEST_V1
+    from modelseal.oci.store import canonical_json
 
     store, digest = _model(tmp_path, f"{registry.host}/models/foreign:v1")
     subject = subject_of(store, digest)
@@ -230,7 +231,7 @@ def test_attestations_lists_unreadable_referrers_with_a_reason(registry: Registr
     the unreadable ones with why (exit 0), instead of the command stopping at the first."""
     import requests
 
-    from modelseal.attestations import BUNDLE_MEDIA_TYPE
+    from modelseal.formats import BUNDLE_MEDIA_TYPE
     from registry_server import blob_path
 
     ref = f"{registry.host}/models/unreadable:v1"

@@ -22,8 +22,9 @@ from modelseal.errors import (
     StoreError,
     UsageError,
 )
+from modelseal.formats import EMPTY_DIGEST, EMPTY_JSON, EMPTY_V1, MANIFEST_V1
 from modelseal.oci.registry import RegistryOptions, RegistryStore, open_registry_store
-from modelseal.oci.store import EMPTY_DIGEST, EMPTY_JSON, EMPTY_V1, MANIFEST_V1, canonical_json
+from modelseal.oci.store import canonical_json
 from modelseal.refs import parse_ref
 from registry_server import RegistryServer, blob_path, free_port
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from modelseal.formats import SAFETY_PREDICATE
 from modelseal.safety import (
-    SAFETY_PREDICATE,
     SafetyReport,
     safety_predicate,
     safety_subjects,
@@ -205,7 +205,7 @@ def test_unsafe_findings_fails_closed_on_malformed_predicate() -> None:
 
 
 def test_scan_command_exits_non_zero_and_names_the_callable(model: Path) -> None:
-    from modelseal.commands.bom_cmds import scan
+    from modelseal.cli.commands.bom_cmds import scan
 
     res = CliRunner().invoke(scan, [str(model), "--json"])
     assert res.exit_code == 10
@@ -215,7 +215,7 @@ def test_scan_command_exits_non_zero_and_names_the_callable(model: Path) -> None
 
 
 def test_scan_command_passes_a_clean_model(model: Path) -> None:
-    from modelseal.commands.bom_cmds import scan
+    from modelseal.cli.commands.bom_cmds import scan
 
     (model / "evil.pkl").unlink()
     (model / "weights" / "pytorch_model.bin").unlink()
@@ -331,7 +331,7 @@ def test_computed_import_name_is_unsafe(tmp_path: Path) -> None:
 
 
 def test_scan_command_refuse_unknown_fails_on_an_unanalysed_format(tmp_path: Path) -> None:
-    from modelseal.commands.bom_cmds import scan
+    from modelseal.cli.commands.bom_cmds import scan
 
     (tmp_path / "modeling.py").write_text("import os\n")
     assert CliRunner().invoke(scan, [str(tmp_path)]).exit_code == 0

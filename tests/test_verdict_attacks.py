@@ -23,12 +23,12 @@ from click.testing import CliRunner
 
 from malicious_store import MaliciousStore
 from modelseal.attest.bundle import load_trusted_root, sign_statement
-from modelseal.attest.statement import TEST_RESULT_PREDICATE, statement
+from modelseal.attest.statement import statement
 from modelseal.cli import main
 from modelseal.errors import UsageError, VerificationError
-from modelseal.layout import (
+from modelseal.formats import LINK_PREDICATE, TEST_RESULT_PREDICATE, VSA_PREDICATE
+from modelseal.intoto_layout.model import (
     EXTENSION,
-    LINK_PREDICATE,
     check_layout,
     key_dict,
     key_from_dict,
@@ -42,7 +42,7 @@ from modelseal.oci import open_store
 from modelseal.refs import parse_ref
 from modelseal.verify.decision import Evidence, ModelView, decide
 from modelseal.verify.pipeline import verify_model
-from modelseal.verify.policy import VSA_PREDICATE, load_policy
+from modelseal.verify.policy import load_policy
 from modelseal.verify.result import Refusal, VerificationResult
 from pipeline_fixtures import (
     FUNCTIONARY,
@@ -485,7 +485,7 @@ def test_passing_scan_does_not_cancel_the_packagers_failing_scan(world: World,
     """Class 5 for model safety: a scan signed by another layout key saying every file is
     safe does not outweigh the packager's scan that finds an unsafe file; nor does a scan
     that leaves a file out count for it."""
-    from modelseal.safety import SAFETY_PREDICATE
+    from modelseal.formats import SAFETY_PREDICATE
 
     w = world
 

@@ -15,12 +15,9 @@ from modelseal.attest.statement import statement
 from modelseal.attestations import attach_bundle, subject_of
 from modelseal.cli import main
 from modelseal.errors import UsageError
+from modelseal.formats import VSA_PREDICATE
 from modelseal.verify.pipeline import verify_model
-from modelseal.verify.policy import (
-    VSA_PREDICATE,
-    compile_policy,
-    load_policy,
-)
+from modelseal.verify.policy import compile_policy, load_policy
 from pipeline_fixtures import FUNCTIONARY, STEPS, honest_pipeline, publish, record_pipeline
 from registry_server import RegistryServer
 
@@ -43,7 +40,8 @@ def _attach(p: Any, st: dict[str, Any], step: str) -> None:
 
 
 def test_model_safety_requirement(tmp_path: Path, registry: RegistryServer) -> None:
-    from modelseal.safety import SAFETY_PREDICATE, safety_predicate, safety_subjects, scan_model
+    from modelseal.formats import SAFETY_PREDICATE
+    from modelseal.safety import safety_predicate, safety_subjects, scan_model
 
     p = honest_pipeline(tmp_path, registry.host)
     r = verify_model(p.store, p.ref, load_policy(p.policy(model_safety=True)))
@@ -59,7 +57,8 @@ def test_model_safety_requirement(tmp_path: Path, registry: RegistryServer) -> N
 
 def test_model_safety_refuses_a_pickle_that_runs_code(tmp_path: Path,
                                                       registry: RegistryServer) -> None:
-    from modelseal.safety import SAFETY_PREDICATE, safety_predicate, safety_subjects, scan_model
+    from modelseal.formats import SAFETY_PREDICATE
+    from modelseal.safety import safety_predicate, safety_subjects, scan_model
 
     p = honest_pipeline(tmp_path, registry.host, push_model=False)
     # the trainer's job wrote a pickle that calls os.system when loaded: the layout is happy
@@ -102,7 +101,7 @@ def test_max_attestation_age_needs_signed_times(tmp_path: Path,
 
 def test_max_attestation_age_judges_signed_times(tmp_path: Path,
                                                  registry: RegistryServer) -> None:
-    from modelseal.attest.statement import TEST_RESULT_PREDICATE
+    from modelseal.formats import TEST_RESULT_PREDICATE
 
     p = honest_pipeline(tmp_path, registry.host)
     when = datetime.now(UTC).replace(microsecond=0)

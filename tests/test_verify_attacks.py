@@ -19,18 +19,13 @@ from modelseal.attest.bundle import load_trusted_root, sign_statement
 from modelseal.attest.statement import statement
 from modelseal.attestations import attach_bundle, subject_of
 from modelseal.errors import DigestMismatchError, VerificationError
-from modelseal.layout import (
-    LINK_PREDICATE,
-    SLSA_PROVENANCE_PREDICATE,
-    load_template,
-    new_layout,
-    sigstore_key,
-)
+from modelseal.formats import BOM_PREDICATE, LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE
+from modelseal.intoto_layout.model import load_template, new_layout, sigstore_key
 from modelseal.modelpack import ModelMetadata
 from modelseal.transfer import push
 from modelseal.verify.decision import Evidence, ModelView, decide
 from modelseal.verify.pipeline import pull_verified, verify_model
-from modelseal.verify.policy import BOM_PREDICATE, load_policy
+from modelseal.verify.policy import load_policy
 from modelseal.verify.result import VerificationResult
 from pipeline_fixtures import (
     FUNCTIONARY,

@@ -18,13 +18,17 @@ from modelseal.errors import (
     RegistryUnreachableError,
     StoreError,
 )
-from modelseal.modelpack import ANN_CREATED, Layer
+from modelseal.formats import (
+    ANN_BUNDLE_CONTENT,
+    ANN_CREATED,
+    ANN_PREDICATE_TYPE,
+    BUNDLE_MEDIA_TYPE,
+    MANIFEST_V1,
+)
+from modelseal.modelpack import Layer
 from modelseal.oci.referrers import Attached, attach, fetch_referrer_blob, list_referrers
-from modelseal.oci.store import MANIFEST_V1, Descriptor, Store
+from modelseal.oci.store import Descriptor, Store
 
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-ANN_BUNDLE_CONTENT = "dev.sigstore.bundle.content"
-ANN_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 BUNDLE_SUFFIXES = (".sigstore.json", ".sigstore", ".bundle.json", ".intoto.json")
 
 
@@ -277,7 +281,7 @@ def list_attestations(store: Store, subject_digest: str, *, predicate_type: str 
             pass
         return AttestationInfo(d, ptype, d.annotations.get(ANN_CREATED), signer, blob)
 
-    from modelseal.oci.layout import LayoutStore
+    from modelseal.oci.image_layout import LayoutStore
 
     if isinstance(store, LayoutStore):
         # A local directory answers in microseconds: threads only add GIL hand-offs

@@ -43,6 +43,7 @@ from modelseal.errors import (
     TagConflictError,
     UsageError,
 )
+from modelseal.formats import ANN_PREDICATE_TYPE
 from modelseal.oci.referrers import add_to_index, list_referrers, referrer_tag
 from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref
@@ -51,7 +52,6 @@ from modelseal.transfer import Progress, run_stopping_on_failure
 if TYPE_CHECKING:
     from modelseal.oci.registry import RegistryStore
 
-ANN_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 MAX_REFERRERS = 10_000
 MAX_DEPTH = 8
 SMALL_BLOB = 4 * 1024 * 1024
@@ -300,7 +300,7 @@ def _stream_blob(src: Store, dst: RegistryStore, d: Descriptor,
 def _local_blob(src: Store, digest: str) -> Path | None:
     """A file already holding the blob (an image-layout source), to upload without a copy."""
     from modelseal.oci.archive import ArchiveStore
-    from modelseal.oci.layout import LayoutStore
+    from modelseal.oci.image_layout import LayoutStore
 
     if isinstance(src, LayoutStore):
         p = src.root / "blobs" / "sha256" / digest.partition(":")[2]

@@ -27,9 +27,23 @@ from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_METADATA_BYTES
 from modelseal.digest import DEFAULT_EXCLUDES, FileDigest, PathExcluder
 from modelseal.errors import InputError, UnsafePathError, UsageError
-from modelseal.oci.store import MANIFEST_V1, Descriptor, canonical_json
-from modelseal.tarlayers import (
+from modelseal.formats import (
+    ANN_CREATED,
+    ANN_FILEPATH,
+    ANN_NAME,
+    ANN_TITLE,
+    ANN_VERSION,
+    ARTIFACT_TYPE,
+    CONFIG_MEDIA_TYPE,
     FILE_LIST_MEDIA_TYPE,
+    MANIFEST_V1,
+    MEDIA_TYPES,
+    ROLE_BY_TAR_MEDIA_TYPE,
+    ROLES,
+    TAR_MEDIA_TYPES,
+)
+from modelseal.oci.store import Descriptor, canonical_json
+from modelseal.tarlayers import (
     MANIFEST_LIMIT_BYTES,
     MANIFEST_SAFE_BYTES,
     MAX_FILE_LIST_BYTES,
@@ -43,19 +57,6 @@ from modelseal.tarlayers import (
     write_tar,
 )
 
-ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
-CONFIG_MEDIA_TYPE = "application/vnd.cncf.model.config.v1+json"
-ROLES = ("weight", "weight.config", "doc", "code", "dataset")
-MEDIA_TYPES = {role: f"application/vnd.cncf.model.{role}.v1.raw" for role in ROLES}
-ROLE_BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
-TAR_MEDIA_TYPES = {role: f"application/vnd.cncf.model.{role}.v1.tar" for role in ROLES}
-ROLE_BY_TAR_MEDIA_TYPE = {v: k for k, v in TAR_MEDIA_TYPES.items()}
-
-ANN_TITLE = "org.opencontainers.image.title"
-ANN_FILEPATH = "org.cncf.model.filepath"
-ANN_CREATED = "org.opencontainers.image.created"
-ANN_NAME = "org.cncf.model.name"
-ANN_VERSION = "org.opencontainers.image.version"
 # Annotations whose value changes on every push without the content changing.
 VOLATILE_ANNOTATIONS = frozenset({ANN_CREATED})
 

@@ -44,7 +44,6 @@ from typing import IO, Any, Literal, cast
 from modelseal.digest import hash_files
 from modelseal.errors import InputError, UnsafePathError
 
-SAFETY_PREDICATE = "https://modelseal.dev/attestation/model-safety/v1"
 """predicateType of the model-safety attestation (in-toto Statement v1)."""
 
 SCANNER_NAME = "picklescan"

@@ -29,9 +29,9 @@ from typing import IO, Any
 from modelseal._util.json import loads_object
 from modelseal._util.limits import MiB
 from modelseal.errors import DigestMismatchError, InputError, UnsafePathError
+from modelseal.formats import FILE_LIST_MEDIA_TYPE
 from modelseal.refs import DIGEST_RE
 
-FILE_LIST_MEDIA_TYPE = "application/vnd.modelseal.file-list.v1+json"
 """The layer that lists the files inside the tar layers of a packed model."""
 
 PACK_FILES_THRESHOLD = 10_000

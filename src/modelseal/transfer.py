@@ -44,6 +44,7 @@ from modelseal.errors import (
     UnsafePathError,
     UsageError,
 )
+from modelseal.formats import MANIFEST_V1
 from modelseal.modelpack import (
     BuiltArtifact,
     Layer,
@@ -55,8 +56,8 @@ from modelseal.modelpack import (
     scan_model_dir,
     with_file_list,
 )
-from modelseal.oci.layout import LayoutStore
-from modelseal.oci.store import MANIFEST_V1, Descriptor, Store
+from modelseal.oci.image_layout import LayoutStore
+from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref
 
 _T = TypeVar("_T")

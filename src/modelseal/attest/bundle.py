@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_BUNDLE_BYTES, MAX_SIGNATURES_PER_ENVELOPE
-from modelseal.attest.statement import IN_TOTO_PAYLOAD_TYPE, check_statement
+from modelseal.attest.statement import check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
+from modelseal.formats import BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPES, IN_TOTO_PAYLOAD_TYPE
 from modelseal.oci.store import canonical_json  # the bytes we sign, as we store JSON
 
 if TYPE_CHECKING:
@@ -36,13 +37,6 @@ if TYPE_CHECKING:
 
     from modelseal.attest.tsa import TSAClient
 
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-BUNDLE_MEDIA_TYPES = (
-    BUNDLE_MEDIA_TYPE,
-    "application/vnd.dev.sigstore.bundle+json;version=0.3",
-    "application/vnd.dev.sigstore.bundle+json;version=0.2",
-    "application/vnd.dev.sigstore.bundle+json;version=0.1",
-)
 # Fulcio certificate extensions naming the OIDC issuer (v2 DER string, v1 raw bytes)
 _OID_ISSUER_V2 = "1.3.6.1.4.1.57264.1.8"
 _OID_ISSUER_V1 = "1.3.6.1.4.1.57264.1.1"

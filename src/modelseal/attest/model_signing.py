@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import InputError, SigningError
+from modelseal.formats import MODEL_SIGNING_PREDICATE, STATEMENT_TYPE
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Key, Signer
 
-PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 SIGNATURE_FILE = "model.sig"
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 DEFAULT_IGNORE_PATHS: tuple[str, ...] = (SIGNATURE_FILE, *GIT_PATHS)
@@ -106,10 +106,10 @@ def model_signing_statement(
     if ignore:
         serialization["ignore_paths"] = ignore
     return {
-        "_type": "https://in-toto.io/Statement/v1",
+        "_type": STATEMENT_TYPE,
         "subject": [{"name": model_name or "model",
                      "digest": {"sha256": root_digest(seen[n] for n in names)}}],
-        "predicateType": PREDICATE_TYPE,
+        "predicateType": MODEL_SIGNING_PREDICATE,
         "predicate": {"serialization": serialization, "resources": resources},
     }
 
@@ -118,7 +118,7 @@ def statement_files(statement: Mapping[str, Any]) -> dict[str, str]:
     """{path: sha256 hex} signed by a model_signing v1.0 Statement, after checking that the
     subject digest matches the resources (as ``model_signing verify`` does)."""
     try:
-        if statement["predicateType"] != PREDICATE_TYPE:
+        if statement["predicateType"] != MODEL_SIGNING_PREDICATE:
             raise InputError(f"not a model_signing signature: predicateType "
                              f"{statement['predicateType']!r}")
         ser = statement["predicate"]["serialization"]

@@ -19,17 +19,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import InputError, UsageError
+from modelseal.formats import (
+    BUILD_TYPE,
+    LINK_PREDICATE,
+    STATEMENT_TYPE,
+    STATEMENT_TYPES,
+)
 
 if TYPE_CHECKING:
     from in_toto.models.link import Link
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-STATEMENT_TYPES = (STATEMENT_TYPE, "https://in-toto.io/Statement/v0.1")
-IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-LINK_PREDICATE = "https://in-toto.io/attestation/link/v0.3"
-SLSA_PROVENANCE_PREDICATE = "https://slsa.dev/provenance/v1"
-TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
-BUILD_TYPE = "https://modelseal.dev/training/v1"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

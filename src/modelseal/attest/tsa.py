@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import InputError, SigningError, UsageError
+from modelseal.formats import TSA_QUERY_MEDIA_TYPE, TSA_REPLY_MEDIA_TYPE
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
 TSA_ENV = "MODELSEAL_TSA"
-QUERY_MEDIA_TYPE = "application/timestamp-query"
-REPLY_MEDIA_TYPE = "application/timestamp-reply"
 MAX_REPLY_BYTES = 1 << 20
 MAX_TIMESTAMPS = 8  # per bundle: a hostile bundle cannot make us verify thousands
 
@@ -94,8 +93,8 @@ class TSAClient:
             nonce=True).cert_request(cert_request=True).build()
         try:
             r = requests.post(self.url, data=req.as_bytes(), timeout=self.timeout,
-                              headers={"Content-Type": QUERY_MEDIA_TYPE,
-                                       "Accept": REPLY_MEDIA_TYPE},
+                              headers={"Content-Type": TSA_QUERY_MEDIA_TYPE,
+                                       "Accept": TSA_REPLY_MEDIA_TYPE},
                               verify=self.ca_file or True, stream=True)
             try:
                 body = r.raw.read(MAX_REPLY_BYTES + 1, decode_content=True)

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from modelseal.errors import InputError, NotFoundError, UsageError
+from modelseal.formats import AUDIT_BUNDLE_FORMAT, MEDIA_TYPES
 from modelseal.modelpack import created_time, rfc3339
 from modelseal.oci.archive import ArchiveStore
 from modelseal.oci.store import Descriptor, Store
@@ -44,8 +45,7 @@ from modelseal.verify.result import VerificationResult
 PREFIX = "modelseal/"
 MANIFEST_FILE = PREFIX + "bundle.json"
 POLICY_FILE = PREFIX + "policy.yaml"
-BUNDLE_FORMAT = "https://modelseal.dev/audit-bundle/v1"
-WEIGHT_MEDIA_TYPES = ("application/vnd.cncf.model.weight.v1.raw",)
+WEIGHT_MEDIA_TYPES = (MEDIA_TYPES["weight"],)
 
 
 def is_weight(d: Descriptor) -> bool:
@@ -160,7 +160,7 @@ def export_bundle(store: Store, ref: Ref, out: str | Path, *, policy: str | Path
         res = copy(store, ref, archive, a_ref, workers=workers, progress=progress,
                    omit_layer=None if with_weights else is_weight)
         files = {name: hashlib.sha256(data).hexdigest() for name, data in extras.items()}
-        meta = {"format": BUNDLE_FORMAT, "ref": str(ref.with_digest(res.digest)),
+        meta = {"format": AUDIT_BUNDLE_FORMAT, "ref": str(ref.with_digest(res.digest)),
                 "digest": res.digest, "tag": tag, "created": rfc3339(created_time()),
                 "withWeights": with_weights, "omittedBlobs": res.blobs_omitted,
                 "files": files}
@@ -191,8 +191,8 @@ def bundle_info(store: ArchiveStore) -> dict[str, Any]:
         return {"tag": tags[0], "files": {}}
     except ValueError as e:
         raise InputError(f"{MANIFEST_FILE} in {store.describe()} is not JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-        raise InputError(f"{store.describe()}: {MANIFEST_FILE} is not a {BUNDLE_FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != AUDIT_BUNDLE_FORMAT:
+        raise InputError(f"{store.describe()}: {MANIFEST_FILE} is not a {AUDIT_BUNDLE_FORMAT}")
     return meta
 
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modelseal.audit.report import LINK, decode_statement, short_predicate
+from modelseal.audit.report import decode_statement, short_predicate
+from modelseal.formats import LINK_PREDICATE as LINK
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 

@@ -21,19 +21,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from modelseal.formats import (
+    BOM_PREDICATE,
+    LIFECYCLE_PREDICATE,
+    LINK_PREDICATE,
+    MODEL_SIGNING_PREDICATE,
+    SAFETY_PREDICATE,
+    SLSA_PROVENANCE_PREDICATE,
+    TEST_RESULT_PREDICATE,
+    VSA_PREDICATE,
+)
 from modelseal.oci.store import Store
 from modelseal.refs import Ref
 
-LINK = "https://in-toto.io/attestation/link/v0.3"
-PROVENANCE = "https://slsa.dev/provenance/v1"
-TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
-SAFETY = "https://modelseal.dev/attestation/model-safety/v1"
-LIFECYCLE = "https://modelseal.dev/attestation/lifecycle/v1"
-BOM = "https://cyclonedx.org/bom"
-VSA = "https://slsa.dev/verification_summary/v1"
-SHORT_PREDICATE = {LINK: "link", PROVENANCE: "provenance", TEST_RESULT: "test-result",
-                   SAFETY: "safety", LIFECYCLE: "lifecycle", BOM: "bom", VSA: "vsa",
-                   "https://model_signing/signature/v1.0": "model-signing"}
+SHORT_PREDICATE = {
+    LINK_PREDICATE: "link", SLSA_PROVENANCE_PREDICATE: "provenance",
+    TEST_RESULT_PREDICATE: "test-result", SAFETY_PREDICATE: "safety",
+    LIFECYCLE_PREDICATE: "lifecycle", BOM_PREDICATE: "bom", VSA_PREDICATE: "vsa",
+    MODEL_SIGNING_PREDICATE: "model-signing",
+}
 
 
 def short_predicate(predicate_type: str | None) -> str:
@@ -79,17 +85,17 @@ class Evidence:
     def summary(self) -> str:
         """One line saying what it claims."""
         p = self.predicate
-        if self.predicate_type == LINK:
+        if self.predicate_type == LINK_PREDICATE:
             cmd = p.get("command") or []
             return "ran: " + (" ".join(str(c) for c in cmd) if isinstance(cmd, list) else str(cmd))
-        if self.predicate_type == PROVENANCE:
+        if self.predicate_type == SLSA_PROVENANCE_PREDICATE:
             rd = (p.get("runDetails") or {}).get("builder") or {}
             return f"built by {rd.get('id', '?')}"
-        if self.predicate_type in (TEST_RESULT, SAFETY):
+        if self.predicate_type in (TEST_RESULT_PREDICATE, SAFETY_PREDICATE):
             return f"result: {p.get('result', '?')}"
-        if self.predicate_type == LIFECYCLE:
+        if self.predicate_type == LIFECYCLE_PREDICATE:
             return f"stage: {p.get('stage', '?')} ({p.get('reason', '')})".rstrip(" ()")
-        if self.predicate_type == VSA:
+        if self.predicate_type == VSA_PREDICATE:
             return f"verification: {p.get('verificationResult', '?')}"
         return ""
 
@@ -215,7 +221,8 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
                  now: datetime | None = None) -> AuditReport:
     """Gather the report for the model at ``ref`` (``policy``: a loaded Policy, or None)."""
     from modelseal.attestations import list_attestations
-    from modelseal.modelpack import ROLE_BY_MEDIA_TYPE, created_time, rfc3339
+    from modelseal.formats import ROLE_BY_MEDIA_TYPE
+    from modelseal.modelpack import created_time, rfc3339
     from modelseal.transfer import fetch_model_manifest
 
     manifest = fetch_model_manifest(store, ref)
@@ -238,7 +245,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
     for info in infos:
         st = decode_statement(info.bundle) if info.bundle else None
         step = None
-        if st and info.predicate_type == LINK:
+        if st and info.predicate_type == LINK_PREDICATE:
             step = str((st.get("predicate") or {}).get("name") or "") or None
         signer = info.signer or "?"
         if len(signer) == 64 and all(c in "0123456789abcdef" for c in signer):
@@ -278,7 +285,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
     # key signed, when that is one step (the trainer's provenance goes with its train link).
     link_steps: dict[str, set[str]] = {}
     for e in evidence:
-        if e.predicate_type == LINK and e.step:
+        if e.predicate_type == LINK_PREDICATE and e.step:
             link_steps.setdefault(e.signer, set()).add(e.step)
     for e in evidence:
         if e.step is None and len(link_steps.get(e.signer, set())) == 1:
@@ -288,7 +295,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
     if result is not None and result.steps:
         for s in result.steps:
             ev = [e for e in evidence if e.step == s.name]
-            links = [e for e in ev if e.predicate_type == LINK]
+            links = [e for e in ev if e.predicate_type == LINK_PREDICATE]
             st = links[0].statement if links else None
             steps.append(StepView(
                 s.name, s.passed, list(s.signers),
@@ -298,7 +305,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
                 [str(c) for c in (st or {}).get("predicate", {}).get("command") or []]))
     else:
         for e in evidence:
-            if e.predicate_type != LINK or not e.step:
+            if e.predicate_type != LINK_PREDICATE or not e.step:
                 continue
             p = e.predicate
             steps.append(StepView(e.step, None, [e.signer + " (claimed)"],
@@ -309,12 +316,13 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
 
     stages = [{"stage": e.predicate.get("stage"), "reason": e.predicate.get("reason"),
                "signer": e.signer, "created": e.created, "attestation": e.digest}
-              for e in evidence if e.predicate_type == LIFECYCLE and e.predicate.get("stage")]
+              for e in evidence
+              if e.predicate_type == LIFECYCLE_PREDICATE and e.predicate.get("stage")]
 
     bom = None
     try:
-        from modelseal.bom import summarize_bom
-        from modelseal.bom_attach import find_attached_bom
+        from modelseal.bom.build import summarize_bom
+        from modelseal.bom.remote import find_attached_bom
 
         found = find_attached_bom(store, digest)
         if found is not None:
@@ -327,7 +335,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
 
     safety = None
     for e in evidence:
-        if e.predicate_type == SAFETY:
+        if e.predicate_type == SAFETY_PREDICATE:
             p = e.predicate
             unsafe = [f for f in p.get("files") or []
                       if isinstance(f, Mapping) and f.get("verdict") in ("unsafe", "suspicious")]

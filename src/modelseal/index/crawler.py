@@ -29,19 +29,19 @@ from modelseal.errors import (
     RegistryUnreachableError,
     StoreError,
 )
+from modelseal.formats import ARTIFACT_TYPE
 from modelseal.index import extract
 from modelseal.index.schema import attestations, dependencies, models, stage_events, tags
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from modelseal.layout import TrustedLayout
+    from modelseal.intoto_layout.model import TrustedLayout
     from modelseal.oci.store import Store
     from modelseal.refs import Ref
     from modelseal.verify.decision import Evidence
     from modelseal.verify.policy import Policy
 
-MODEL_ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 MAX_TEXT = 500
 """Longest text taken from evidence into the index (names, URIs, signers, reasons): the
 rest is cut, so a hostile attestation cannot exceed a column or an index entry."""
@@ -69,7 +69,7 @@ class PolicyContext:
     def load(cls, path: str | Path, registry_options: Mapping[str, Any] | None = None
              ) -> PolicyContext:
         """Load a policy file and verify its layout (VerificationError when it does not)."""
-        from modelseal.layout import functionary_names, verify_layout
+        from modelseal.intoto_layout.model import functionary_names, verify_layout
         from modelseal.verify.pipeline import load_layout_bytes, trust_root_for
         from modelseal.verify.policy import load_policy
 
@@ -155,7 +155,7 @@ def evidence_keys(store: Store, tag_list: Sequence[str], digests: Iterable[str],
                   policy_key: str) -> dict[str, str]:
     """model digest -> a hash of what its evidence is made of, from content addresses only:
     its referrer tags (each names a referrer digest) and the fallback index's digest."""
-    from modelseal.oci.layout import LayoutStore
+    from modelseal.oci.image_layout import LayoutStore
 
     local = isinstance(store, LayoutStore)  # resolving is a dict lookup: pin every tag
     by_subject: dict[str, list[str]] = {}
@@ -303,7 +303,7 @@ def _lifecycle(store: Store, digest: str, evidence: Sequence[Evidence],
 def _index_model(conn: Connection, store: Store, repo: str, digest: str, info: dict[str, Any],
                  key: str, ctx: PolicyContext | None, now: datetime,
                  report: CrawlReport, *, known: bool = True) -> None:
-    from modelseal.oci.layout import LayoutStore
+    from modelseal.oci.image_layout import LayoutStore
     from modelseal.verify.pipeline import fetch_evidence
 
     # a directory answers in microseconds: threads would cost more than they save
@@ -405,7 +405,7 @@ def crawl_source(engine: Engine, source: str, ctx: PolicyContext | None,
             for d in todo[start:start + BATCH]:
                 try:
                     info = _manifest_info(store, d)
-                    if info["artifact_type"] == MODEL_ARTIFACT_TYPE:
+                    if info["artifact_type"] == ARTIFACT_TYPE:
                         # reads and judges first, writes last: a failure writes nothing
                         _index_model(conn, store, repo, d, info, keys[d], ctx, now, report,
                                      known=d in known)

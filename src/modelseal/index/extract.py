@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelseal.attest.statement import (
+from modelseal.formats import (
+    BOM_PREDICATE,
     LINK_PREDICATE,
     SLSA_PROVENANCE_PREDICATE,
     TEST_RESULT_PREDICATE,
 )
-from modelseal.bom import BOM_PREDICATE
 
 SCHEME_FILE = "sha256"
 SCHEME_LISTING = "modelseal-listing-v1"  # provenance: sha256 of canonical [{name, sha256}]

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import InputError, VerificationError
+from modelseal.formats import LIFECYCLE_PREDICATE
 from modelseal.lifecycle.chain import LifecycleRules, SignedRecord, TransitionRule
-from modelseal.lifecycle.predicate import LIFECYCLE_PREDICATE, record_digest, record_of_statement
+from modelseal.lifecycle.predicate import record_digest, record_of_statement
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
-    from modelseal.layout import TrustedLayout
+    from modelseal.intoto_layout.model import TrustedLayout
 
 LIFECYCLE_EXTENSION = "lifecycle"
 MAX_LIFECYCLE_BUNDLES = 1000  # per model and verification
@@ -36,7 +37,7 @@ MAX_LIFECYCLE_BUNDLES = 1000  # per model and verification
 def key_material(d: Mapping[str, Any]) -> str:
     """The canonical identity of a layout key: ``layout.key_identity``, the one definition
     that thresholds, separation of duties and names count everywhere."""
-    from modelseal.layout import key_identity
+    from modelseal.intoto_layout.model import key_identity
 
     return key_identity(d)
 
@@ -115,7 +116,7 @@ def verify_lifecycle_bundles(
     does not verify gives no trusted time and is named among the ignored."""
     from modelseal.attest.bundle import KeylessIdentity, parse_bundle, verify_bundle
     from modelseal.attest.tsa import verified_times
-    from modelseal.layout import is_sigstore_key, key_from_dict
+    from modelseal.intoto_layout.model import is_sigstore_key, key_from_dict
 
     materials = layout_key_materials(tl)
     rules = rules_from_layout(tl)
@@ -165,7 +166,7 @@ def add_lifecycle_rules(doc: dict[str, Any],
     """Write the lifecycle section into an (unsigned) layout document: transition name ->
     (securesystemslib public keys, threshold, steps to stay distinct from). The keys join the
     layout's ``keys``; the layout owner signs the result as usual."""
-    from modelseal.layout import EXTENSION, key_dict
+    from modelseal.intoto_layout.model import EXTENSION, key_dict
 
     keys = doc.setdefault("keys", {})
     section: dict[str, Any] = {}

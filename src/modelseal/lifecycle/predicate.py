@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from modelseal.errors import InputError
+from modelseal.formats import LIFECYCLE_PREDICATE
 from modelseal.oci.store import canonical_json
 
-LIFECYCLE_PREDICATE = "https://modelseal.dev/attestation/lifecycle/v1"
 ACTIONS = ("promote", "deprecate", "retire", "correct")
 RETIRED = "retired"
 STATUS_OF = {"promote": "active", "deprecate": "deprecated", "retire": "retired"}

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import InputError, UsageError
+from modelseal.formats import LIFECYCLE_PREDICATE
 from modelseal.lifecycle.chain import (
     RULE_STAGE,
     ChainState,
@@ -43,7 +44,7 @@ from modelseal.lifecycle.chain import (
     check_requirements,
     evaluate,
 )
-from modelseal.lifecycle.predicate import LIFECYCLE_PREDICATE, record_digest, record_of_statement
+from modelseal.lifecycle.predicate import record_digest, record_of_statement
 from modelseal.verify.result import Refusal
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class LifecycleRequirement:
         remembered head. A layout that does not verify binds nothing (check refuses)."""
         from modelseal.attest.tsa import verified_times_of_bundle
         from modelseal.errors import VerificationError
-        from modelseal.layout import verify_layout
+        from modelseal.intoto_layout.model import verify_layout
         from modelseal.lifecycle.evidence import layout_key_materials, rules_from_layout
 
         try:
@@ -190,7 +191,7 @@ def compile_lifecycle(data: Mapping[str, Any], *, source: str = "policy",
                       path: Callable[[str], str] = str) -> LifecycleRequirement | None:
     """The lifecycle requirement of a parsed policy (None when it asks for nothing)."""
     from modelseal.attest.tsa import load_tsa_certificates
-    from modelseal.layout import parse_duration
+    from modelseal.intoto_layout.model import parse_duration
 
     if not any(k in data for k in LIFECYCLE_POLICY_KEYS):
         return None

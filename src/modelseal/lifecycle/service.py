@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelseal.errors import InputError, UsageError, VerificationError
+from modelseal.formats import LIFECYCLE_PREDICATE
 from modelseal.lifecycle.chain import (
     ChainState,
     LifecycleOptions,
@@ -28,7 +29,6 @@ from modelseal.lifecycle.evidence import (
     verify_lifecycle_bundles,
 )
 from modelseal.lifecycle.predicate import (
-    LIFECYCLE_PREDICATE,
     RETIRED,
     LifecycleRecord,
     check_stage,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
     from modelseal.attest.tsa import TSAClient
-    from modelseal.layout import TrustedLayout
+    from modelseal.intoto_layout.model import TrustedLayout
     from modelseal.lifecycle.requirement import LifecycleRequirement
     from modelseal.oci.store import Store
     from modelseal.refs import Ref
@@ -268,7 +268,7 @@ def transition(
 
 
 def _material_of(signer: Signer) -> str:
-    from modelseal.layout import key_dict
+    from modelseal.intoto_layout.model import key_dict
     from modelseal.lifecycle.evidence import key_material
 
     try:
@@ -327,7 +327,7 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
     from modelseal.attest.bundle import parse_bundle, verify_bundle
     from modelseal.attest.tsa import verified_times
     from modelseal.attestations import subject_of
-    from modelseal.layout import is_sigstore_key, key_from_dict
+    from modelseal.intoto_layout.model import is_sigstore_key, key_from_dict
 
     now = now or datetime.now(UTC)
     digest = subject_of(store, ref.reference).digest
@@ -416,7 +416,7 @@ def load_policy_with_lifecycle(path: str | Path) -> tuple[Policy, LifecycleRequi
 def trusted_layout(policy: Policy, registry_options: Mapping[str, Any] | None = None
                    ) -> TrustedLayout:
     """The policy's layout, its signatures checked against the policy's layout keys."""
-    from modelseal.layout import verify_layout
+    from modelseal.intoto_layout.model import verify_layout
     from modelseal.verify.pipeline import load_layout_bytes
 
     data, _ = load_layout_bytes(policy, registry_options)

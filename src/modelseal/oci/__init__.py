@@ -13,7 +13,7 @@ def open_store(ref: Ref, **registry_options: Any) -> Store:
     """The store a reference points at. ``registry_options`` go to the registry backend
     (insecure, ca_file, username, password, ...) and are ignored for directories."""
     if ref.kind == "oci":
-        from modelseal.oci.layout import LayoutStore
+        from modelseal.oci.image_layout import LayoutStore
 
         return LayoutStore(ref.location)
     if ref.kind == "oci-archive":

@@ -3,7 +3,7 @@
 Reading never extracts: the tar's member table is read once, and each blob is read straight
 from its byte range in the file (one file handle per read, so parallel readers do not share a
 position), hashed while streaming like every other backend. Writing builds an ordinary image
-layout (a :class:`~modelseal.oci.layout.LayoutStore`) in a temporary directory next to the
+layout (a :class:`~modelseal.oci.image_layout.LayoutStore`) in a temporary directory next to the
 file, seeded with what the archive already holds, and :meth:`ArchiveStore.commit` tars it into
 a temporary file and renames it over the archive in one step: a reader sees the old archive or
 the new one, never half of one. Nothing is written unless ``commit`` is called (``copy`` and
@@ -36,8 +36,9 @@ from modelseal.errors import (
     StoreError,
     UsageError,
 )
-from modelseal.oci.layout import REF_NAME, LayoutStore
-from modelseal.oci.store import MANIFEST_V1, Descriptor, ProgressFn, copy_verified
+from modelseal.formats import MANIFEST_V1
+from modelseal.oci.image_layout import REF_NAME, LayoutStore
+from modelseal.oci.store import Descriptor, ProgressFn, copy_verified
 
 CHUNK = 4 * 1024 * 1024
 LAYOUT_FILES = ("oci-layout", "index.json")

@@ -25,28 +25,27 @@ from dataclasses import dataclass
 
 from modelseal.digest import sha256_bytes
 from modelseal.errors import InputError, NotFoundError, RegistryTimeoutError, StoreError
-from modelseal.modelpack import ANN_CREATED, created_time, rfc3339
-from modelseal.oci.layout import LayoutStore
-from modelseal.oci.parse import loads_json, parse_descriptor, parse_index
-from modelseal.oci.store import (
+from modelseal.formats import (
+    ANN_BLOB,
+    ANN_CREATED,
+    ANN_TRUNCATED,
     EMPTY_JSON,
     EMPTY_V1,
     INDEX_V1,
     MANIFEST_V1,
-    Descriptor,
-    Store,
-    canonical_json,
 )
+from modelseal.modelpack import created_time, rfc3339
+from modelseal.oci.image_layout import LayoutStore
+from modelseal.oci.parse import loads_json, parse_descriptor, parse_index
+from modelseal.oci.store import Descriptor, Store, canonical_json
 
 TAG_DIGEST_CHARS = 32
-ANN_BLOB = "dev.modelseal.referrer.blob"
 """Annotation naming the referrer's single layer, so a reader that trusts only the content
 (a verifier checking signatures and Statement subjects) can fetch it in one request."""
 INDEX_MERGE_ROUNDS = 8
 MAX_INDEX_BYTES = 4_000_000
 """Largest fallback index written: distribution refuses manifests over 4 MiB (4,194,304
 bytes), as do most registries; ~7,800 referrers with modelseal's annotations fit."""
-ANN_TRUNCATED = "dev.modelseal.referrers.truncated"
 
 
 def fallback_tag(subject_digest: str) -> str:

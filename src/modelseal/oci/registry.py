@@ -70,6 +70,7 @@ from modelseal.errors import (
     TagConflictError,
     UsageError,
 )
+from modelseal.formats import INDEX_V1, MANIFEST_TYPES
 from modelseal.oci.auth import (
     LOGIN_HINT,
     Challenge,
@@ -85,15 +86,12 @@ from modelseal.oci.parse import (
     parse_index,
     parse_tag_list,
 )
-from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn
+from modelseal.oci.store import Descriptor, ProgressFn
 from modelseal.refs import DIGEST_RE, Ref
 
 MiB = 1024 * 1024
 UploadMode = Literal["auto", "monolithic", "chunked"]
 
-DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = (MANIFEST_V1, INDEX_V1, DOCKER_MANIFEST_V2, DOCKER_MANIFEST_LIST)
 ACCEPT_MANIFESTS = ", ".join(MANIFEST_TYPES)
 MAX_MANIFEST_SIZE = 16 * MiB
 

@@ -16,12 +16,6 @@ from typing import Any, BinaryIO, Protocol
 from modelseal._util.json import type_name
 from modelseal.errors import InputError
 
-MANIFEST_V1 = "application/vnd.oci.image.manifest.v1+json"
-INDEX_V1 = "application/vnd.oci.image.index.v1+json"
-EMPTY_V1 = "application/vnd.oci.empty.v1+json"
-EMPTY_JSON = b"{}"
-EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-
 ProgressFn = Callable[[int], None]
 
 

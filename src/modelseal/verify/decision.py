@@ -37,9 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from modelseal._util.time import parse_time
 from modelseal.errors import InputError, VerificationError
-from modelseal.layout import (
-    LINK_PREDICATE,
-    SLSA_PROVENANCE_PREDICATE,
+from modelseal.formats import LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE
+from modelseal.intoto_layout.model import (
     TrustedLayout,
     check_layout,
     is_sigstore_key,

@@ -27,18 +27,18 @@ from modelseal.errors import (
     StoreError,
     UsageError,
 )
-from modelseal.layout import LAYOUT_ARTIFACT_TYPE, LAYOUT_MEDIA_TYPE
-from modelseal.oci.store import (
+from modelseal.formats import (
     EMPTY_JSON,
     EMPTY_V1,
+    LAYOUT_ARTIFACT_TYPE,
+    LAYOUT_MEDIA_TYPE,
     MANIFEST_V1,
-    Descriptor,
-    Store,
-    canonical_json,
+    VSA_PREDICATE,
 )
+from modelseal.oci.store import Descriptor, Store, canonical_json
 from modelseal.refs import Ref
 from modelseal.verify.decision import Evidence, ModelView, decide
-from modelseal.verify.policy import VSA_PREDICATE, Policy
+from modelseal.verify.policy import Policy
 from modelseal.verify.result import Ignored, VerificationResult
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def trust_root_for(layout_bytes: bytes, policy: Policy) -> Any:
     else None. Decided by the layout (as its signature will be checked), never by sniffing
     attestation bytes: the decision is given its trust material and picks no default."""
     from modelseal.attest.bundle import load_trusted_root
-    from modelseal.layout import is_sigstore_key, payload_of
+    from modelseal.intoto_layout.model import is_sigstore_key, payload_of
 
     try:
         keys = payload_of(load_json_object(layout_bytes, what="layout")).get("keys")
@@ -132,7 +132,8 @@ def relevant_predicate_types(layout_bytes: bytes, policy: Policy) -> set[str] | 
 
     Read from the layout before its signature is checked: it only decides which referrers
     are worth fetching, and a forged layout is refused by the decision anyway."""
-    from modelseal.layout import EXTENSION, LINK_PREDICATE, payload_of
+    from modelseal.formats import LINK_PREDICATE
+    from modelseal.intoto_layout.model import EXTENSION, payload_of
 
     try:
         doc = payload_of(load_json_object(layout_bytes, what="the layout"))
@@ -175,7 +176,7 @@ def _bounded_bundle(store: Store, referrer: Descriptor, cap: int) -> bytes:
     """The referrer's single layer, never ``cap`` bytes or more: refused from
     the layer descriptor's size when the manifest is read, and cut while streaming when only
     the (unsigned) blob annotation names it."""
-    from modelseal.oci.referrers import ANN_BLOB
+    from modelseal.formats import ANN_BLOB
     from modelseal.refs import DIGEST_RE
 
     blob = referrer.annotations.get(ANN_BLOB)
@@ -196,7 +197,7 @@ def _bounded_bundle(store: Store, referrer: Descriptor, cap: int) -> bytes:
         if size >= cap:
             raise _BlobTooLarge(f"its layer {blob} is {size} bytes; an attestation must be "
                                 f"smaller than {cap}: not fetched")
-    from modelseal.oci.layout import LayoutStore
+    from modelseal.oci.image_layout import LayoutStore
 
     if isinstance(store, LayoutStore):
         # a file: its size is known before reading, and it is read in one piece (streaming
@@ -229,8 +230,7 @@ def fetch_evidence(store: Store, subject_digest: str, *, workers: int = 16,
     from concurrent.futures import ThreadPoolExecutor
 
     from modelseal.attest.bundle import parse_bundle
-    from modelseal.attestations import ANN_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE
-    from modelseal.modelpack import ANN_CREATED
+    from modelseal.formats import ANN_CREATED, ANN_PREDICATE_TYPE, BUNDLE_MEDIA_TYPE
     from modelseal.oci.referrers import list_referrers
 
     refs = list_referrers(store, subject_digest, BUNDLE_MEDIA_TYPE, workers=workers)
@@ -298,7 +298,7 @@ def verify_and_resolve(store: Store, ref: Ref, policy: Policy, *,
     that manifest, by digest, so nothing changes between verifying and pulling). ``state``
     remembers each model's lifecycle head (rollback defence) when the policy has lifecycle
     requirements."""
-    from modelseal.attestations import ANN_PREDICATE_TYPE
+    from modelseal.formats import ANN_PREDICATE_TYPE
     from modelseal.transfer import fetch_model_manifest
 
     layout_bytes, layout_source = load_layout_bytes(policy, registry_options)

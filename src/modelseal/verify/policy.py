@@ -34,8 +34,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from modelseal._util.json import check_value, type_name
 from modelseal._util.limits import MAX_METADATA_BYTES
 from modelseal.errors import InputError, UsageError
-from modelseal.layout import parse_duration
-from modelseal.lifecycle.predicate import LIFECYCLE_PREDICATE
+from modelseal.formats import (
+    LIFECYCLE_PREDICATE,
+    SAFETY_PREDICATE,
+    TEST_RESULT_PREDICATE,
+    VSA_PREDICATE,
+)
+from modelseal.intoto_layout.model import parse_duration
 from modelseal.lifecycle.requirement import (
     LIFECYCLE_POLICY_KEYS,
     LifecycleRequirement,
@@ -46,10 +51,6 @@ from modelseal.verify.result import Refusal
 if TYPE_CHECKING:
     from securesystemslib.signer import Key
 
-BOM_PREDICATE = "https://cyclonedx.org/bom"
-SAFETY_PREDICATE = "https://modelseal.dev/attestation/model-safety/v1"
-VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
-TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 
 POLICY_KEYS = ("version", "layout", "layout_keys", "trusted_root", "final_step",
                "required_predicates", "distinct_signers", "max_attestation_age",
@@ -104,7 +105,7 @@ def not_passed(predicate_type: str, statement: Mapping[str, Any],
     - a VSA: ``verificationResult`` PASSED;
     - a model-safety scan: ``result`` PASSED (ModelSafety also reads its findings).
     """
-    from modelseal.layout import LINK_PREDICATE
+    from modelseal.formats import LINK_PREDICATE
 
     pred = statement.get("predicate")
     pred = pred if isinstance(pred, Mapping) else {}
@@ -554,7 +555,7 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
                    source: str = "policy",
                    load_key: Callable[[str], Key] | None = None) -> Policy:
     """A Policy from parsed YAML. Relative paths are relative to ``base_dir``."""
-    from modelseal.layout import key_dict, key_identity, load_functionary_key
+    from modelseal.intoto_layout.model import key_dict, key_identity, load_functionary_key
 
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: a policy is a YAML mapping")

@@ -22,32 +22,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # name -> ("module:attribute" of a click command, one-line help), imported only when used.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "keygen": ("modelseal.commands.attest_cmds:keygen", "Create a signing key pair."),
-    "run": ("modelseal.commands.attest_cmds:run",
+    "keygen": ("modelseal.cli.commands.attest_cmds:keygen", "Create a signing key pair."),
+    "run": ("modelseal.cli.commands.attest_cmds:run",
             "Run a pipeline step and sign an in-toto link attestation for it."),
-    "attest": ("modelseal.commands.attest_cmds:attest",
+    "attest": ("modelseal.cli.commands.attest_cmds:attest",
                "Sign an attestation (provenance, evaluation, any predicate)."),
-    "attach": ("modelseal.commands.oci_cmds:attach",
+    "attach": ("modelseal.cli.commands.oci_cmds:attach",
                "Attach attestations to a model as OCI referrers."),
-    "attestations": ("modelseal.commands.oci_cmds:attestations",
+    "attestations": ("modelseal.cli.commands.oci_cmds:attestations",
                      "List (and download) the attestations attached to a model."),
-    "bom": ("modelseal.commands.bom_cmds:bom", "Build a CycloneDX ML-BOM for a model."),
-    "scan": ("modelseal.commands.bom_cmds:scan", "Scan model files for code-executing formats."),
-    "layout": ("modelseal.commands.verify_cmds:layout",
+    "bom": ("modelseal.cli.commands.bom_cmds:bom", "Build a CycloneDX ML-BOM for a model."),
+    "scan": ("modelseal.cli.commands.bom_cmds:scan",
+            "Scan model files for code-executing formats."),
+    "layout": ("modelseal.cli.commands.verify_cmds:layout",
                "Create, sign and check in-toto layouts."),
-    "verify": ("modelseal.commands.verify_cmds:verify",
+    "verify": ("modelseal.cli.commands.verify_cmds:verify",
                "Verify a model against a policy before rollout."),
-    "promote": ("modelseal.commands.lifecycle_cmds:promote", "Promote a model to a stage."),
-    "deprecate": ("modelseal.commands.lifecycle_cmds:deprecate", "Deprecate a model."),
-    "retire": ("modelseal.commands.lifecycle_cmds:retire", "Retire a model for good."),
-    "correct": ("modelseal.commands.lifecycle_cmds:correct", "Correct a model's metadata."),
-    "history": ("modelseal.commands.lifecycle_cmds:history", "A model's story in time order."),
-    "copy": ("modelseal.commands.audit_cmds:copy", "Copy a model with every referrer."),
-    "bundle": ("modelseal.commands.audit_cmds:bundle", "Export and verify offline audit bundles."),
-    "audit": ("modelseal.commands.audit_cmds:audit", "Write an auditor's report (HTML, JSON)."),
-    "index": ("modelseal.commands.index_cmds:index", "Index registries' evidence for lineage."),
-    "lineage": ("modelseal.commands.index_cmds:lineage", "Lineage of a dataset or a model."),
-    "search": ("modelseal.commands.index_cmds:search", "Search the evidence index."),
+    "promote": ("modelseal.cli.commands.lifecycle_cmds:promote", "Promote a model to a stage."),
+    "deprecate": ("modelseal.cli.commands.lifecycle_cmds:deprecate", "Deprecate a model."),
+    "retire": ("modelseal.cli.commands.lifecycle_cmds:retire", "Retire a model for good."),
+    "correct": ("modelseal.cli.commands.lifecycle_cmds:correct", "Correct a model's metadata."),
+    "history": ("modelseal.cli.commands.lifecycle_cmds:history", "A model's story in time order."),
+    "copy": ("modelseal.cli.commands.audit_cmds:copy", "Copy a model with every referrer."),
+    "bundle": ("modelseal.cli.commands.audit_cmds:bundle",
+              "Export and verify offline audit bundles."),
+    "audit": ("modelseal.cli.commands.audit_cmds:audit", "Write an auditor's report (HTML, JSON)."),
+    "index": ("modelseal.cli.commands.index_cmds:index", "Index registries' evidence for lineage."),
+    "lineage": ("modelseal.cli.commands.index_cmds:lineage", "Lineage of a dataset or a model."),
+    "search": ("modelseal.cli.commands.index_cmds:search", "Search the evidence index."),
 }
 
 
@@ -594,7 +596,7 @@ def inspect(ref: str, json_mode: bool, show_bom: bool, **kw: Any) -> None:
         t = Table(show_lines=False, box=None)
         for col in ("file", "size", "role", "digest"):
             t.add_column(col, overflow="fold", no_wrap=col in ("digest", "role", "size"))
-        from modelseal.modelpack import ROLE_BY_MEDIA_TYPE
+        from modelseal.formats import ROLE_BY_MEDIA_TYPE
 
         for la in m.layers:
             t.add_row(escape(la.filepath), human_size(la.size),
@@ -606,8 +608,8 @@ def inspect(ref: str, json_mode: bool, show_bom: bool, **kw: Any) -> None:
 
 
 def _inspect_bom(store: Any, r: Any, digest: str, json_mode: bool) -> None:
-    from modelseal.bom import summarize_bom
-    from modelseal.bom_attach import find_attached_bom
+    from modelseal.bom.build import summarize_bom
+    from modelseal.bom.remote import find_attached_bom
     from modelseal.errors import NotFoundError
 
     found = find_attached_bom(store, digest)
@@ -619,10 +621,7 @@ def _inspect_bom(store: Any, r: Any, digest: str, json_mode: bool) -> None:
         emit_json({"ref": str(r), "digest": digest, "source": found.source,
                    "referrer": found.referrer, "bom": summary})
         return
-    from modelseal.commands.bom_cmds import print_bom_summary
+    from modelseal.cli.commands.bom_cmds import print_bom_summary
 
     print_bom_summary(summary, source=found.source, referrer=found.referrer)
 
-
-if __name__ == "__main__":
-    main()

@@ -355,14 +355,9 @@ def _parse_time(text: str | None) -> datetime | None:
 def attest_provenance(**kw: Any) -> None:
     """Sign SLSA provenance v1 for a training run (subjects: the trained model files)."""
     with errors_to_exit(kw.get("json_mode", False)):
-        from modelseal.attest.statement import (
-            SLSA_PROVENANCE_PREDICATE,
-            ci_context,
-            now,
-            provenance_predicate,
-            statement,
-        )
+        from modelseal.attest.statement import ci_context, now, provenance_predicate, statement
         from modelseal.errors import InputError, UsageError
+        from modelseal.formats import SLSA_PROVENANCE_PREDICATE
 
         hp: dict[str, Any] = {}
         if kw["hyperparameters"]:
@@ -415,13 +410,9 @@ def attest_evaluation(**kw: Any) -> None:
     """
     failed: list[str] = []
     with errors_to_exit(kw.get("json_mode", False)):
-        from modelseal.attest.statement import (
-            TEST_RESULT_PREDICATE,
-            evaluation_predicate,
-            parse_threshold,
-            statement,
-        )
+        from modelseal.attest.statement import evaluation_predicate, parse_threshold, statement
         from modelseal.errors import InputError
+        from modelseal.formats import TEST_RESULT_PREDICATE
 
         ths = [parse_threshold(t) for t in kw["thresholds"]]
         try:

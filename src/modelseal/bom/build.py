@@ -26,11 +26,8 @@ from modelseal.errors import InputError, ModelsealError, UsageError
 if TYPE_CHECKING:
     from modelseal.safety import SafetyReport
 
-BOM_PREDICATE = "https://cyclonedx.org/bom"
 """predicateType of the signed ML-BOM attestation."""
-BOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 """Media type (artifactType and layer) of the plain BOM referrer."""
-BOM_XML_MEDIA_TYPE = "application/vnd.cyclonedx+xml"
 SPEC_VERSIONS = ("1.6", "1.7")
 DIRHASH_SCHEME = "modelseal-dirhash-v1"
 """sha256 of the lines ``<sha256 hex>  <relative path>\\n`` sorted by path (``sha256sum`` form)."""

@@ -38,20 +38,19 @@ from typing import TYPE_CHECKING, Any
 
 from modelseal._util.time import parse_time
 from modelseal.errors import InputError, UsageError, VerificationError
+from modelseal.formats import (
+    IN_TOTO_PAYLOAD_TYPE,
+    LINK_PREDICATE,
+    SIGSTORE_KEYTYPE,
+)
 
 if TYPE_CHECKING:
     from in_toto.models.layout import Layout
     from securesystemslib.signer import Key, Signer
 
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-LAYOUT_MEDIA_TYPE = "application/vnd.in-toto.layout+json"
-LAYOUT_ARTIFACT_TYPE = "application/vnd.modelseal.layout.v1+json"
 EXTENSION = "modelseal"
-SIGSTORE_KEYTYPE = "sigstore-oidc"
 SIGSTORE_SCHEME = "Fulcio"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
-LINK_PREDICATE = "https://in-toto.io/attestation/link/v0.3"
-SLSA_PROVENANCE_PREDICATE = "https://slsa.dev/provenance/v1"
 TEMPLATES = ("ml-pipeline", "ml-pipeline-keyless", "ml-pipeline-hsm")
 DEFAULT_VALIDITY = timedelta(days=180)
 SOON = timedelta(days=30)
@@ -370,7 +369,7 @@ def sign_layout(doc_or_signed: Mapping[str, Any], signer: Signer) -> dict[str, A
                              ) from e
     else:
         doc = payload_of(doc_or_signed) if "signed" in doc_or_signed else dict(doc_or_signed)
-        env = Envelope(payload=_canonical(doc), payload_type=PAYLOAD_TYPE, signatures={})
+        env = Envelope(payload=_canonical(doc), payload_type=IN_TOTO_PAYLOAD_TYPE, signatures={})
     if not isinstance(doc, dict):
         raise InputError("the layout is not a JSON object")
     to_in_toto(doc)

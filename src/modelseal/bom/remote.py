@@ -17,9 +17,7 @@ from urllib.parse import quote
 
 from modelseal._util.json import loads as load_json
 from modelseal.attest.statement import MATERIALS_SUBJECT
-from modelseal.bom import (
-    BOM_MEDIA_TYPE,
-    BOM_PREDICATE,
+from modelseal.bom.build import (
     AttestationRef,
     DatasetInfo,
     Metric,
@@ -31,6 +29,12 @@ from modelseal.bom import (
     serialize_bom,
 )
 from modelseal.errors import InputError
+from modelseal.formats import (
+    BOM_MEDIA_TYPE,
+    BOM_PREDICATE,
+    LINK_PREDICATE,
+    TEST_RESULT_PREDICATE,
+)
 
 if TYPE_CHECKING:
     from modelseal.attestations import AttestationInfo
@@ -40,8 +44,6 @@ if TYPE_CHECKING:
     from modelseal.refs import Ref
     from modelseal.safety import SafetyReport
 
-LINK_PREDICATE = "https://in-toto.io/attestation/link/v0.3"
-TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 
 # Attestations that are not links, and the kind of step they belong to (by _task_type).
 _PREDICATE_STEP: dict[str, tuple[str, str]] = {
@@ -79,7 +81,7 @@ def model_info_from_manifest(ref: Ref, manifest: ModelManifest,
                              version: str | None = None) -> ModelInfo:
     """A :class:`ModelInfo` from a ModelPack manifest: file digests are the layer digests, and
     the purl names the manifest digest and the repository."""
-    from modelseal.modelpack import ANN_NAME, ANN_VERSION
+    from modelseal.formats import ANN_NAME, ANN_VERSION
 
     desc = (config or {}).get("descriptor") or {}
     anns = manifest.annotations
@@ -251,7 +253,8 @@ def safety_from_attestations(found: Sequence[AttestationInfo],
     """The newest attached model-safety result that covers every file of the model (same
     paths and digests), and the referrer digest it came from. Its signature is not checked
     here: ``modelseal verify`` does that."""
-    from modelseal.safety import SAFETY_PREDICATE, report_from_predicate
+    from modelseal.formats import SAFETY_PREDICATE
+    from modelseal.safety import report_from_predicate
 
     want = manifest_files(manifest)
     for info in sorted(found, key=lambda i: (i.created or "", i.descriptor.digest),
@@ -275,7 +278,7 @@ def safety_from_attestations(found: Sequence[AttestationInfo],
 def metrics_from_attestations(found: Sequence[AttestationInfo]) -> tuple[list[Metric], str] | None:
     """The metrics of the newest attached evaluation (test-result) attestation, and its
     referrer digest; None when there is none with numeric metrics. Not verified here."""
-    from modelseal.bom import metrics_from_obj
+    from modelseal.bom.build import metrics_from_obj
 
     for info in sorted(found, key=lambda i: (i.created or "", i.descriptor.digest),
                        reverse=True):

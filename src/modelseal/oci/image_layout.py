@@ -41,7 +41,8 @@ from modelseal.errors import (
     NotFoundError,
     StoreError,
 )
-from modelseal.oci.store import INDEX_V1, MANIFEST_V1, Descriptor, ProgressFn, copy_verified
+from modelseal.formats import INDEX_V1, MANIFEST_V1
+from modelseal.oci.store import Descriptor, ProgressFn, copy_verified
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 4 * 1024 * 1024

@@ -1,8 +1,8 @@
 """``modelseal bom`` and ``modelseal scan``: what a model is made of, and whether it is safe
 to load.
 
-Thin: each command parses, calls modelseal.bom / modelseal.safety, prints. Heavy libraries load
-inside the command bodies so that ``modelseal --help`` stays fast.
+Thin: each command parses, calls modelseal.bom.build / modelseal.safety, prints. Heavy
+libraries load inside the command bodies so that ``modelseal --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from modelseal.cli import (
     registry_options,
     store_kwargs,
 )
-from modelseal.commands.attest_cmds import _load_signer, signer_options_optional
+from modelseal.cli.commands.attest_cmds import _load_signer, signer_options_optional
 
 
 def _parse_dataset(arg: str) -> tuple[Path, str | None]:
@@ -35,7 +35,7 @@ def _parse_dataset(arg: str) -> tuple[Path, str | None]:
 
 def _parse_step(arg: str) -> Any:
     """``NAME``, ``NAME=sha256:<hex>`` or ``NAME=sha256:<hex>@REF``."""
-    from modelseal.bom import StepRef
+    from modelseal.bom.build import StepRef
     from modelseal.errors import UsageError
 
     name, _, rest = arg.partition("=")
@@ -120,7 +120,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
     or attached.
     """
     with errors_to_exit(json_mode):
-        from modelseal.bom import (
+        from modelseal.bom.build import (
             build_bom,
             dataset_from_path,
             load_metrics,
@@ -160,7 +160,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
         model_name = name or (card or {}).get("name")
 
         if not is_ref:
-            from modelseal.bom import model_info_from_dir
+            from modelseal.bom.build import model_info_from_dir
 
             model_dir = Path(model)
             step_refs = [_parse_step(s) for s in steps]
@@ -177,7 +177,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
             data = serialize_bom(doc, fmt)
             if signer is not None:
                 from modelseal.attest.bundle import sign_statement
-                from modelseal.bom_attach import bom_statement
+                from modelseal.bom.remote import bom_statement
 
                 st = bom_statement(doc, [(f.path, f.sha256) for f in info.files])
                 path = _write_bundle(sign_statement(st, signer), signer, kw)
@@ -185,7 +185,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
             _emit_bom(data, output, doc, spec)
             return
 
-        from modelseal.bom_attach import attach_bom, bom_for_ref, bom_statement, bom_subjects
+        from modelseal.bom.remote import attach_bom, bom_for_ref, bom_statement, bom_subjects
 
         r, store = open_ref(model, store_kwargs(kw))
         built = bom_for_ref(store, r, model_card=card, datasets=ds, metrics=mets,
@@ -290,13 +290,8 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, refuse_unknown: bool,
     """
     with errors_to_exit(json_mode):
         from modelseal.errors import VerificationError
-        from modelseal.safety import (
-            SAFETY_PREDICATE,
-            safety_predicate,
-            safety_subjects,
-            scan_model,
-            unsafe_findings,
-        )
+        from modelseal.formats import SAFETY_PREDICATE
+        from modelseal.safety import safety_predicate, safety_subjects, scan_model, unsafe_findings
 
         signer = _load_signer(kw) if kw.get("signer") else None  # a bad key fails first
         report = scan_model(model_dir)

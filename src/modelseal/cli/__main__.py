@@ -1,0 +1,5 @@
+"""`python -m modelseal.cli`: the command line."""
+
+from modelseal.cli import main
+
+main()

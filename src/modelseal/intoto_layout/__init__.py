@@ -1,0 +1,2 @@
+"""in-toto layouts: the model (parse, keys, verify its signature), authoring (templates,
+signing) and lint (check)."""
