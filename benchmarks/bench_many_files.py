@@ -77,7 +77,7 @@ def setup_evidence(work: Path, ref_text: str) -> Path:
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.signers import keygen, load_public_key, load_signer
     from modelseal.attestations import attach_bundle, subject_of
-    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
+    from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
     from modelseal.oci import open_store
     from modelseal.refs import parse_ref
     from modelseal.transfer import fetch_model_manifest

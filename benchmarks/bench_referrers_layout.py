@@ -51,16 +51,17 @@ def build(work: Path, n: int) -> dict[str, str]:
     work.mkdir(parents=True)
     from bench_verify import STEPS, pipeline_statements
 
+    from modelseal._util.json import canonical_json
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.signers import keygen, load_public_key, load_signer
     from modelseal.attest.statement import statement
     from modelseal.attestations import attach_bundle, subject_of
     from modelseal.formats import BUNDLE_MEDIA_TYPE, INDEX_V1
-    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
+    from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci.image_layout import REF_NAME, LayoutStore
     from modelseal.oci.referrers import attach, fallback_tag
-    from modelseal.oci.store import Descriptor, canonical_json
+    from modelseal.oci.store import Descriptor
     from modelseal.refs import parse_ref
     from modelseal.transfer import push
 

@@ -62,7 +62,7 @@ def build(work: Path, server: RegistryServer, n: int, threads: int) -> dict[str,
     from modelseal.attest.statement import statement
     from modelseal.attestations import attach_bundle, subject_of
     from modelseal.formats import BUNDLE_MEDIA_TYPE
-    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
+    from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci.referrers import add_to_index, attach
     from modelseal.oci.registry import RegistryStore

@@ -98,6 +98,7 @@ def pipeline_statements(files: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def setup(root: Path, model: Path, registry: Any, extra_referrers: int) -> dict[str, Any]:
+    from modelseal._util.json import canonical_json
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.model_signing import sign_model_signing
     from modelseal.attest.signers import keygen, load_public_key, load_signer
@@ -106,11 +107,10 @@ def setup(root: Path, model: Path, registry: Any, extra_referrers: int) -> dict[
     from modelseal.bom.build import ModelFile, ModelInfo, build_bom
     from modelseal.digest import DigestCache
     from modelseal.formats import BUNDLE_MEDIA_TYPE, INDEX_V1
-    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
+    from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci import open_store
     from modelseal.oci.referrers import attach
-    from modelseal.oci.store import canonical_json
     from modelseal.refs import parse_ref
     from modelseal.transfer import push
 

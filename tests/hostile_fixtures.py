@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from modelseal._util.json import canonical_json
 from modelseal.digest import sha256_bytes
 from modelseal.formats import (
     ANN_BLOB,
@@ -26,7 +27,7 @@ from modelseal.formats import (
     MANIFEST_V1,
 )
 from modelseal.oci.referrers import _read_index, fallback_tag, referrer_tag
-from modelseal.oci.store import Descriptor, Store, canonical_json
+from modelseal.oci.store import Descriptor, Store
 
 
 def b64(data: bytes) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from modelseal import transfer
+from modelseal._util.json import canonical_json as cj
 from modelseal.attest.bundle import sign_statement
 from modelseal.attest.signers import keygen, load_signer
 from modelseal.attestations import subject_of
@@ -34,7 +35,6 @@ from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store, referrers
 from modelseal.oci.referrers import attach, fallback_tag, list_referrers
 from modelseal.oci.registry import RegistryStore
-from modelseal.oci.store import canonical_json as cj
 from modelseal.refs import parse_ref
 from registry_server import RegistryServer
 

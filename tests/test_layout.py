@@ -13,16 +13,9 @@ from click.testing import CliRunner
 
 from modelseal.cli import main
 from modelseal.errors import UsageError, VerificationError
-from modelseal.intoto_layout.model import (
-    TEMPLATES,
-    check_layout,
-    load_functionary_key,
-    load_template,
-    new_layout,
-    payload_of,
-    sign_layout,
-    verify_layout,
-)
+from modelseal.intoto_layout.authoring import TEMPLATES, load_template, new_layout, sign_layout
+from modelseal.intoto_layout.lint import check_layout
+from modelseal.intoto_layout.model import load_functionary_key, payload_of, verify_layout
 from pipeline_fixtures import FUNCTIONARY, STEPS, make_functionaries
 
 

@@ -20,7 +20,7 @@ from modelseal.attestations import attach_bundle, list_attestations, subject_of
 from modelseal.cli import main
 from modelseal.errors import InputError
 from modelseal.formats import LIFECYCLE_PREDICATE
-from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
+from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
 from modelseal.lifecycle.chain import (
     RULE_AGE,
     RULE_CHAIN,

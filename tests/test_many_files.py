@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 
 from modelseal import modelpack
+from modelseal._util.json import canonical_json
 from modelseal.digest import hash_files
 from modelseal.errors import DigestMismatchError, InputError, UnsafePathError
 from modelseal.formats import ARTIFACT_TYPE, FILE_LIST_MEDIA_TYPE, MANIFEST_V1, TAR_MEDIA_TYPES
 from modelseal.modelpack import ModelMetadata, parse_model_manifest, with_file_list
 from modelseal.oci import open_store
-from modelseal.oci.store import Descriptor, Store, canonical_json
+from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import parse_ref
 from modelseal.tarlayers import MANIFEST_SAFE_BYTES, Member, file_list_doc, tar_info, unpack_tar
 from modelseal.transfer import fetch_model_manifest, pull, push

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from modelseal._util.json import canonical_json
 from modelseal.errors import (
     DigestMismatchError,
     InputError,
@@ -21,7 +22,7 @@ from modelseal.errors import (
 from modelseal.formats import ARTIFACT_TYPE, MANIFEST_V1
 from modelseal.modelpack import ModelMetadata, validate_config
 from modelseal.oci import open_store
-from modelseal.oci.store import Store, canonical_json
+from modelseal.oci.store import Store
 from modelseal.refs import Ref, parse_ref
 from modelseal.transfer import Progress, fetch_model_manifest, pull, push
 from registry_server import RegistryServer, blob_path

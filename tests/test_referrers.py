@@ -160,8 +160,8 @@ def test_deleted_foreign_referrer_does_not_block_later_attaches(registry: Regist
                                                                 tmp_path: Path) -> None:
     """Another tool's index entries have no tag of ours: a deleted one is dropped after a
     lookup, a live one is kept."""
+    from modelseal._util.json import canonical_json
     from modelseal.formats import EMPTY_JSON, INDEX_V1, MANIFEST_V1
-    from modelseal.oci.store import canonical_json
 
     store, digest = _model(tmp_path, f"{registry.host}/models/foreign:v1")
     subject = subject_of(store, digest)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from modelseal._util.json import canonical_json
 from modelseal.errors import (
     AuthError,
     DigestMismatchError,
@@ -24,7 +25,6 @@ from modelseal.errors import (
 )
 from modelseal.formats import EMPTY_DIGEST, EMPTY_JSON, EMPTY_V1, MANIFEST_V1
 from modelseal.oci.registry import RegistryOptions, RegistryStore, open_registry_store
-from modelseal.oci.store import canonical_json
 from modelseal.refs import parse_ref
 from registry_server import RegistryServer, blob_path, free_port
 

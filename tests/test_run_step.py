@@ -204,7 +204,7 @@ def test_step_without_products_has_a_subject_in_toto_and_sigstore_accept(
     from in_toto_attestation.v1.statement import Statement as ItaStatement
     from sigstore import dsse
 
-    from modelseal.oci.store import canonical_json
+    from modelseal._util.json import canonical_json
 
     w = _workdir(tmp_path)
     _, st = steps.record_step("approve", ["true"], ["data"], base_dir=w)

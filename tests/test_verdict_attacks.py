@@ -27,14 +27,13 @@ from modelseal.attest.statement import statement
 from modelseal.cli import main
 from modelseal.errors import UsageError, VerificationError
 from modelseal.formats import LINK_PREDICATE, TEST_RESULT_PREDICATE, VSA_PREDICATE
+from modelseal.intoto_layout.authoring import load_template, new_layout
+from modelseal.intoto_layout.lint import check_layout
 from modelseal.intoto_layout.model import (
     EXTENSION,
-    check_layout,
     key_dict,
     key_from_dict,
     key_identity,
-    load_template,
-    new_layout,
     sigstore_key,
     verify_layout,
 )

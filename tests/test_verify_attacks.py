@@ -20,7 +20,8 @@ from modelseal.attest.statement import statement
 from modelseal.attestations import attach_bundle, subject_of
 from modelseal.errors import DigestMismatchError, VerificationError
 from modelseal.formats import BOM_PREDICATE, LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE
-from modelseal.intoto_layout.model import load_template, new_layout, sigstore_key
+from modelseal.intoto_layout.authoring import load_template, new_layout
+from modelseal.intoto_layout.model import sigstore_key
 from modelseal.modelpack import ModelMetadata
 from modelseal.transfer import push
 from modelseal.verify.decision import Evidence, ModelView, decide

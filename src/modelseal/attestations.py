@@ -90,8 +90,8 @@ class AttachOutcome:
 
 def statement_digest(statement: Any) -> str:
     """sha256 of a Statement's canonical JSON: equal for the same claims however serialized."""
+    from modelseal._util.json import canonical_json
     from modelseal.digest import sha256_bytes
-    from modelseal.oci.store import canonical_json
 
     return sha256_bytes(canonical_json(statement))
 

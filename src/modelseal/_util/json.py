@@ -173,3 +173,10 @@ def _check_text(s: str, what: str, error: type[ModelsealError]) -> None:
     except UnicodeEncodeError as e:
         raise error(f"{what} holds a string that is not valid Unicode "
                     f"(lone surrogate at position {e.start})") from e
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The bytes modelseal writes for JSON documents it creates and signs (stable, compact):
+    keys sorted, no whitespace, UTF-8. The one canonical form: digests of statements, the
+    payloads of DSSE envelopes, manifests and indexes are all these bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -25,12 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.json import canonical_json  # the bytes we sign, as we store JSON
 from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_BUNDLE_BYTES, MAX_SIGNATURES_PER_ENVELOPE
 from modelseal.attest.statement import check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
 from modelseal.formats import BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPES, IN_TOTO_PAYLOAD_TYPE
-from modelseal.oci.store import canonical_json  # the bytes we sign, as we store JSON
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Key, Signer

@@ -112,7 +112,7 @@ def materials_digest(materials: Iterable[Subject]) -> str:
     followed by the canonical JSON list of ``{"name", "sha256"}``, sorted by name."""
     import hashlib
 
-    from modelseal.oci.store import canonical_json
+    from modelseal._util.json import canonical_json
 
     items = sorted((n, _hex(d, n)) for n, d in materials)
     listing = canonical_json([{"name": n, "sha256": d} for n, d in items])
@@ -388,6 +388,3 @@ def evaluation_predicate(
     return pred
 
 
-def now() -> datetime:
-    """Current time in UTC, second precision (what the predicates record)."""
-    return datetime.now(UTC).replace(microsecond=0)

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.time import rfc3339
 from modelseal.errors import InputError, SigningError, UsageError
 from modelseal.formats import TSA_QUERY_MEDIA_TYPE, TSA_REPLY_MEDIA_TYPE
 
@@ -188,7 +189,7 @@ class TrustedTime:
     serial: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time": self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        return {"time": rfc3339(self.time),
                 "source": "rfc3161", "tsa": self.tsa, "serial": self.serial}
 
 

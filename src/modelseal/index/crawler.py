@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, select
 
+from modelseal._util.time import parse_time, rfc3339
 from modelseal.errors import (
     AuthError,
     DigestMismatchError,
@@ -119,11 +120,7 @@ class CrawlReport:
 
 
 def _iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if t is None else rfc3339(t)
 
 
 def _time(v: str | None) -> str | None:
@@ -131,8 +128,8 @@ def _time(v: str | None) -> str | None:
     if not v:
         return None
     try:
-        return _iso(datetime.fromisoformat(v.replace("Z", "+00:00")))
-    except (ValueError, OverflowError):
+        return rfc3339(parse_time(v))
+    except InputError:
         return None
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
 )
 
+from modelseal._util.time import rfc3339
 from modelseal.errors import UsageError
 
 DB_ENV = "MODELSEAL_DB"
@@ -198,7 +199,7 @@ def migrate(engine: Engine) -> int:
         with engine.begin() as conn:
             step(conn)
             conn.execute(migrations_table.insert().values(
-                version=n, applied_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")))
+                version=n, applied_at=rfc3339(datetime.now(UTC))))
     return SCHEMA_VERSION
 
 

@@ -1,9 +1,11 @@
-"""in-toto layouts: templates, filling in functionaries, signing, loading, and checks.
+"""in-toto layouts, the model: reading a layout document, its keys (``key_identity``: when
+two keys are the same functionary), and verifying a signed layout's signatures.
 
 A layout is the in-toto 3.x layout document (``_type: layout``), signed in a DSSE envelope
 (payloadType ``application/vnd.in-toto+json``) exactly as ``in-toto-sign`` writes it, so
 ``in-toto-verify`` and other in-toto tools read our layouts. The classic Metablock format
-(``{"signed": ..., "signatures": ...}``) is read too.
+(``{"signed": ..., "signatures": ...}``) is read too. Writing layouts (templates, ``layout
+new``, signing) is ``intoto_layout.authoring``; ``layout check`` is ``intoto_layout.lint``.
 
 modelseal keeps two things in the layout that in-toto does not model:
 
@@ -19,43 +21,30 @@ modelseal keeps two things in the layout that in-toto does not model:
   ``step_predicates`` (which Statement predicate types may evidence a step; default the link
   predicate only).
 
-Nothing here touches the network; reading and writing files is limited to the helpers that
-say so (``load_template``, ``read_layout_file``).
+Nothing here touches the network; reading files is limited to the helpers that say so
+(``load_functionary_key``, ``read_layout_file``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from importlib import resources
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelseal._util.time import parse_time
+from modelseal._util.json import canonical_json
 from modelseal.errors import InputError, UsageError, VerificationError
-from modelseal.formats import (
-    IN_TOTO_PAYLOAD_TYPE,
-    LINK_PREDICATE,
-    SIGSTORE_KEYTYPE,
-)
+from modelseal.formats import LINK_PREDICATE, SIGSTORE_KEYTYPE
 
 if TYPE_CHECKING:
     from in_toto.models.layout import Layout
-    from securesystemslib.signer import Key, Signer
+    from securesystemslib.signer import Key
 
 EXTENSION = "modelseal"
 SIGSTORE_SCHEME = "Fulcio"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
-TEMPLATES = ("ml-pipeline", "ml-pipeline-keyless", "ml-pipeline-hsm")
-DEFAULT_VALIDITY = timedelta(days=180)
-SOON = timedelta(days=30)
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def register_sigstore_keys() -> None:
@@ -65,23 +54,6 @@ def register_sigstore_keys() -> None:
     from securesystemslib.signer import KEY_FOR_TYPE_AND_SCHEME, SigstoreKey
 
     KEY_FOR_TYPE_AND_SCHEME.setdefault((SIGSTORE_KEYTYPE, SIGSTORE_SCHEME), SigstoreKey)
-
-
-def parse_duration(text: str | int | float) -> timedelta:
-    """``90d``, ``12h``, ``2w``, ``30m``, ``45s`` (or a number of seconds)."""
-    if isinstance(text, bool):
-        raise UsageError(f"duration {text!r} is not a duration")
-    if isinstance(text, (int, float)):
-        return timedelta(seconds=float(text))
-    m = _DURATION.match(str(text))
-    if not m:
-        raise UsageError(f"duration {text!r} is not of the form NUMBER[s|m|h|d|w], e.g. 90d")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
-
-
-def iso(t: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SSZ``, the one date format in-toto layouts accept."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +128,7 @@ def key_identity(d: Mapping[str, Any]) -> str:
         except (ValueError, TypeError):
             der = None
     if der is None:
-        return "unparsed:" + hashlib.sha256(_canonical(dict(keyval))).hexdigest()
+        return "unparsed:" + hashlib.sha256(canonical_json(dict(keyval))).hexdigest()
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
@@ -217,118 +189,10 @@ def load_functionary_key(spec: str, *, default_issuer: str = GITHUB_ISSUER) -> K
                      hint="give a PEM public key, sigstore:IDENTITY, or a signer URI (hsm:...)")
 
 
+
 # ---------------------------------------------------------------------------------------------
-# templates and new layouts
+# the layout document
 
-
-def templates_dirs() -> list[Path]:
-    """Where templates are looked up: the repository's ``layouts/``, then package data."""
-    out = [Path(__file__).resolve().parents[2] / "layouts"]
-    with contextlib.suppress(ModuleNotFoundError, TypeError):
-        out.append(Path(str(resources.files("modelseal") / "data" / "layouts")))
-    return out
-
-
-def load_template(name_or_path: str) -> dict[str, Any]:
-    """A template by name (``ml-pipeline``...) or path; the unsigned layout document."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        for d in templates_dirs():
-            cand = d / f"{name_or_path}.json"
-            if cand.is_file():
-                path = cand
-                break
-        else:
-            raise UsageError(f"no layout template {name_or_path!r}",
-                             hint="templates: " + ", ".join(TEMPLATES))
-    try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise InputError(f"layout template {path} cannot be read: {e}") from e
-    return payload_of(doc) if ("payload" in doc or "signed" in doc) else doc
-
-
-def parse_functionaries(specs: Iterable[str]) -> list[tuple[str, str]]:
-    """``STEP=KEY`` pairs from the command line, in order."""
-    out = []
-    for s in specs:
-        step, sep, key = s.partition("=")
-        if not sep or not step or not key:
-            raise UsageError(f"functionary {s!r}: write STEP=KEY")
-        out.append((step.strip(), key.strip()))
-    return out
-
-
-def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, Key]], *,
-               expires: datetime | None = None, now: datetime | None = None,
-               thresholds: Mapping[str, int] | None = None,
-               readme: str | None = None,
-               names: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A layout document from a template, with each step's functionary keys filled in.
-
-    Every step must end up with at least ``threshold`` keys; in-toto's own validation runs
-    on the result. The same key material given twice (under another key id, in another
-    encoding) is one functionary: it is listed once. ``names`` (keyid -> functionary name)
-    go into the extension's ``functionaries`` so that refusals name people, not key ids.
-    """
-    from modelseal.lifecycle.predicate import ACTIONS
-
-    doc = copy.deepcopy(dict(template))
-    steps = {s["name"]: s for s in doc.get("steps") or []}
-    keys: dict[str, Any] = dict(doc.get("keys") or {})
-    by_identity = {key_identity(d): kid for kid, d in keys.items() if isinstance(d, Mapping)}
-    ext = doc.setdefault(EXTENSION, {})
-    known = dict(ext.get("functionaries") or {}) if isinstance(ext, dict) else {}
-    # lifecycle transitions (promote:STAGE, deprecate, retire, correct: docs/lifecycle.md) are
-    # signed like steps but live in the extension: no link is ever expected for them
-    lifecycle = ext.setdefault("lifecycle", {}) if isinstance(ext, dict) else {}
-
-    def slot(name: str) -> dict[str, Any] | None:
-        if name.partition(":")[0] in ACTIONS and (name.partition(":")[0] == "promote") == (
-                ":" in name):
-            return lifecycle.setdefault(name, {"pubkeys": [], "threshold": 1})  # type: ignore[no-any-return]
-        return None
-
-    for step, key in functionaries:
-        target = steps.get(step) or slot(step)
-        if target is None:
-            raise UsageError(f"the template has no step {step!r}",
-                             hint="its steps: " + ", ".join(steps) + "; lifecycle "
-                             "transitions: promote:STAGE, deprecate, retire, correct")
-        d = key_dict(key)
-        kid = by_identity.setdefault(key_identity(d), key.keyid)
-        keys.setdefault(kid, d if kid == key.keyid else keys[kid])
-        if names and names.get(key.keyid):
-            known.setdefault(kid, names[key.keyid])
-        if kid not in target["pubkeys"]:
-            target["pubkeys"].append(kid)
-    if known and isinstance(ext, dict):
-        ext["functionaries"] = known
-    for step, n in (thresholds or {}).items():
-        target = steps.get(step) or (lifecycle.get(step) if step in lifecycle else None)
-        if target is None:
-            raise UsageError(f"threshold for unknown step {step!r}")
-        target["threshold"] = int(n)
-    for name in [n for n, t in lifecycle.items() if not t.get("pubkeys")]:
-        del lifecycle[name]  # a transition nobody may sign is not offered
-    if isinstance(ext, dict) and not lifecycle:
-        ext.pop("lifecycle", None)
-    for s in [*steps.values(), *({"name": n, **t} for n, t in lifecycle.items())]:
-        if len(s["pubkeys"]) < int(s.get("threshold", 1)):
-            raise UsageError(
-                f"step {s['name']!r} needs {s.get('threshold', 1)} functionary key(s), "
-                f"{len(s['pubkeys'])} given",
-                hint=f"add --functionary {s['name']}=KEY")
-    doc["keys"] = keys
-    now = now or datetime.now(UTC)
-    if expires is not None and expires <= now:
-        raise UsageError(f"the layout would expire at {iso(expires)}, which is not in the "
-                         "future", hint="give a positive validity, e.g. --expires 90d")
-    doc["expires"] = iso(expires or now + DEFAULT_VALIDITY)
-    if readme is not None:
-        doc["readme"] = readme
-    to_in_toto(doc)  # in-toto's validation
-    return doc
 
 
 def to_in_toto(doc: Mapping[str, Any]) -> Layout:
@@ -345,49 +209,6 @@ def to_in_toto(doc: Mapping[str, Any]) -> Layout:
     except (FormatError, KeyError, TypeError, ValueError) as e:
         raise InputError(f"invalid in-toto layout: {e}") from e
 
-
-# ---------------------------------------------------------------------------------------------
-# signing and loading
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sign_layout(doc_or_signed: Mapping[str, Any], signer: Signer) -> dict[str, Any]:
-    """Sign a layout document (or add a signature to a signed one): the DSSE envelope dict."""
-    from securesystemslib.dsse import Envelope
-
-    from modelseal.attest.signers import signer_description
-
-    if "payload" in doc_or_signed:
-        try:
-            env = Envelope.from_dict(copy.deepcopy(dict(doc_or_signed)))
-            doc = json.loads(env.payload)
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"the layout envelope cannot be read: {e or type(e).__name__}"
-                             ) from e
-    else:
-        doc = payload_of(doc_or_signed) if "signed" in doc_or_signed else dict(doc_or_signed)
-        env = Envelope(payload=_canonical(doc), payload_type=IN_TOTO_PAYLOAD_TYPE, signatures={})
-    if not isinstance(doc, dict):
-        raise InputError("the layout is not a JSON object")
-    to_in_toto(doc)
-    # what ``layout check`` rejects is never signed: a signature is the owner's approval
-    errors = [f for f in check_layout(doc).findings if f.level == "error"]
-    if errors:
-        raise UsageError("the layout has errors and was not signed: "
-                         + "; ".join(f"[{f.code}] {f.message}" for f in errors),
-                         hint="run `modelseal layout check` and fix them")
-    try:
-        env.sign(signer)
-    except Exception as e:
-        from modelseal.errors import SigningError
-
-        raise SigningError(f"signing the layout with {signer_description(signer)} failed: "
-                           f"{e or type(e).__name__}") from e
-    out: dict[str, Any] = env.to_dict()
-    return out
 
 
 def payload_of(signed: Mapping[str, Any]) -> dict[str, Any]:
@@ -453,7 +274,7 @@ class TrustedLayout:
 
     @property
     def separation_of_duties(self) -> list[tuple[str, str]]:
-        return _pairs(self.extension.get("separation_of_duties"))
+        return step_pairs(self.extension.get("separation_of_duties"))
 
     def return_values(self, step: str) -> tuple[int, ...]:
         """Return values of a link's command that count as the step done (default 0)."""
@@ -488,7 +309,7 @@ class TrustedLayout:
         return out
 
 
-def _pairs(raw: Any) -> list[tuple[str, str]]:
+def step_pairs(raw: Any) -> list[tuple[str, str]]:
     out = []
     for p in raw or []:
         if isinstance(p, (list, tuple)) and len(p) == 2:
@@ -564,197 +385,3 @@ def verify_layout(data: bytes, keys: Mapping[str, Key]) -> TrustedLayout:
     except InputError as e:
         raise VerificationError(str(e)) from e
     return TrustedLayout(doc, layout, sorted(keys), digest)
-
-
-# ---------------------------------------------------------------------------------------------
-# checks
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem ``layout check`` found. ``error`` findings make the check fail."""
-
-    level: str  # "error" | "warning"
-    code: str
-    message: str
-    step: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "code": self.code, "message": self.message,
-                "step": self.step}
-
-
-@dataclass
-class CheckReport:
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.level == "error" for f in self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "findings": [f.to_dict() for f in self.findings]}
-
-
-def _rules(item: Mapping[str, Any]) -> list[tuple[str, list[list[str]]]]:
-    return [("materials", list(item.get("expected_materials") or [])),
-            ("products", list(item.get("expected_products") or []))]
-
-
-def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
-                 soon: timedelta = SOON,
-                 separate: Sequence[tuple[str, str]] = ()) -> CheckReport:
-    """Lint a layout document (pure). Catches what in-toto accepts but a deployer should not:
-
-    - a MATCH rule with no DISALLOW after it (a failed MATCH alone lets a mismatch pass);
-    - an expired layout (error) or one expiring within ``soon`` (warning);
-    - a threshold larger than the step's keys, or a step key missing from ``keys``;
-    - a key allowed to sign both steps of a separation-of-duties pair (from the layout's
-      extension and ``separate``);
-    - a step whose products no later step consumes (MATCH ... FROM it), other than the final
-      step and steps that may produce nothing.
-    """
-    from in_toto.rulelib import unpack_rule
-    from securesystemslib.exceptions import FormatError
-
-    rep = CheckReport()
-    add = rep.findings.append
-    now = now or datetime.now(UTC)
-    try:
-        to_in_toto(doc)
-    except InputError as e:
-        add(Finding("error", "invalid", str(e)))
-    steps = [s for s in doc.get("steps") or [] if isinstance(s, dict)]
-    items = steps + [i for i in doc.get("inspect") or [] if isinstance(i, dict)]
-    keys = doc.get("keys") or {}
-    ext = doc.get(EXTENSION) if isinstance(doc.get(EXTENSION), dict) else {}
-    assert isinstance(ext, dict)
-
-    # rules: MATCH needs a later DISALLOW
-    consumed_from: set[str] = set()
-    for item in items:
-        name = str(item.get("name"))
-        for kind, rules in _rules(item):
-            for i, rule in enumerate(rules):
-                try:
-                    r = unpack_rule(list(rule))
-                except (FormatError, TypeError) as e:
-                    add(Finding("error", "bad-rule", f"step {name}: {kind} rule {rule}: {e}",
-                                name))
-                    continue
-                if r["rule_type"] != "match":
-                    continue
-                if r["dest_name"] != name:
-                    consumed_from.add(str(r["dest_name"]))
-                later = rules[i + 1:]
-                if not any(isinstance(x, list) and x and str(x[0]).upper() == "DISALLOW"
-                           for x in later):
-                    add(Finding("error", "match-without-disallow",
-                                f"step {name}: {kind} rule {' '.join(map(str, rule))} is not "
-                                "followed by a DISALLOW rule: in-toto lets an artifact that "
-                                "fails this MATCH pass silently (add DISALLOW *)", name))
-
-    # expiry
-    exp_raw = doc.get("expires")
-    try:
-        exp = parse_time(str(exp_raw))
-        if exp <= now:
-            add(Finding("error", "expired", f"the layout expired on {iso(exp)}"))
-        elif exp - now < soon:
-            days = (exp - now).days
-            add(Finding("warning", "expires-soon",
-                        f"the layout expires on {iso(exp)} (in {days} days): sign a new one"))
-    except InputError:
-        add(Finding("error", "invalid-expires", f"expires {exp_raw!r} is not a date"))
-
-    # keys: one functionary per key material (key_identity), whatever the key ids say
-    ident = {str(kid): key_identity(d) for kid, d in keys.items() if isinstance(d, Mapping)}
-    names = functionary_names(doc)
-    by_material: dict[str, list[str]] = {}
-    for kid, mat in ident.items():
-        by_material.setdefault(mat, []).append(kid)
-    for kids in sorted(by_material.values()):
-        if len(kids) > 1:
-            add(Finding("error", "duplicate-key",
-                        "the same key material is listed under "
-                        f"{len(kids)} key ids ({', '.join(k[:16] for k in sorted(kids))}): it "
-                        "is one functionary, and counts once towards thresholds and "
-                        "separation of duties; list it once"))
-    named: dict[str, set[str]] = {}
-    for kid, n in names.items():
-        named.setdefault(n, set()).add(ident.get(kid, kid))
-    for n, ids in sorted(named.items()):
-        if len(ids) > 1:
-            add(Finding("warning", "ambiguous-name",
-                        f"{len(ids)} different keys are all named {n!r}"))
-
-    def material(kids: Iterable[Any]) -> set[str]:
-        return {ident.get(str(k), str(k)) for k in kids}
-
-    # thresholds and keys
-    for s in steps:
-        name = str(s.get("name"))
-        pubkeys = list(s.get("pubkeys") or [])
-        threshold = s.get("threshold", 1)
-        distinct = len(material(pubkeys))
-        if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
-            add(Finding("error", "bad-threshold", f"step {name}: threshold {threshold!r} "
-                        "must be a positive integer", name))
-        elif threshold > distinct:
-            add(Finding("error", "threshold-above-keys",
-                        f"step {name}: threshold {threshold} but only {distinct} distinct "
-                        "functionary key(s): the step can never pass", name))
-        for kid in pubkeys:
-            if kid not in keys:
-                add(Finding("error", "unknown-key",
-                            f"step {name}: key {str(kid)[:16]} is not in the layout's keys",
-                            name))
-    step_names = {str(s.get("name")) for s in steps}
-    rv = ext.get("return_values")
-    if rv is not None:
-        if not isinstance(rv, dict) or not all(
-                isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool)
-                                                  for x in v) for v in rv.values()):
-            add(Finding("error", "bad-return-values", "modelseal.return_values maps a step "
-                        "to the list of return values that count as done, e.g. {\"test\": [0]}"))
-        else:
-            for st in sorted(set(map(str, rv)) - step_names):
-                add(Finding("error", "unknown-step", f"return values for step {st}, which "
-                            "the layout does not have", st))
-    fin = ext.get("final_step")
-    if fin is not None and str(fin) not in step_names:
-        add(Finding("error", "unknown-step", f"final step {fin}: the layout has no such step"))
-
-    # separation of duties
-    pairs = list(dict.fromkeys([*_pairs(ext.get("separation_of_duties")), *separate]))
-    by_name = {str(s.get("name")): s for s in steps}
-    for a, b in pairs:
-        if a not in by_name or b not in by_name:
-            missing = a if a not in by_name else b
-            # a rule about a step that does not exist would hold vacuously: an error
-            add(Finding("error", "unknown-step",
-                        f"separation of duties {a}/{b}: the layout has no step {missing}"))
-            continue
-        shared = (material(by_name[a].get("pubkeys") or [])
-                  & material(by_name[b].get("pubkeys") or []))
-        for mat in sorted(shared):
-            kid = sorted(by_material.get(mat, [mat]))[0]
-            add(Finding("error", "separation-of-duties",
-                        f"{describe_key(kid, keys.get(kid), names.get(kid))} may sign both "
-                        f"{a} and {b}, which must be done by different people", a))
-
-    # products nothing consumes
-    final = ext.get("final_step") or (str(steps[-1].get("name")) if steps else None)
-    for s in steps:
-        name = str(s.get("name"))
-        if name == final or name in consumed_from:
-            continue
-        prules = list(s.get("expected_products") or [])
-        produces_nothing = all(isinstance(r, list) and r and str(r[0]).upper() == "DISALLOW"
-                               for r in prules) and bool(prules)
-        if produces_nothing:
-            continue
-        add(Finding("error", "unconsumed-products",
-                    f"step {name}: its products are consumed by no other step (no MATCH ... "
-                    f"FROM {name}), so nothing ties them to the final product", name))
-    return rep

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from modelseal._util.time import CLOCK_SKEW, rfc3339
 from modelseal.lifecycle.predicate import LifecycleRecord
 from modelseal.verify.result import Refusal
 
-DEFAULT_SKEW = timedelta(minutes=5)
 RULE_SIG = "lifecycle authorization"
 RULE_CHAIN = "lifecycle chain"
 RULE_ROLLBACK = "lifecycle rollback"
@@ -121,7 +121,7 @@ class TagRelease:
     time: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        return {"digest": self.digest, "time": _fmt(self.time)}
+        return {"digest": self.digest, "time": rfc3339(self.time)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TagRelease:
@@ -140,7 +140,7 @@ class LifecycleOptions:
     require_trusted_time: bool = False  # ages judged only by TSA time
     tag: str | None = None  # the tag the model was resolved from: with required_stage, it
     # must be a tag the model was promoted under
-    skew: timedelta = DEFAULT_SKEW
+    skew: timedelta = CLOCK_SKEW
 
 
 @dataclass
@@ -235,10 +235,6 @@ class LifecycleView:
                 "warnings": list(self.warnings)}
 
 
-def _fmt(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _transitions(records: Sequence[SignedRecord], rules: LifecycleRules, model_digest: str,
                  now: datetime, options: LifecycleOptions,
                  step_signers: Mapping[str, Sequence[str]], view: LifecycleView
@@ -283,14 +279,14 @@ def _transitions(records: Sequence[SignedRecord], rules: LifecycleRules, model_d
             if s.trusted_time is not None and claimed is not None \
                     and claimed > s.trusted_time + options.skew:
                 view.refuse(f"lifecycle record {t.record.sequence} ({what}) claims to be signed "
-                            f"by {s.signer_name} at {_fmt(claimed)}, after its trusted "
-                            f"timestamp {_fmt(s.trusted_time)} (postdated)", RULE_TIME,
+                            f"by {s.signer_name} at {rfc3339(claimed)}, after its trusted "
+                            f"timestamp {rfc3339(s.trusted_time)} (postdated)", RULE_TIME,
                             key=s.signer, attestation=s.evidence)
                 continue
             st = s.time
             if st is not None and st > now + options.skew:
                 view.refuse(f"lifecycle record {t.record.sequence} ({what}) is signed by "
-                            f"{s.signer_name} at {_fmt(st)}, in the future", RULE_TIME,
+                            f"{s.signer_name} at {rfc3339(st)}, in the future", RULE_TIME,
                             key=s.signer, attestation=s.evidence)
                 continue
             t.counted.append(s)
@@ -353,8 +349,8 @@ def evaluate(
             break
         if view.chain and t.time and view.chain[-1].time and t.time_source == "rfc3161" \
                 and view.chain[-1].time_source == "rfc3161" and t.time < view.chain[-1].time:
-            view.refuse(f"lifecycle record {seq} was timestamped at {_fmt(t.time)}, before "
-                        f"record {seq - 1} ({_fmt(view.chain[-1].time)})", RULE_TIME,
+            view.refuse(f"lifecycle record {seq} was timestamped at {rfc3339(t.time)}, before "
+                        f"record {seq - 1} ({rfc3339(view.chain[-1].time)})", RULE_TIME,
                         attestation=t.signatures[0].evidence)
             break
         view.chain.append(t)
@@ -434,7 +430,7 @@ def check_requirements(view: LifecycleView, options: LifecycleOptions, now: date
                         attestation=affirm.signatures[0].evidence)
         elif now - affirm.time > options.stage_max_age:
             view.refuse(f"the stage {affirm.record.stage} was last affirmed at "
-                        f"{_fmt(affirm.time)} ({affirm.time_source} time), longer than "
+                        f"{rfc3339(affirm.time)} ({affirm.time_source} time), longer than "
                         f"{options.stage_max_age} ago: it needs a fresh re-affirmation",
                         RULE_AGE, attestation=affirm.signatures[0].evidence)
         elif affirm.time_source != "rfc3161":
@@ -454,7 +450,7 @@ def check_requirements(view: LifecycleView, options: LifecycleOptions, now: date
             if known_tag is not None and known_tag.digest != view.model_digest \
                     and known_tag.time > at:
                 view.refuse(f"tag {options.tag!r} was moved back: it points at "
-                            f"{view.model_digest[:23]}... (released {_fmt(at)}), but this "
+                            f"{view.model_digest[:23]}... (released {rfc3339(at)}), but this "
                             f"verifier saw {known_tag.digest[:23]}... released under it at "
-                            f"{_fmt(known_tag.time)}", RULE_TAG)
+                            f"{rfc3339(known_tag.time)}", RULE_TAG)
                 view.tag_release = None

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from modelseal._util.json import canonical_json
 from modelseal.errors import InputError
 from modelseal.formats import LIFECYCLE_PREDICATE
-from modelseal.oci.store import canonical_json
 
 ACTIONS = ("promote", "deprecate", "retire", "correct")
 RETIRED = "retired"

@@ -190,8 +190,8 @@ def _rules_of_step(tl: Any, step: str, materials: Mapping[str, str],
 def compile_lifecycle(data: Mapping[str, Any], *, source: str = "policy",
                       path: Callable[[str], str] = str) -> LifecycleRequirement | None:
     """The lifecycle requirement of a parsed policy (None when it asks for nothing)."""
+    from modelseal._util.time import parse_duration
     from modelseal.attest.tsa import load_tsa_certificates
-    from modelseal.intoto_layout.model import parse_duration
 
     if not any(k in data for k in LIFECYCLE_POLICY_KEYS):
         return None

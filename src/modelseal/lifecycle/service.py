@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.time import rfc3339
 from modelseal.errors import InputError, UsageError, VerificationError
 from modelseal.formats import LIFECYCLE_PREDICATE
 from modelseal.lifecycle.chain import (
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
     from modelseal.verify.decision import Evidence
     from modelseal.verify.policy import Policy
 
-
-def _fmt(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def fetch_all(store: Store, digest: str) -> list[Evidence]:
@@ -259,7 +257,7 @@ def transition(
 
     base_seq = head_rec.sequence if head_rec else 0
     rec = LifecycleRecord(action, new_stage, ref.base, digest, base_seq + 1, head_digest,
-                          _fmt(now), reason, ticket, tag, dict(corrections or {}))
+                          rfc3339(now), reason, ticket, tag, dict(corrections or {}))
     st = rec.statement()
     bundle = sign_statement(st, signer, tsa)
     att = attach_bundle(store, subject, bundle, "lifecycle record")
@@ -361,10 +359,10 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
             except (VerificationError, InputError):
                 who = f"{who} (signature not valid under the layout)"
         tt = verified_times(pb.raw, tsa_roots).earliest if tsa_roots else None
-        when, source = (_fmt(tt.time), "rfc3161") if tt else (None, "none")
+        when, source = (rfc3339(tt.time), "rfc3161") if tt else (None, "none")
         if when is None and ev.created:
             with contextlib.suppress(InputError):
-                when, source = _fmt(parse_time(ev.created)), "annotation"
+                when, source = rfc3339(parse_time(ev.created)), "annotation"
         raw_pred = st.get("predicate")
         pred: dict[str, Any] = raw_pred if isinstance(raw_pred, dict) else {}
         if pb.predicate_type == "https://in-toto.io/attestation/link/v0.3":
@@ -385,7 +383,7 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
                 "lifecycle", f"record {t.record.sequence}: {verb}"
                 + ("" if t.effective else f" (pending: {len(t.counted)}/{t.threshold})"),
                 [s.signer_name for s in t.signatures],
-                _fmt(t.time) if t.time else None, t.time_source,
+                rfc3339(t.time) if t.time else None, t.time_source,
                 [s.evidence for s in t.signatures], True, t.to_dict()))
     else:
         for c in sorted(_structural(evidence, digest), key=lambda c: c.record.sequence):

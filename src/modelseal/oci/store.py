@@ -6,7 +6,6 @@ Backends check every byte they hand out against its digest while streaming.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,11 +78,6 @@ def _shown(value: Any) -> str:
     """A value from outside, cut short for a message."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The bytes modelseal writes for JSON documents it creates (stable, compact)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Store(Protocol):

@@ -31,18 +31,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from modelseal._util.time import parse_time
+from modelseal._util.time import CLOCK_SKEW, parse_time, rfc3339
 from modelseal.errors import InputError, VerificationError
 from modelseal.formats import LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE
+from modelseal.intoto_layout.lint import check_layout
 from modelseal.intoto_layout.model import (
     TrustedLayout,
-    check_layout,
     is_sigstore_key,
-    iso,
     key_from_dict,
     verify_layout,
 )
@@ -114,11 +113,6 @@ def provenance_to_link(step: str, st: Mapping[str, Any]) -> Link:
                 byproducts={}, command=[], environment={})
 
 
-CLOCK_SKEW = timedelta(minutes=5)
-"""How far in the future a signed time may be: clocks of signers and verifiers differ by a
-little, never by more (docs/threat-model.md). A later time is refused, not believed: it would
-keep an attestation young for ever."""
-
 _TIME_FIELDS = ("finishedOn", "startedOn", "timeVerified", "scannedAt", "timestamp", "time")
 
 
@@ -185,7 +179,7 @@ def decide(
     names a step the layout does not have (a bad policy, exit 2)."""
     now = now or datetime.now(UTC)
     res = VerificationResult(subject=model.digest, ref=ref, layout=layout_source,
-                             verified_at=iso(now), attestations_seen=len(evidence))
+                             verified_at=rfc3339(now), attestations_seen=len(evidence))
     # 1. layout signatures
     try:
         tl = verify_layout(layout_bytes, layout_keys)
@@ -344,7 +338,7 @@ def _verify_bundles(tl: TrustedLayout, evidence: Sequence[Evidence], trusted_roo
         if future:
             f, ft = future[0]
             why = (f"attestation {ev.id[:19]} by {names.get(who, who)} has a signed time in "
-                   f"the future ({f} {iso(ft)}, more than {CLOCK_SKEW} after {iso(now)}): "
+                   f"the future ({f} {rfc3339(ft)}, more than {CLOCK_SKEW} after {rfc3339(now)}): "
                    "refused, not believed")
             res.ignored.append(Ignored(ev.id, why, ptype))
             res.refusals.append(Refusal(

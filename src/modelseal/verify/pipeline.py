@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.json import canonical_json
 from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import (
     MAX_EVIDENCE_BYTES,
@@ -35,7 +36,7 @@ from modelseal.formats import (
     MANIFEST_V1,
     VSA_PREDICATE,
 )
-from modelseal.oci.store import Descriptor, Store, canonical_json
+from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref
 from modelseal.verify.decision import Evidence, ModelView, decide
 from modelseal.verify.policy import Policy

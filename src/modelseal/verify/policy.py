@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from modelseal._util.json import check_value, type_name
 from modelseal._util.limits import MAX_METADATA_BYTES
+from modelseal._util.time import parse_duration
 from modelseal.errors import InputError, UsageError
 from modelseal.formats import (
     LIFECYCLE_PREDICATE,
@@ -40,7 +41,6 @@ from modelseal.formats import (
     TEST_RESULT_PREDICATE,
     VSA_PREDICATE,
 )
-from modelseal.intoto_layout.model import parse_duration
 from modelseal.lifecycle.requirement import (
     LIFECYCLE_POLICY_KEYS,
     LifecycleRequirement,

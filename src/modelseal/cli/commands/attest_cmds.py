@@ -315,8 +315,8 @@ def _descriptor_arg(text: str, what: str, base_dir: str | None) -> dict[str, Any
     if len(files) == 1:
         return resource_descriptor(files[0][0], files[0][1])
     # a directory: one descriptor naming the directory, with a digest of its file list
+    from modelseal._util.json import canonical_json
     from modelseal.digest import sha256_bytes
-    from modelseal.oci.store import canonical_json
 
     listing = canonical_json([{"name": n, "sha256": d} for n, d in files])
     return resource_descriptor(text.rstrip("/"), sha256_bytes(listing),
@@ -327,11 +327,12 @@ def _descriptor_arg(text: str, what: str, base_dir: str | None) -> dict[str, Any
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
-    from modelseal.errors import UsageError
+    from modelseal._util.time import parse_time
+    from modelseal.errors import InputError, UsageError
 
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
+        return parse_time(text)
+    except InputError as e:
         raise UsageError(f"time {text!r} is not ISO 8601") from e
 
 
@@ -355,7 +356,8 @@ def _parse_time(text: str | None) -> datetime | None:
 def attest_provenance(**kw: Any) -> None:
     """Sign SLSA provenance v1 for a training run (subjects: the trained model files)."""
     with errors_to_exit(kw.get("json_mode", False)):
-        from modelseal.attest.statement import ci_context, now, provenance_predicate, statement
+        from modelseal._util.time import now
+        from modelseal.attest.statement import ci_context, provenance_predicate, statement
         from modelseal.errors import InputError, UsageError
         from modelseal.formats import SLSA_PROVENANCE_PREDICATE
 

@@ -54,16 +54,14 @@ def layout_new(template: str, functionaries: tuple[str, ...], thresholds: tuple[
     with errors_to_exit():
         from datetime import UTC, datetime
 
+        from modelseal._util.time import parse_duration
         from modelseal.errors import UsageError
-        from modelseal.intoto_layout.model import (
-            EXTENSION,
-            GITHUB_ISSUER,
-            load_functionary_key,
+        from modelseal.intoto_layout.authoring import (
             load_template,
             new_layout,
-            parse_duration,
             parse_functionaries,
         )
+        from modelseal.intoto_layout.model import EXTENSION, GITHUB_ISSUER, load_functionary_key
 
         tpl = load_template(template)
         ext = tpl.get(EXTENSION) if isinstance(tpl.get(EXTENSION), dict) else {}
@@ -98,7 +96,8 @@ def layout_sign(layout_file: str, keys: tuple[str, ...], output: str | None) -> 
     """Sign a layout (DSSE, as in-toto-sign does); signing a signed layout adds a signature."""
     with errors_to_exit():
         from modelseal.attest.signers import load_signer
-        from modelseal.intoto_layout.model import read_layout_file, sign_layout
+        from modelseal.intoto_layout.authoring import sign_layout
+        from modelseal.intoto_layout.model import read_layout_file
 
         doc = read_layout_file(layout_file)
         for k in keys:
@@ -121,13 +120,10 @@ def layout_check(layout_file: str, separate: tuple[str, ...], soon: str,
                  json_mode: bool) -> None:
     """Lint a layout: exits 1 when it has errors (warnings alone exit 0)."""
     with errors_to_exit(json_mode):
+        from modelseal._util.time import parse_duration
         from modelseal.errors import UsageError
-        from modelseal.intoto_layout.model import (
-            check_layout,
-            parse_duration,
-            payload_of,
-            read_layout_file,
-        )
+        from modelseal.intoto_layout.lint import check_layout
+        from modelseal.intoto_layout.model import payload_of, read_layout_file
 
         pairs = []
         for s in separate:
@@ -161,12 +157,8 @@ def layout_push(layout_file: str, ref: str, **kw: Any) -> None:
     """Publish a signed layout as an OCI artifact; prints the reference to pin in a policy."""
     with errors_to_exit():
         from modelseal.errors import UsageError
-        from modelseal.intoto_layout.model import (
-            check_layout,
-            payload_of,
-            read_layout_file,
-            unsigned_reason,
-        )
+        from modelseal.intoto_layout.lint import check_layout
+        from modelseal.intoto_layout.model import payload_of, read_layout_file, unsigned_reason
         from modelseal.verify.pipeline import push_layout
 
         data = Path(layout_file).read_bytes()
