@@ -1,5 +1,5 @@
-"""The house plan as a test: the module map and layering of /work/shared/DESIGN.md section 4
-(docs/architecture.md), read from the code's own imports.
+"""The house plan as a test: the module map and layering of DESIGN.md section 4, read from
+the code's own imports.
 
 Every ``import`` of ``src/modelseal`` is read with ``ast`` (nothing is imported, no new
 dependency) and sorted into three kinds:

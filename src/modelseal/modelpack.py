@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from modelseal._util.fs import check_filepath
+from modelseal._util.fs import safe_relpath
 from modelseal._util.json import canonical_json, check_value, type_name
 from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_METADATA_BYTES
@@ -353,7 +353,7 @@ def build_artifact(files: Sequence[FileDigest], relpaths: Sequence[str],
     layers = []
     roles: list[str] = []
     for fd, rel in zip(files, relpaths, strict=True):
-        check_filepath(rel)
+        safe_relpath(rel)
         role = classify(rel, role_overrides)
         roles.append(role)
         layers.append(Layer(rel, Descriptor(
@@ -573,7 +573,7 @@ def parse_model_manifest(raw: bytes, digest: str) -> ModelManifest:
         path = filepath or title
         if not path:
             raise InputError(f"{what}: layer {i} ({desc.digest}) names no file path")
-        check_filepath(path)
+        safe_relpath(path)
         if filepath and title is not None and title != PurePosixPath(filepath).name:
             raise UnsafePathError(
                 f"{what}: layer {i} ({desc.digest}) is titled {title!r} but its file path is "
@@ -633,7 +633,7 @@ def with_file_list(manifest: ModelManifest, data: bytes) -> ModelManifest:
             raise InputError(f"{what}: the files of tar layer {digest} add up to more than "
                              f"its {tar.size:,} bytes: refused")
         for m in files:
-            check_filepath(m.path)
+            safe_relpath(m.path)
             members.append(Layer(m.path, Descriptor(
                 media_type, m.digest, m.size,
                 annotations={ANN_TITLE: PurePosixPath(m.path).name, ANN_FILEPATH: m.path}),

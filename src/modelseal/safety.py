@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
+from modelseal._util.time import rfc3339
 from modelseal.digest import hash_files
 from modelseal.errors import InputError, UnsafePathError
 
@@ -1622,7 +1623,7 @@ def scan_model(root: Path, files: list[Path] | None = None,
         fs.sha256 = d.sha256
         results.append(fs)
     results.sort(key=lambda r: r.path)
-    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = rfc3339(_dt.datetime.now(_dt.UTC))
     return SafetyReport(results, SCANNER_NAME, scanner_version(), now)
 
 

@@ -225,7 +225,7 @@ def unpack_tar(tar_path: Path, members: Sequence[Member], dest: Path, *, what: s
     the file list; a directory entry that is not above a listed file. Refused as a digest
     mismatch (exit 4): a size or content other than the list says, a listed file missing.
     """
-    from modelseal._util.fs import check_filepath
+    from modelseal._util.fs import safe_relpath
 
     expected = {m.path: m for m in members}
     dirs = {"/".join(p.split("/")[:k]) for p in expected for k in range(1, p.count("/") + 1)}
@@ -239,7 +239,7 @@ def unpack_tar(tar_path: Path, members: Sequence[Member], dest: Path, *, what: s
                     break
                 name = ti.name
                 try:
-                    check_filepath(name)
+                    safe_relpath(name)
                 except UnsafePathError as e:
                     raise UnsafePathError(f"{what}: member {name!r}: {e}") from e
                 if ti.type == tarfile.DIRTYPE:

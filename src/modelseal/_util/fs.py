@@ -13,7 +13,9 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from modelseal.errors import DiskFullError, UnsafePathError
 
@@ -73,28 +75,39 @@ def disk_full_error(path: str | os.PathLike[str], e: OSError,
                          hint="free space (or inodes) there, or choose another directory")
 
 
-def atomic_write(dest: str | os.PathLike[str], data: bytes, *, mode: int = 0o644,
-                 tmp_prefix: str = ".tmp-") -> Path:
-    """Write ``data`` to ``dest`` all or nothing: temp file beside it
-    (``<tmp_prefix><pid>-<random>``, so ``remove_stale`` finds it if we are killed), fsync,
-    rename, fsync the directory."""
+@contextlib.contextmanager
+def atomic_writer(dest: str | os.PathLike[str], *, mode: int = 0o644,
+                  tmp_prefix: str = ".tmp-", needed: int | None = None) -> Iterator[BinaryIO]:
+    """Stream a file into place all or nothing: the file handed out is a temporary one beside
+    ``dest`` (``<tmp_prefix><pid>-<random>``, so ``remove_stale`` finds it if we are killed);
+    when the block ends without an exception it is flushed, fsynced, given ``mode``, renamed
+    over ``dest`` and the directory fsynced. On an exception the temporary file is removed and
+    ``dest`` is untouched; running out of space is a DiskFullError naming ``dest`` (and
+    ``needed`` bytes when known)."""
     target = Path(dest)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{tmp_prefix}{owner_tag()}-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # the data is on disk before its name is published
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in NO_SPACE:
-            raise disk_full_error(target, e, len(data)) from e
+            raise disk_full_error(target, e, needed) from e
         raise
     fsync_dir(target.parent)
-    return target
+
+
+def atomic_write(dest: str | os.PathLike[str], data: bytes, *, mode: int = 0o644,
+                 tmp_prefix: str = ".tmp-") -> Path:
+    """Write ``data`` to ``dest`` all or nothing (``atomic_writer`` with the bytes at hand)."""
+    with atomic_writer(dest, mode=mode, tmp_prefix=tmp_prefix, needed=len(data)) as f:
+        f.write(data)
+    return Path(dest)
 
 
 def remove_stale(directory: Path, prefix: str) -> list[Path]:
@@ -122,18 +135,22 @@ def remove_stale(directory: Path, prefix: str) -> list[Path]:
     return removed
 
 
-def check_filepath(path: str) -> str:
-    """Refuse a layer path that is absolute, contains '..' or is otherwise unsafe."""
-    if not path or "\x00" in path:
-        raise UnsafePathError(f"layer path {path!r} is empty or contains NUL: refused")
+def safe_relpath(path: str, what: str = "layer path") -> str:
+    """``path`` if it is a safe relative ``/``-separated path inside a root (a layer's
+    filepath, a file of a model_signing manifest); else UnsafePathError naming ``what``.
+
+    Refused: empty, NUL, not UTF-8, absolute (``/x``, ``C:x``, a backslash), and ``..``,
+    ``.`` or empty components (``a//b``, ``a/``), which would make two names for one file."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise UnsafePathError(f"{what} {path!r} is empty or contains NUL: refused")
     try:
         path.encode("utf-8")
     except UnicodeEncodeError as e:  # a non-UTF-8 file name, decoded with surrogateescape
-        raise UnsafePathError(f"layer path {path!r} is not valid UTF-8: refused") from e
+        raise UnsafePathError(f"{what} {path!r} is not valid UTF-8: refused") from e
     if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
-        raise UnsafePathError(f"layer path {path!r} is absolute: refused")
+        raise UnsafePathError(f"{what} {path!r} is absolute: refused")
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise UnsafePathError(f"layer path {path!r} contains '..', '.' or an empty component: "
+        raise UnsafePathError(f"{what} {path!r} contains '..', '.' or an empty component: "
                               "refused")
     return path

@@ -32,6 +32,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from modelseal._util.fs import safe_relpath
 from modelseal.errors import InputError, SigningError
 from modelseal.formats import MODEL_SIGNING_PREDICATE, STATEMENT_TYPE
 
@@ -44,16 +45,6 @@ DEFAULT_IGNORE_PATHS: tuple[str, ...] = (SIGNATURE_FILE, *GIT_PATHS)
 """What ``model_signing sign key`` ignores by default (its ``--signature`` and git files)."""
 
 SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
-
-
-def _check_rel_path(name: str, what: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise InputError(f"{what}: empty file path")
-    parts = name.split("/")
-    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
-        raise InputError(f"{what}: {name!r} is not a relative '/'-separated path inside the "
-                         "model (no '.', '..', empty or absolute parts)")
-    return name
 
 
 def _sort_key(name: str) -> tuple[str, ...]:
@@ -88,10 +79,10 @@ def model_signing_statement(
     are left out, as model_signing leaves them out; the verifier skips the same paths.
     ``model_name`` is informative (model_signing uses the directory's base name).
     """
-    ignore = [_check_rel_path(p.rstrip("/"), "ignore path") for p in dict.fromkeys(ignore_paths)]
+    ignore = [safe_relpath(p.rstrip("/"), "ignore path") for p in dict.fromkeys(ignore_paths)]
     seen: dict[str, str] = {}
     for name, digest in files:
-        _check_rel_path(name, "model file")
+        safe_relpath(name, "model file")
         hexd = digest.removeprefix("sha256:").lower()
         if len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
             raise InputError(f"model file {name!r}: {digest!r} is not a sha256 digest")
@@ -134,7 +125,7 @@ def statement_files(statement: Mapping[str, Any]) -> dict[str, str]:
         for r in statement["predicate"]["resources"]:
             if r["algorithm"] != "sha256":
                 raise InputError(f"resource {r['name']!r}: algorithm {r['algorithm']!r}")
-            name = _check_rel_path(r["name"], "model_signing resource")
+            name = safe_relpath(r["name"], "model_signing resource")
             if name in out:
                 raise InputError(f"model_signing resource {name!r} is listed twice")
             out[name] = str(r["digest"]).lower()

@@ -13,13 +13,13 @@ import re
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from modelseal._util.fs import atomic_write
 from modelseal.attest.statement import Subject, link_statement
 from modelseal.digest import (
     DigestCache,
@@ -279,34 +279,14 @@ def attestation_filename(step: str, signer_keyid: str | None) -> str:
 
 
 def write_attestation(data: bytes, path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
+    """Write ``data`` to ``path`` atomically (``_util.fs.atomic_write``: temp file in the same
+    directory, fsync, rename, fsync the directory)."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        return atomic_write(target, data, tmp_prefix=f".{target.name}.")
     except OSError as e:
-        raise InputError(f"cannot write to {target.parent}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise InputError(f"cannot write {target}: {e.strerror or e}") from e
-        raise
-    try:  # make the rename durable too
-        dfd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return target
+        raise InputError(f"cannot write {target}: {e.strerror or e}") from e
 
 
 def run_step(

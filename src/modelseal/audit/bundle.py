@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from modelseal._util.fs import fsync_dir
 from modelseal._util.time import created_time, rfc3339
 from modelseal.errors import InputError, NotFoundError, UsageError
 from modelseal.formats import AUDIT_BUNDLE_FORMAT, MEDIA_TYPES
@@ -169,6 +170,7 @@ def export_bundle(store: Store, ref: Ref, out: str | Path, *, policy: str | Path
         archive.add_extra(MANIFEST_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
         archive.commit()
         os.replace(partial, out)
+        fsync_dir(out.parent)  # the archive was fsynced when committed; now its name
     finally:
         archive.close()
         with contextlib.suppress(FileNotFoundError):

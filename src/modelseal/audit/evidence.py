@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from modelseal._util.fs import atomic_write
 from modelseal.audit.report import decode_statement, short_predicate
 from modelseal.formats import LINK_PREDICATE as LINK
 
@@ -63,7 +64,7 @@ def download(infos: Sequence[Any], out: Path) -> list[dict[str, Any]]:
             name, n = f"{base}.{n}.sigstore.json", n + 1
         used.add(name)
         assert info.bundle is not None
-        (out / name).write_bytes(info.bundle)
+        atomic_write(out / name, info.bundle)
         index.append({"file": name, "path": str(out / name), "digest": info.descriptor.digest,
                       "predicateType": info.predicate_type, "step": step,
                       "signer": info.signer, "created": info.created})

@@ -23,7 +23,7 @@ SOON = timedelta(days=30)
 
 
 @dataclass(frozen=True)
-class Finding:
+class LintFinding:
     """One problem ``layout check`` found. ``error`` findings make the check fail."""
 
     level: str  # "error" | "warning"
@@ -32,19 +32,24 @@ class Finding:
     step: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The finding as ``layout check --json`` prints it."""
         return {"level": self.level, "code": self.code, "message": self.message,
                 "step": self.step}
 
 
 @dataclass
 class CheckReport:
-    findings: list[Finding] = field(default_factory=list)
+    """What ``layout check`` found, in the order it looked."""
+
+    findings: list[LintFinding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """True when no finding is an error (warnings alone pass)."""
         return not any(f.level == "error" for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as ``layout check --json`` prints it."""
         return {"ok": self.ok, "findings": [f.to_dict() for f in self.findings]}
 
 
@@ -75,7 +80,7 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
     try:
         to_in_toto(doc)
     except InputError as e:
-        add(Finding("error", "invalid", str(e)))
+        add(LintFinding("error", "invalid", str(e)))
     steps = [s for s in doc.get("steps") or [] if isinstance(s, dict)]
     items = steps + [i for i in doc.get("inspect") or [] if isinstance(i, dict)]
     keys = doc.get("keys") or {}
@@ -91,7 +96,7 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
                 try:
                     r = unpack_rule(list(rule))
                 except (FormatError, TypeError) as e:
-                    add(Finding("error", "bad-rule", f"step {name}: {kind} rule {rule}: {e}",
+                    add(LintFinding("error", "bad-rule", f"step {name}: {kind} rule {rule}: {e}",
                                 name))
                     continue
                 if r["rule_type"] != "match":
@@ -101,7 +106,7 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
                 later = rules[i + 1:]
                 if not any(isinstance(x, list) and x and str(x[0]).upper() == "DISALLOW"
                            for x in later):
-                    add(Finding("error", "match-without-disallow",
+                    add(LintFinding("error", "match-without-disallow",
                                 f"step {name}: {kind} rule {' '.join(map(str, rule))} is not "
                                 "followed by a DISALLOW rule: in-toto lets an artifact that "
                                 "fails this MATCH pass silently (add DISALLOW *)", name))
@@ -111,13 +116,13 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
     try:
         exp = parse_time(str(exp_raw))
         if exp <= now:
-            add(Finding("error", "expired", f"the layout expired on {rfc3339(exp)}"))
+            add(LintFinding("error", "expired", f"the layout expired on {rfc3339(exp)}"))
         elif exp - now < soon:
             days = (exp - now).days
-            add(Finding("warning", "expires-soon",
+            add(LintFinding("warning", "expires-soon",
                         f"the layout expires on {rfc3339(exp)} (in {days} days): sign a new one"))
     except InputError:
-        add(Finding("error", "invalid-expires", f"expires {exp_raw!r} is not a date"))
+        add(LintFinding("error", "invalid-expires", f"expires {exp_raw!r} is not a date"))
 
     # keys: one functionary per key material (key_identity), whatever the key ids say
     ident = {str(kid): key_identity(d) for kid, d in keys.items() if isinstance(d, Mapping)}
@@ -127,7 +132,7 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
         by_material.setdefault(mat, []).append(kid)
     for kids in sorted(by_material.values()):
         if len(kids) > 1:
-            add(Finding("error", "duplicate-key",
+            add(LintFinding("error", "duplicate-key",
                         "the same key material is listed under "
                         f"{len(kids)} key ids ({', '.join(k[:16] for k in sorted(kids))}): it "
                         "is one functionary, and counts once towards thresholds and "
@@ -137,7 +142,7 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
         named.setdefault(n, set()).add(ident.get(kid, kid))
     for n, ids in sorted(named.items()):
         if len(ids) > 1:
-            add(Finding("warning", "ambiguous-name",
+            add(LintFinding("warning", "ambiguous-name",
                         f"{len(ids)} different keys are all named {n!r}"))
 
     def material(kids: Iterable[Any]) -> set[str]:
@@ -150,15 +155,15 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
         threshold = s.get("threshold", 1)
         distinct = len(material(pubkeys))
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
-            add(Finding("error", "bad-threshold", f"step {name}: threshold {threshold!r} "
+            add(LintFinding("error", "bad-threshold", f"step {name}: threshold {threshold!r} "
                         "must be a positive integer", name))
         elif threshold > distinct:
-            add(Finding("error", "threshold-above-keys",
+            add(LintFinding("error", "threshold-above-keys",
                         f"step {name}: threshold {threshold} but only {distinct} distinct "
                         "functionary key(s): the step can never pass", name))
         for kid in pubkeys:
             if kid not in keys:
-                add(Finding("error", "unknown-key",
+                add(LintFinding("error", "unknown-key",
                             f"step {name}: key {str(kid)[:16]} is not in the layout's keys",
                             name))
     step_names = {str(s.get("name")) for s in steps}
@@ -167,15 +172,15 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
         if not isinstance(rv, dict) or not all(
                 isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool)
                                                   for x in v) for v in rv.values()):
-            add(Finding("error", "bad-return-values", "modelseal.return_values maps a step "
+            add(LintFinding("error", "bad-return-values", "modelseal.return_values maps a step "
                         "to the list of return values that count as done, e.g. {\"test\": [0]}"))
         else:
             for st in sorted(set(map(str, rv)) - step_names):
-                add(Finding("error", "unknown-step", f"return values for step {st}, which "
+                add(LintFinding("error", "unknown-step", f"return values for step {st}, which "
                             "the layout does not have", st))
     fin = ext.get("final_step")
     if fin is not None and str(fin) not in step_names:
-        add(Finding("error", "unknown-step", f"final step {fin}: the layout has no such step"))
+        add(LintFinding("error", "unknown-step", f"final step {fin}: the layout has no such step"))
 
     # separation of duties
     pairs = list(dict.fromkeys([*step_pairs(ext.get("separation_of_duties")), *separate]))
@@ -184,14 +189,14 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
         if a not in by_name or b not in by_name:
             missing = a if a not in by_name else b
             # a rule about a step that does not exist would hold vacuously: an error
-            add(Finding("error", "unknown-step",
+            add(LintFinding("error", "unknown-step",
                         f"separation of duties {a}/{b}: the layout has no step {missing}"))
             continue
         shared = (material(by_name[a].get("pubkeys") or [])
                   & material(by_name[b].get("pubkeys") or []))
         for mat in sorted(shared):
             kid = sorted(by_material.get(mat, [mat]))[0]
-            add(Finding("error", "separation-of-duties",
+            add(LintFinding("error", "separation-of-duties",
                         f"{describe_key(kid, keys.get(kid), names.get(kid))} may sign both "
                         f"{a} and {b}, which must be done by different people", a))
 
@@ -206,7 +211,7 @@ def check_layout(doc: Mapping[str, Any], *, now: datetime | None = None,
                                for r in prules) and bool(prules)
         if produces_nothing:
             continue
-        add(Finding("error", "unconsumed-products",
+        add(LintFinding("error", "unconsumed-products",
                     f"step {name}: its products are consumed by no other step (no MATCH ... "
                     f"FROM {name}), so nothing ties them to the final product", name))
     return rep

@@ -89,6 +89,7 @@ def key_from_dict(keyid: str, d: Mapping[str, Any]) -> Key:
 
 
 def is_sigstore_key(d: Mapping[str, Any]) -> bool:
+    """Whether a layout ``keys`` entry stands for a Sigstore identity (keyless)."""
     return d.get("keytype") == SIGSTORE_KEYTYPE
 
 
@@ -310,6 +311,8 @@ class TrustedLayout:
 
 
 def step_pairs(raw: Any) -> list[tuple[str, str]]:
+    """The ``[step, step]`` pairs of an extension list (``separation_of_duties``); entries
+    that are not pairs are ignored."""
     out = []
     for p in raw or []:
         if isinstance(p, (list, tuple)) and len(p) == 2:

@@ -169,11 +169,11 @@ class Transition:
             "corrections": self.record.corrections or None,
             "supersedes": self.supersedes, "effective": self.effective,
             "threshold": self.threshold,
-            "time": self.time.strftime("%Y-%m-%dT%H:%M:%SZ") if self.time else None,
+            "time": rfc3339(self.time) if self.time else None,
             "timeSource": self.time_source,
             "signers": [{"name": s.signer_name, "key": s.signer, "evidence": s.evidence,
                          "counted": s in self.counted,
-                         "time": s.time.strftime("%Y-%m-%dT%H:%M:%SZ") if s.time else None,
+                         "time": rfc3339(s.time) if s.time else None,
                          "timeSource": "rfc3161" if s.trusted_time else "claimed",
                          "tsa": s.tsa} for s in self.signatures],
         }

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
+from modelseal._util.fs import atomic_write
 from modelseal.errors import InputError
 from modelseal.lifecycle.chain import ChainState, TagRelease
 
@@ -85,14 +85,8 @@ class StateStore:
 
     def _write(self, p: Path, doc: dict[str, object]) -> None:
         p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".state-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, sort_keys=True)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(p, json.dumps(doc, sort_keys=True).encode(), mode=0o600,
+                     tmp_prefix=".state-")
 
     def save(self, model_digest: str, state: ChainState) -> bool:
         """Remember ``state`` if it is ahead of what is known; True when written."""

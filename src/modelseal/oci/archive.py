@@ -16,7 +16,6 @@ them and :meth:`read_extra` reads one; :meth:`add_extra` writes one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -29,6 +28,7 @@ import weakref
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from modelseal._util.fs import atomic_writer
 from modelseal.errors import (
     DigestMismatchError,
     InputError,
@@ -191,33 +191,23 @@ class ArchiveStore:
             return
         root = self._writer.root
         self._writer.put_blob_bytes(b"{}")  # makes sure oci-layout and index.json exist
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                   dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:",
-                                                          format=tarfile.PAX_FORMAT) as tf:
-                names = [n for n in LAYOUT_FILES]
-                for p in sorted(root.rglob("*")):
-                    rel = p.relative_to(root).as_posix()
-                    if (p.is_file() and rel not in LAYOUT_FILES
-                            and not p.name.startswith(".")):
-                        names.append(rel)
-                for rel in names:
-                    info = tf.gettarinfo(str(root / rel), arcname=rel)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    info.mtime = 0  # the same content makes the same archive
-                    info.mode = 0o644
-                    with open(root / rel, "rb") as f:
-                        tf.addfile(info, f)
-                tf.close()
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        # mode 0600: what archives always had (they were mkstemp files renamed into place)
+        with atomic_writer(self.path, mode=0o600, tmp_prefix=f".{self.path.name}.") as raw, \
+                tarfile.open(fileobj=raw, mode="w:", format=tarfile.PAX_FORMAT) as tf:
+            names = [n for n in LAYOUT_FILES]
+            for p in sorted(root.rglob("*")):
+                rel = p.relative_to(root).as_posix()
+                if (p.is_file() and rel not in LAYOUT_FILES
+                        and not p.name.startswith(".")):
+                    names.append(rel)
+            for rel in names:
+                info = tf.gettarinfo(str(root / rel), arcname=rel)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = 0  # the same content makes the same archive
+                info.mode = 0o644
+                with open(root / rel, "rb") as f:
+                    tf.addfile(info, f)
         self._members = None
 
     def close(self) -> None:

@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +25,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelseal._util.fs import (
-    NO_SPACE,
     atomic_write,
-    disk_full_error,
-    fsync_dir,
-    owner_tag,
+    atomic_writer,
     remove_stale,
 )
 from modelseal._util.json import loads_object as load_json_object
@@ -103,7 +99,7 @@ class LayoutStore:
             self.removed_temporaries = self.remove_stale_temporaries()
         marker = self.root / "oci-layout"
         if not marker.exists():
-            self._atomic_write(marker, b'{"imageLayoutVersion":"1.0.0"}')
+            atomic_write(marker, b'{"imageLayoutVersion":"1.0.0"}', tmp_prefix=TMP_PREFIX)
         if not (self.root / "index.json").exists():
             with self._locked():
                 if not (self.root / "index.json").exists():
@@ -123,9 +119,6 @@ class LayoutStore:
                         p.unlink()
                         removed.append(p)
         return removed
-
-    def _atomic_write(self, dest: Path, data: bytes, mode: int = 0o644) -> None:
-        atomic_write(dest, data, mode=mode, tmp_prefix=TMP_PREFIX)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -173,8 +166,8 @@ class LayoutStore:
         return doc, tags
 
     def _write_index(self, doc: dict[str, Any]) -> None:
-        self._atomic_write(self.root / "index.json",
-                           json.dumps(doc, indent=2, sort_keys=True).encode())
+        atomic_write(self.root / "index.json", json.dumps(doc, indent=2, sort_keys=True).encode(),
+                     tmp_prefix=TMP_PREFIX)
 
     # -- Store protocol ----------------------------------------------------------------------
     def resolve(self, reference: str) -> str | None:
@@ -260,28 +253,15 @@ class LayoutStore:
 
     def _ingest(self, src: io.RawIOBase | io.BufferedIOBase, digest: str, size: int | None,
                 dest: Path, progress: ProgressFn | None, source: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f"{TMP_PREFIX}{owner_tag()}-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                copy_verified(src, out, digest, size, progress, source)
-                out.flush()
-                os.fsync(out.fileno())  # the data is on disk before its name is published
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dest)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(e, OSError) and e.errno in NO_SPACE:
-                raise disk_full_error(dest.parent, e, size) from e
-            raise
-        fsync_dir(dest.parent)
+        with atomic_writer(dest, mode=0o444, tmp_prefix=TMP_PREFIX, needed=size) as out:
+            copy_verified(src, out, digest, size, progress, source)
 
     def put_blob_bytes(self, data: bytes) -> str:
         self._ensure()
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         dest = self._blob_path(digest)
         if not dest.exists():
-            self._atomic_write(dest, data, mode=0o444)
+            atomic_write(dest, data, mode=0o444, tmp_prefix=TMP_PREFIX)
         return digest
 
     def fetch_blob(self, digest: str, size: int | None, out: BinaryIO,

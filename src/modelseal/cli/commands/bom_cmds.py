@@ -62,9 +62,9 @@ def _is_ref(text: str) -> bool:
 
 
 def _write_output(data: bytes, output: Path) -> None:
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(output)
+    from modelseal._util.fs import atomic_write
+
+    atomic_write(output, data)
 
 
 @click.command()

@@ -29,7 +29,9 @@ def _write_json(doc: Any, output: str | None) -> None:
     if output in (None, "-"):
         click.echo(text, nl=False)
     else:
-        Path(str(output)).write_text(text)
+        from modelseal._util.fs import atomic_write
+
+        atomic_write(str(output), text.encode())
 
 
 @click.group()
@@ -262,10 +264,10 @@ def verify(ref: str, policy_file: str, vsa_signer: str | None, attach: bool,
                                        "model gets no VSA next to it (use --vsa-output to keep "
                                        "the FAILED summary)")
             if vsa_output:
+                from modelseal._util.fs import atomic_write
                 from modelseal.attest.bundle import sign_statement
 
-                Path(vsa_output).write_bytes(
-                    sign_statement(vsa_statement(result, r, policy), signer))
+                atomic_write(vsa_output, sign_statement(vsa_statement(result, r, policy), signer))
         if json_mode:
             emit_json(result.to_dict())
         else:
