@@ -1,7 +1,7 @@
 """in-toto layouts, authoring: templates, ``layout new`` (a template with its functionaries
 filled in) and signing a layout (``layout sign``), which refuses what ``layout check`` rejects.
 
-Reading and writing files is limited to the template lookup (``load_template``)."""
+Nothing here touches the network; the only file read is a template (``load_template``)."""
 
 from __future__ import annotations
 
