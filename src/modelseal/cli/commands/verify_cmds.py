@@ -167,7 +167,7 @@ def layout_push(layout_file: str, ref: str, **kw: Any) -> None:
             read_layout_file,
             unsigned_reason,
         )
-        from modelseal.verify.pipeline import push_layout
+        from modelseal.verify.evidence import push_layout
 
         data = Path(layout_file).read_bytes()
         raw = read_layout_file(layout_file)

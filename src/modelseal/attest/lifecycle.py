@@ -20,10 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from modelseal.errors import InputError
-from modelseal.formats import LIFECYCLE_PREDICATE
-from modelseal.oci.store import canonical_json
+from modelseal.formats import LIFECYCLE_ACTIONS, LIFECYCLE_PREDICATE
 
-ACTIONS = ("promote", "deprecate", "retire", "correct")
 RETIRED = "retired"
 STATUS_OF = {"promote": "active", "deprecate": "deprecated", "retire": "retired"}
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -41,6 +39,8 @@ def check_stage(stage: str) -> str:
 def record_digest(statement: Mapping[str, Any]) -> str:
     """The identity of a record: sha256 of its Statement in canonical JSON (the bytes
     modelseal signs), so co-signatures of the same record share it."""
+    from modelseal.oci.store import canonical_json  # the bytes signed, as stored
+
     return "sha256:" + hashlib.sha256(canonical_json(statement)).hexdigest()
 
 
@@ -76,9 +76,9 @@ class LifecycleRecord:
     unrecognized: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
+        if self.action not in LIFECYCLE_ACTIONS:
             raise InputError(f"lifecycle record: action {self.action!r} is not one of "
-                             + ", ".join(ACTIONS))
+                             + ", ".join(LIFECYCLE_ACTIONS))
         check_stage(self.stage)
         if (self.stage == RETIRED) != (self.action == "retire") and self.action != "correct":
             raise InputError("lifecycle record: stage 'retired' is set by retirement only")
