@@ -240,10 +240,10 @@ class Verifier:
                        rule="final products")
         elif chain.get(final):
             _final_products(final, next(iter(chain[final].values())), facts.files, res)
-        _requirements(self._requirements(tl), facts, res)
+        _requirements(self._all_requirements(tl), facts, res)
         return res
 
-    def _requirements(self, tl: TrustedLayout) -> list[Requirement]:
+    def _all_requirements(self, tl: TrustedLayout) -> list[Requirement]:
         """The policy's requirements, after the layout's own separation of duties."""
         reqs: list[Requirement] = [DistinctSigners(a, b) for a, b in tl.separation_of_duties]
         req = self.requirement
