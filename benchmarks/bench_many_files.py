@@ -133,14 +133,14 @@ def verify_child(ref_text: str, policy: str) -> int:
     """``--raise-bounds`` child: verify in-process with the attestation bounds raised."""
     import modelseal.attest.bundle as bundle_mod
     import modelseal.attestations as att_mod
-    import modelseal.verify.pipeline as pipe_mod
+    import modelseal.verify.evidence as evidence_mod
     from modelseal.oci import open_store
     from modelseal.refs import parse_ref
     from modelseal.verify.pipeline import verify_model
     from modelseal.verify.policy import load_policy
 
     ref = parse_ref(ref_text)
-    with _raised_bounds(bundle_mod, att_mod, pipe_mod):
+    with _raised_bounds(bundle_mod, att_mod, evidence_mod):
         r = verify_model(open_store(ref), ref, load_policy(policy))
     print(json.dumps({"verified": r.verified,
                       "refusals": [x.message[:200] for x in r.refusals][:3]}))

@@ -22,7 +22,7 @@ from modelseal.attest.statement import (
 from modelseal.attestations import attach_bundle, subject_of
 from modelseal.formats import LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE, TEST_RESULT_PREDICATE
 from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
-from modelseal.lifecycle.evidence import add_lifecycle_rules
+from modelseal.lifecycle.layout import add_lifecycle_rules
 from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
 from modelseal.refs import parse_ref

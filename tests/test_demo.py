@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from modelseal.lifecycle.chain import RULE_ROLLBACK, RULE_STAGE
+from modelseal.verify.lifecycle_chain import RULE_ROLLBACK, RULE_STAGE
 from paths import REPO, missing_tool
 
 # the refusals the demo shows, in order: retag (5), not yet promoted (10), moved tag (10),

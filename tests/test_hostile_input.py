@@ -116,10 +116,10 @@ def test_verify_survives_a_hostile_referrers_index(tmp_path: Path, registry: Reg
 
 def test_verify_ignores_referrers_past_the_bound(tmp_path: Path, registry: RegistryServer,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelseal.verify.pipeline as pipeline
+    import modelseal.verify.evidence as evidence
 
     p = honest_pipeline(tmp_path, registry.host)
-    monkeypatch.setattr(pipeline, "MAX_REFERRERS", 3)
+    monkeypatch.setattr(evidence, "MAX_REFERRERS", 3)
     result = verify_model(p.store, p.ref, load_policy(p.policy_path))
     assert not result.verified  # five steps need five referrers: fails closed, with a reason
     over = [i for i in result.ignored if "referrers per verification" in i.reason]
@@ -129,12 +129,12 @@ def test_verify_ignores_referrers_past_the_bound(tmp_path: Path, registry: Regis
 
 def test_verify_stops_reading_past_the_byte_bound(tmp_path: Path, registry: RegistryServer,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelseal.verify.pipeline as pipeline
+    import modelseal.verify.evidence as evidence
 
     p = honest_pipeline(tmp_path, registry.host)
     one = max(len(b) for b in p.bundles.values())
-    monkeypatch.setattr(pipeline, "MAX_EVIDENCE_BYTES", 2 * one)
-    monkeypatch.setattr(pipeline, "PER_FILE_ATTESTATION_BYTES", 0)
+    monkeypatch.setattr(evidence, "MAX_EVIDENCE_BYTES", 2 * one)
+    monkeypatch.setattr(evidence, "PER_FILE_ATTESTATION_BYTES", 0)
     result = verify_model(p.store, p.ref, load_policy(p.policy_path))
     assert not result.verified  # fails closed, naming the bound
     over = [i for i in result.ignored if "bytes of attestations per verification" in i.reason]
@@ -362,7 +362,7 @@ def test_attestation_bound_grows_with_the_verified_models_file_count(tmp_path: P
     comes from the verified manifest, which an attacker cannot enlarge, and stops at a hard
     ceiling."""
     from modelseal._util.limits import MAX_BUNDLE_BYTES, attestation_bound
-    from modelseal.verify.pipeline import fetch_evidence
+    from modelseal.verify.evidence import fetch_evidence
 
     store = open_store(parse_ref(f"oci:{tmp_path / 'store'}:v1"))
     subject_desc = Descriptor(MANIFEST_V1, "sha256:" + "ab" * 32, 2)

@@ -258,7 +258,7 @@ def test_new_layout_puts_release_managers_in_the_lifecycle_section(tmp_path: Pat
     """Transitions (promote:STAGE, deprecate, retire) are filled like steps, into the
     extension's lifecycle section; a transition nobody may sign is left out; production
     needs two release managers (the template's threshold)."""
-    from modelseal.lifecycle.evidence import rules_from_layout
+    from modelseal.verify.lifecycle_records import rules_from_layout
 
     fs = make_functionaries(tmp_path, [*FUNCTIONARY.values(), "owner", "rm1", "rm2"])
     pairs = [(s, fs[FUNCTIONARY[s]].public) for s in STEPS]

@@ -16,12 +16,15 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from modelseal.attest.lifecycle import LifecycleRecord, record_digest
 from modelseal.attestations import attach_bundle, list_attestations, subject_of
 from modelseal.cli import main
 from modelseal.errors import InputError
 from modelseal.formats import LIFECYCLE_PREDICATE
 from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
-from modelseal.lifecycle.chain import (
+from modelseal.lifecycle.layout import add_lifecycle_rules
+from modelseal.lifecycle.state import StateStore
+from modelseal.verify.lifecycle_chain import (
     RULE_AGE,
     RULE_CHAIN,
     RULE_ROLLBACK,
@@ -37,9 +40,6 @@ from modelseal.lifecycle.chain import (
     check_requirements,
     evaluate,
 )
-from modelseal.lifecycle.evidence import add_lifecycle_rules
-from modelseal.lifecycle.predicate import LifecycleRecord, record_digest
-from modelseal.lifecycle.state import StateStore
 from pipeline_fixtures import FUNCTIONARY, STEPS, Pipeline, honest_pipeline, make_functionaries
 from registry_server import RegistryServer
 from tsa_server import TSAServer, tsa

@@ -230,7 +230,7 @@ def test_scan_command_passes_a_clean_model(model: Path) -> None:
 def _facts_with_scan(root: Path) -> tuple[object, dict[str, object]]:
     from datetime import UTC, datetime
 
-    from modelseal.verify.policy import Attestation, Facts
+    from modelseal.verify.requirements import Attestation, Facts
 
     report = scan_model(root)
     pred = json.loads(json.dumps(safety_predicate(report)))
@@ -246,7 +246,8 @@ def _facts_with_scan(root: Path) -> tuple[object, dict[str, object]]:
 def _policy_safety(value: object) -> object:
     from types import SimpleNamespace
 
-    from modelseal.verify.policy import ModelSafety, compile_policy
+    from modelseal.verify.policy import compile_policy
+    from modelseal.verify.requirements import ModelSafety
 
     key = SimpleNamespace(keyid="k", to_dict=lambda: {
         "keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "keyval": {"public": "k"}})

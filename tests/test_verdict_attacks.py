@@ -39,7 +39,7 @@ from modelseal.intoto_layout.model import (
 )
 from modelseal.oci import open_store
 from modelseal.refs import parse_ref
-from modelseal.verify.decision import Evidence, ModelView, decide
+from modelseal.verify.decision import Evidence, ModelView, Verifier
 from modelseal.verify.pipeline import verify_model
 from modelseal.verify.policy import load_policy
 from modelseal.verify.result import Refusal, VerificationResult
@@ -559,10 +559,11 @@ def test_decision_given_no_trusted_root_picks_no_default(world: World) -> None:
     model = ModelView("sha256:" + "1" * 64, {subj["name"]: "sha256:" + subj["digest"]["sha256"]})
     owner = public_of(w, "owner")
     layout = sign_doc(_keyless_layout(w), w.p.owner.signer)
-    r = decide(layout, {owner.keyid: owner}, model, [Evidence("sha256:" + "2" * 64, bundle)])
+    evidence = [Evidence("sha256:" + "2" * 64, bundle)]
+    r = Verifier(layout, {owner.keyid: owner}).verify(model, evidence)
     find(r, rule="trusted root", step="build")
-    r = decide(layout, {owner.keyid: owner}, model, [Evidence("sha256:" + "2" * 64, bundle)],
-               trusted_root=load_trusted_root(str(STAGING_ROOT)))
+    r = Verifier(layout, {owner.keyid: owner},
+                 trusted_root=load_trusted_root(str(STAGING_ROOT))).verify(model, evidence)
     assert r.verified, [x.to_dict() for x in r.refusals]
 
 

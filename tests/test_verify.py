@@ -80,7 +80,7 @@ def test_required_stage_without_lifecycle_records_is_refused(tmp_path: Path,
                                                              registry: RegistryServer) -> None:
     """No record says the model is in production: nothing passes vacuously (the lifecycle
     chain itself is tested in test_lifecycle.py)."""
-    from modelseal.lifecycle.chain import RULE_STAGE
+    from modelseal.verify.lifecycle_chain import RULE_STAGE
 
     p = honest_pipeline(tmp_path, registry.host)
     policy = p.policy(required_stage={"stage": "production", "step": "approve"})
@@ -134,7 +134,7 @@ def test_policy_unknown_keys_are_usage_errors(tmp_path: Path) -> None:
 def test_layout_from_registry_pinned_by_digest(tmp_path: Path, registry: RegistryServer) -> None:
     from modelseal.oci import open_store
     from modelseal.refs import parse_ref
-    from modelseal.verify.pipeline import push_layout
+    from modelseal.verify.evidence import push_layout
 
     p = honest_pipeline(tmp_path, registry.host)
     lref = parse_ref(f"{registry.host}/layouts/ml-pipeline:current")

@@ -24,7 +24,7 @@ from modelseal.intoto_layout.authoring import load_template, new_layout
 from modelseal.intoto_layout.model import sigstore_key
 from modelseal.modelpack import ModelMetadata
 from modelseal.transfer import push
-from modelseal.verify.decision import Evidence, ModelView, decide
+from modelseal.verify.decision import Evidence, ModelView, Verifier
 from modelseal.verify.pipeline import pull_verified, verify_model
 from modelseal.verify.policy import load_policy
 from modelseal.verify.result import VerificationResult
@@ -361,10 +361,10 @@ def keyless_decide(tmp: Path, root: str, **who: str) -> VerificationResult:
     # the model whose file the Statement names (a.txt at the subject's digest)
     model = ModelView("sha256:" + "1" * 64,
                       {subject["name"]: "sha256:" + subject["digest"]["sha256"]})
-    return decide(keyless_layout(fs["owner"].signer, **who), {fs["owner"].public.keyid:
-                                                              fs["owner"].public},
-                  model, [Evidence("sha256:" + "2" * 64, bundle)],
-                  trusted_root=load_trusted_root(root))
+    verifier = Verifier(keyless_layout(fs["owner"].signer, **who),
+                        {fs["owner"].public.keyid: fs["owner"].public},
+                        trusted_root=load_trusted_root(root))
+    return verifier.verify(model, [Evidence("sha256:" + "2" * 64, bundle)])
 
 
 def test_keyless_functionary_is_accepted(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
 BUILD_TYPE = "https://modelseal.dev/training/v1"
 SAFETY_PREDICATE = "https://modelseal.dev/attestation/model-safety/v1"
 LIFECYCLE_PREDICATE = "https://modelseal.dev/attestation/lifecycle/v1"
+LIFECYCLE_ACTIONS = ("promote", "deprecate", "retire", "correct")  # its ``action`` values
 MODEL_SIGNING_PREDICATE = "https://model_signing/signature/v1.0"
 
 # -- CycloneDX ------------------------------------------------------------------------------

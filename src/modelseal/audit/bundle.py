@@ -79,7 +79,7 @@ def _policy_files(policy_path: Path, registry_options: dict[str, Any] | None
                   ) -> dict[str, bytes]:
     """The policy rewritten to point into the bundle, and every file it uses."""
     from modelseal.attest.bundle import PRODUCTION_TUF_URL, STAGING_TUF_URL
-    from modelseal.verify.pipeline import load_layout_bytes
+    from modelseal.verify.evidence import load_layout_bytes
     from modelseal.verify.policy import load_policy
 
     policy = load_policy(policy_path)  # checks it first: a bad policy is exit 2, not a bundle

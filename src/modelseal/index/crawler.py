@@ -3,10 +3,10 @@
 For each source: list its tags once, resolve them, and compute per model an evidence key from
 content addresses only (the referrer tags, which name the referrers' digests, the fallback
 index's digest, and the policy and layout digests). A model whose key is unchanged is not
-fetched again; a changed one has its evidence fetched (``verify.pipeline.fetch_evidence``)
-and verified against the policy's layout keys (``verify.decision``'s bundle check, the one the
-verifier uses), its lifecycle judged by ``lifecycle.service.lifecycle_view``. What does not
-verify is recorded with the reason, never as verified.
+fetched again; a changed one has its evidence fetched (``verify.evidence.fetch_evidence``)
+and verified against the policy's layout keys (``verify.decision.verify_attestations``, the
+verifier's own bundle check), its lifecycle judged by ``lifecycle.service.lifecycle_view``.
+What does not verify is recorded with the reason, never as verified.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class PolicyContext:
              ) -> PolicyContext:
         """Load a policy file and verify its layout (VerificationError when it does not)."""
         from modelseal.intoto_layout.model import functionary_names, verify_layout
-        from modelseal.verify.pipeline import load_layout_bytes, trust_root_for
+        from modelseal.verify.evidence import load_layout_bytes
+        from modelseal.verify.pipeline import trust_root_for
         from modelseal.verify.policy import load_policy
 
         policy = load_policy(path)
@@ -215,15 +216,14 @@ def judge_evidence(evidence: Sequence[Evidence], covers: set[str],
     verified: dict[str, Any] = {}
     refused: dict[str, str] = {}
     if ctx is not None:
-        from modelseal.verify.decision import _verify_bundles
-        from modelseal.verify.result import VerificationResult
+        from modelseal.verify.decision import verify_attestations
 
-        scratch = VerificationResult(subject="")
-        atts, _ = _verify_bundles(ctx.layout, evidence, ctx.trusted_root, scratch, now)
-        verified = {a.id: a for a in atts}
-        for ig in scratch.ignored:
+        checked = verify_attestations(ctx.layout, evidence, trusted_root=ctx.trusted_root,
+                                      now=now)
+        verified = {a.id: a for a in checked.attestations}
+        for ig in checked.ignored:
             refused.setdefault(ig.attestation, ig.reason)
-        for r in scratch.refusals:
+        for r in checked.refusals:
             if r.attestation:
                 refused.setdefault(r.attestation, r.message)
     for ev in evidence:
@@ -301,7 +301,7 @@ def _index_model(conn: Connection, store: Store, repo: str, digest: str, info: d
                  key: str, ctx: PolicyContext | None, now: datetime,
                  report: CrawlReport, *, known: bool = True) -> None:
     from modelseal.oci.image_layout import LayoutStore
-    from modelseal.verify.pipeline import fetch_evidence
+    from modelseal.verify.evidence import fetch_evidence
 
     # a directory answers in microseconds: threads would cost more than they save
     workers = 1 if isinstance(store, LayoutStore) else 16

@@ -84,7 +84,7 @@ def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, K
     encoding) is one functionary: it is listed once. ``names`` (keyid -> functionary name)
     go into the extension's ``functionaries`` so that refusals name people, not key ids.
     """
-    from modelseal.lifecycle.predicate import ACTIONS
+    from modelseal.formats import LIFECYCLE_ACTIONS as ACTIONS
 
     doc = copy.deepcopy(dict(template))
     steps = {s["name"]: s for s in doc.get("steps") or []}

@@ -1,10 +1,10 @@
-"""Lifecycle of a published model: promotion, deprecation, retirement and corrections as a
-chain of signed records (docs/lifecycle.md).
+"""Lifecycle of a published model, the write side and local state: promotion, deprecation,
+retirement and corrections as a chain of signed records (docs/lifecycle.md).
 
-- ``predicate``: the lifecycle predicate (to_dict/from_dict) and the record digest;
-- ``chain``: the pure decision (who approved which record, the chain, stage, refusals);
-- ``evidence``: bundles verified against the layout's keys and trusted TSA certificates;
+- ``service``: sign and attach transitions, read a model's history (I/O);
 - ``state``: what a verifier remembers per model (``--state``);
-- ``requirement``: the adapter to the verifier's policy requirements;
-- ``service``: sign and attach transitions, read a model's history (I/O).
+- ``layout``: write the layout's lifecycle section (who may sign which transition).
+
+The record itself is ``attest.lifecycle``; judging it is the verifier's
+(``verify.lifecycle_chain``, ``verify.lifecycle_records``, ``verify.lifecycle_requirement``).
 """

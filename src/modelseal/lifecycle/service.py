@@ -2,7 +2,7 @@
 
 ``transition()`` is what ``modelseal promote|deprecate|retire`` do, ``history()`` what
 ``modelseal history`` does; both take an open store, so a Python caller does exactly what a
-command does. The judging is ``chain.evaluate`` (pure).
+command does. The judging is ``verify.lifecycle_chain.evaluate`` (pure).
 """
 
 from __future__ import annotations
@@ -15,26 +15,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelseal._util.time import rfc3339
+from modelseal.attest.lifecycle import (
+    RETIRED,
+    LifecycleRecord,
+    check_stage,
+    record_digest,
+    record_of_statement,
+)
 from modelseal.errors import InputError, UsageError, VerificationError
-from modelseal.formats import LIFECYCLE_PREDICATE
-from modelseal.lifecycle.chain import (
+from modelseal.formats import LIFECYCLE_ACTIONS, LIFECYCLE_PREDICATE
+from modelseal.verify.lifecycle_chain import (
     ChainState,
     LifecycleOptions,
     LifecycleView,
     check_requirements,
     evaluate,
 )
-from modelseal.lifecycle.evidence import (
-    LifecycleEvidence,
+from modelseal.verify.lifecycle_records import (
+    layout_key_materials,
     rules_from_layout,
     verify_lifecycle_bundles,
-)
-from modelseal.lifecycle.predicate import (
-    RETIRED,
-    LifecycleRecord,
-    check_stage,
-    record_digest,
-    record_of_statement,
 )
 
 if TYPE_CHECKING:
@@ -43,29 +43,29 @@ if TYPE_CHECKING:
 
     from modelseal.attest.tsa import TSAClient
     from modelseal.intoto_layout.model import TrustedLayout
-    from modelseal.lifecycle.requirement import LifecycleRequirement
     from modelseal.oci.store import Store
     from modelseal.refs import Ref
     from modelseal.verify.decision import Evidence
+    from modelseal.verify.lifecycle_requirement import LifecycleRequirement
     from modelseal.verify.policy import Policy
 
 
 
 def fetch_all(store: Store, digest: str) -> list[Evidence]:
     """Every bundle attached to the model (fetch_evidence of the verifier, no filtering)."""
-    from modelseal.verify.pipeline import fetch_evidence
+    from modelseal.verify.evidence import fetch_evidence
 
     return fetch_evidence(store, digest)[0]
 
 
-def _lifecycle_evidence(evidence: Sequence[Evidence]) -> list[LifecycleEvidence]:
+def _lifecycle_evidence(evidence: Sequence[Evidence]) -> list[Evidence]:
     from modelseal.attest.bundle import parse_bundle
 
     out = []
     for ev in evidence:
         try:
             if parse_bundle(ev.bundle).predicate_type == LIFECYCLE_PREDICATE:
-                out.append(LifecycleEvidence(ev.id, ev.bundle))
+                out.append(ev)
         except InputError:
             continue
     return out
@@ -182,7 +182,7 @@ def transition(
     from modelseal.attestations import attach_bundle, subject_of
 
     now = (now or datetime.now(UTC)).replace(microsecond=0)
-    if action not in ("promote", "deprecate", "retire", "correct"):
+    if action not in LIFECYCLE_ACTIONS:
         raise UsageError(f"unknown lifecycle action {action!r}")
     if (action == "correct") != bool(corrections):
         raise UsageError("a correction says what it corrects (--set FIELD=VALUE), and only a "
@@ -266,11 +266,10 @@ def transition(
 
 
 def _material_of(signer: Signer) -> str:
-    from modelseal.intoto_layout.model import key_dict
-    from modelseal.lifecycle.evidence import key_material
+    from modelseal.intoto_layout.model import key_dict, key_identity
 
     try:
-        return key_material(key_dict(signer.public_key))
+        return key_identity(key_dict(signer.public_key))
     except (InputError, AttributeError, ValueError):
         return ""
 
@@ -333,8 +332,6 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
     keyed = {}
     names: dict[str, str] = {}
     if layout is not None:
-        from modelseal.lifecycle.evidence import layout_key_materials
-
         keyed = {kid: key_from_dict(kid, d) for kid, d in layout.layout.keys.items()
                  if not is_sigstore_key(d)}
         rules = rules_from_layout(layout)
@@ -415,7 +412,7 @@ def trusted_layout(policy: Policy, registry_options: Mapping[str, Any] | None = 
                    ) -> TrustedLayout:
     """The policy's layout, its signatures checked against the policy's layout keys."""
     from modelseal.intoto_layout.model import verify_layout
-    from modelseal.verify.pipeline import load_layout_bytes
+    from modelseal.verify.evidence import load_layout_bytes
 
     data, _ = load_layout_bytes(policy, registry_options)
     return verify_layout(data, policy.layout_keys)

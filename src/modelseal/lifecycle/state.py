@@ -17,7 +17,7 @@ from pathlib import Path
 
 from modelseal._util.fs import atomic_write
 from modelseal.errors import InputError
-from modelseal.lifecycle.chain import ChainState, TagRelease
+from modelseal.verify.lifecycle_chain import ChainState, TagRelease
 
 STATE_ENV = "MODELSEAL_STATE"
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")

@@ -1,11 +1,51 @@
-"""What a verification concluded: per step, per requirement, and every refusal's cause."""
+"""What a verification concluded: per step, per requirement, and every refusal's cause.
+
+Each class writes itself with ``to_dict`` (the ``modelseal verify --json`` document) and reads
+that back with ``from_dict``: ``VerificationResult.from_dict(r.to_dict()) == r``. Reading
+checks the shape and raises InputError naming the field; unknown fields are kept;
+``verified`` is never read, it is derived (fail closed) from the steps and refusals.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelseal.errors import VerificationError
+from modelseal.errors import InputError, VerificationError
+
+
+def _field(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str,
+           default: Any = None, required: bool = False) -> Any:
+    """``d[key]`` when it is of ``kind`` (``default`` when absent); InputError otherwise."""
+    if key not in d or d[key] is None:
+        if required:
+            raise InputError(f"{what}: {key} is missing")
+        return default
+    v = d[key]
+    if not isinstance(v, kind) or (isinstance(v, bool) and kind is int):
+        raise InputError(f"{what}: {key} is {type(v).__name__}, not the expected type")
+    return v
+
+
+def _strings(d: Mapping[str, Any], key: str, what: str) -> list[str]:
+    v = _field(d, key, list, what, [])
+    if not all(isinstance(x, str) for x in v):
+        raise InputError(f"{what}: {key} must list strings")
+    return list(v)
+
+
+def _objects(d: Mapping[str, Any], key: str, what: str) -> list[Mapping[str, Any]]:
+    v = _field(d, key, list, what, [])
+    if not all(isinstance(x, Mapping) for x in v):
+        raise InputError(f"{what}: {key} must list objects")
+    return list(v)
+
+
+def _mapping(d: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise InputError(f"{what} is not an object")
+    return d
 
 
 @dataclass(frozen=True)
@@ -25,6 +65,14 @@ class Refusal:
                                   ("rule", self.rule), ("artifact", self.artifact),
                                   ("key", self.key), ("attestation", self.attestation))
                 if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refusal:
+        """A refusal as ``to_dict`` wrote it."""
+        d = _mapping(data, "refusal")
+        return cls(_field(d, "message", str, "refusal", required=True),
+                   *(_field(d, k, str, "refusal")
+                     for k in ("step", "rule", "artifact", "key", "attestation")))
 
     def __str__(self) -> str:
         return self.message
@@ -48,6 +96,17 @@ class StepOutcome:
                 "identities": list(self.identities),
                 "attestations": list(self.attestations)}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepOutcome:
+        """A step's outcome as ``to_dict`` wrote it."""
+        d = _mapping(data, "step")
+        what = f"step {d.get('name')!r}"
+        return cls(_field(d, "name", str, what, required=True),
+                   _field(d, "threshold", int, what, required=True),
+                   _field(d, "passed", bool, what, False),
+                   _strings(d, "signers", what), _strings(d, "keyids", what),
+                   _strings(d, "attestations", what), _strings(d, "identities", what))
+
 
 @dataclass
 class RequirementOutcome:
@@ -57,6 +116,14 @@ class RequirementOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RequirementOutcome:
+        """A requirement's outcome as ``to_dict`` wrote it."""
+        d = _mapping(data, "requirement")
+        return cls(_field(d, "name", str, "requirement", required=True),
+                   _field(d, "passed", bool, "requirement", required=True),
+                   _field(d, "detail", str, "requirement", ""))
 
 
 @dataclass
@@ -70,6 +137,15 @@ class Ignored:
     def to_dict(self) -> dict[str, Any]:
         return {"attestation": self.attestation, "reason": self.reason,
                 "predicateType": self.predicate_type}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Ignored:
+        """An ignored attestation as ``to_dict`` wrote it."""
+        d = _mapping(data, "ignored attestation")
+        what = "ignored attestation"
+        return cls(_field(d, "attestation", str, what, required=True),
+                   _field(d, "reason", str, what, required=True),
+                   _field(d, "predicateType", str, what))
 
 
 @dataclass
@@ -88,6 +164,7 @@ class VerificationResult:
     ignored: list[Ignored] = field(default_factory=list)
     attestations_seen: int = 0
     vsa: str | None = None  # digest of the attached verification summary, if any
+    unrecognized: dict[str, Any] = field(default_factory=dict)  # fields read, not known
 
     @property
     def verified(self) -> bool:
@@ -112,7 +189,32 @@ class VerificationResult:
             "ignored": [i.to_dict() for i in self.ignored],
             "attestations": self.attestations_seen,
             "vsa": self.vsa,
+            **self.unrecognized,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerificationResult:
+        """A result as ``to_dict`` (``modelseal verify --json``) wrote it. ``verified`` is not
+        read: it follows from the steps and refusals, so an edited ``true`` changes nothing.
+        Fields it does not know (a later version's) are kept and written back."""
+        d = _mapping(data, "verification result")
+        what = "verification result"
+        return cls(
+            subject=_field(d, "digest", str, what, required=True),
+            ref=_field(d, "ref", str, what, ""),
+            layout=_field(d, "layout", str, what, ""),
+            layout_digest=_field(d, "layoutDigest", str, what, ""),
+            verified_at=_field(d, "verifiedAt", str, what, ""),
+            steps=[StepOutcome.from_dict(x) for x in _objects(d, "steps", what)],
+            requirements=[RequirementOutcome.from_dict(x)
+                          for x in _objects(d, "requirements", what)],
+            refusals=[Refusal.from_dict(x) for x in _objects(d, "refusals", what)],
+            warnings=_strings(d, "warnings", what),
+            ignored=[Ignored.from_dict(x) for x in _objects(d, "ignored", what)],
+            attestations_seen=_field(d, "attestations", int, what, 0),
+            vsa=_field(d, "vsa", str, what),
+            unrecognized={k: v for k, v in d.items() if k not in _RESULT_FIELDS},
+        )
 
     def summary(self) -> str:
         if self.verified:
@@ -126,3 +228,6 @@ class VerificationResult:
         if not self.verified:
             raise VerificationError(self.summary(),
                                     reasons=[r.message for r in self.refusals])
+
+
+_RESULT_FIELDS = frozenset(VerificationResult(subject="").to_dict())  # "verified" too: derived

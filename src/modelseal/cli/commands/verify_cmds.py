@@ -161,7 +161,7 @@ def layout_push(layout_file: str, ref: str, **kw: Any) -> None:
         from modelseal.errors import UsageError
         from modelseal.intoto_layout.lint import check_layout
         from modelseal.intoto_layout.model import payload_of, read_layout_file, unsigned_reason
-        from modelseal.verify.pipeline import push_layout
+        from modelseal.verify.evidence import push_layout
 
         data = Path(layout_file).read_bytes()
         raw = read_layout_file(layout_file)

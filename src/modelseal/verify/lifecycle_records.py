@@ -1,5 +1,5 @@
-"""From bytes to what ``chain.evaluate`` judges: the layout's lifecycle rules, key material,
-and lifecycle bundles verified against the layout's keys and the trusted TSA certificates.
+"""From bytes to what ``lifecycle_chain.evaluate`` judges: the layout's lifecycle rules, key
+material, and lifecycle bundles verified against the layout's keys and the trusted TSA certificates.
 
 No network and no files: the caller fetched the bytes. The layout section that says who may
 sign which transition is part of the layout's ``modelseal`` extension (signed by the layout
@@ -17,34 +17,29 @@ Keys are the layout's ``keys`` entries; they count by their material, never by k
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modelseal.attest.lifecycle import record_digest, record_of_statement
 from modelseal.errors import InputError, VerificationError
-from modelseal.formats import LIFECYCLE_PREDICATE
-from modelseal.lifecycle.chain import LifecycleRules, SignedRecord, TransitionRule
-from modelseal.lifecycle.predicate import record_digest, record_of_statement
+from modelseal.formats import LIFECYCLE_ACTIONS, LIFECYCLE_PREDICATE
+from modelseal.verify.lifecycle_chain import LifecycleRules, SignedRecord, TransitionRule
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
     from modelseal.intoto_layout.model import TrustedLayout
+    from modelseal.verify.decision import Evidence
 
 LIFECYCLE_EXTENSION = "lifecycle"
 MAX_LIFECYCLE_BUNDLES = 1000  # per model and verification
 
 
-def key_material(d: Mapping[str, Any]) -> str:
-    """The canonical identity of a layout key: ``layout.key_identity``, the one definition
-    that thresholds, separation of duties and names count everywhere."""
+def layout_key_materials(tl: TrustedLayout) -> dict[str, str]:
+    """Layout key id -> key material (``layout.key_identity``, the one definition that
+    thresholds, separation of duties and names count everywhere)."""
     from modelseal.intoto_layout.model import key_identity
 
-    return key_identity(d)
-
-
-def layout_key_materials(tl: TrustedLayout) -> dict[str, str]:
-    """Layout key id -> key material."""
-    return {kid: key_material(d) for kid, d in tl.layout.keys.items()}
+    return {kid: key_identity(d) for kid, d in tl.layout.keys.items()}
 
 
 def rules_from_layout(tl: TrustedLayout) -> LifecycleRules:
@@ -61,7 +56,7 @@ def rules_from_layout(tl: TrustedLayout) -> LifecycleRules:
     for name, spec in raw.items():
         where = f"layout: modelseal.lifecycle.{name}"
         action, _, stage = str(name).partition(":")
-        if action not in ("promote", "deprecate", "retire", "correct") or \
+        if action not in LIFECYCLE_ACTIONS or \
                 (action == "promote") != bool(stage):
             raise InputError(f"{where}: transitions are promote:STAGE, promote:*, deprecate, "
                              "retire or correct")
@@ -95,16 +90,8 @@ def rules_from_layout(tl: TrustedLayout) -> LifecycleRules:
     return LifecycleRules(out, names)
 
 
-@dataclass(frozen=True)
-class LifecycleEvidence:
-    """A lifecycle bundle as fetched: referrer digest and bytes."""
-
-    id: str
-    bundle: bytes
-
-
 def verify_lifecycle_bundles(
-    evidence: Sequence[LifecycleEvidence],
+    evidence: Sequence[Evidence],
     tl: TrustedLayout,
     *,
     tsa_roots: Sequence[Certificate] = (),
@@ -116,15 +103,11 @@ def verify_lifecycle_bundles(
     does not verify gives no trusted time and is named among the ignored."""
     from modelseal.attest.bundle import KeylessIdentity, parse_bundle, verify_bundle
     from modelseal.attest.tsa import verified_times
-    from modelseal.intoto_layout.model import is_sigstore_key, key_from_dict
+    from modelseal.verify.decision import layout_signers
 
     materials = layout_key_materials(tl)
     rules = rules_from_layout(tl)
-    keyed = {kid: key_from_dict(kid, d) for kid, d in tl.layout.keys.items()
-             if not is_sigstore_key(d)}
-    keyless = {KeylessIdentity(str((d.get("keyval") or {}).get("identity")),
-                               str((d.get("keyval") or {}).get("issuer"))): kid
-               for kid, d in tl.layout.keys.items() if is_sigstore_key(d)}
+    keyed, keyless = layout_signers(tl)
     out: list[SignedRecord] = []
     ignored: list[tuple[str, str]] = []
     for ev in evidence[:MAX_LIFECYCLE_BUNDLES]:
@@ -158,22 +141,3 @@ def verify_lifecycle_bundles(
         ignored.append(("", f"{len(evidence) - MAX_LIFECYCLE_BUNDLES} lifecycle bundles beyond "
                             f"the limit of {MAX_LIFECYCLE_BUNDLES} were not read"))
     return out, ignored
-
-
-def add_lifecycle_rules(doc: dict[str, Any],
-                        transitions: Mapping[str, tuple[Sequence[Any], int, Sequence[str]]]
-                        ) -> dict[str, Any]:
-    """Write the lifecycle section into an (unsigned) layout document: transition name ->
-    (securesystemslib public keys, threshold, steps to stay distinct from). The keys join the
-    layout's ``keys``; the layout owner signs the result as usual."""
-    from modelseal.intoto_layout.model import EXTENSION, key_dict
-
-    keys = doc.setdefault("keys", {})
-    section: dict[str, Any] = {}
-    for name, (pubs, threshold, distinct) in transitions.items():
-        for k in pubs:
-            keys[k.keyid] = key_dict(k)
-        section[name] = {"pubkeys": [k.keyid for k in pubs], "threshold": threshold,
-                         **({"distinct_from": list(distinct)} if distinct else {})}
-    doc.setdefault(EXTENSION, {})[LIFECYCLE_EXTENSION] = section
-    return doc

@@ -21,9 +21,8 @@ from typing import Any
 
 from modelseal._util.json import canonical_json
 from modelseal.errors import InputError
-from modelseal.formats import LIFECYCLE_PREDICATE
+from modelseal.formats import LIFECYCLE_ACTIONS, LIFECYCLE_PREDICATE
 
-ACTIONS = ("promote", "deprecate", "retire", "correct")
 RETIRED = "retired"
 STATUS_OF = {"promote": "active", "deprecate": "deprecated", "retire": "retired"}
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -76,9 +75,9 @@ class LifecycleRecord:
     unrecognized: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
+        if self.action not in LIFECYCLE_ACTIONS:
             raise InputError(f"lifecycle record: action {self.action!r} is not one of "
-                             + ", ".join(ACTIONS))
+                             + ", ".join(LIFECYCLE_ACTIONS))
         check_stage(self.stage)
         if (self.stage == RETIRED) != (self.action == "retire") and self.action != "correct":
             raise InputError("lifecycle record: stage 'retired' is set by retirement only")

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from modelseal._util.time import CLOCK_SKEW, rfc3339
-from modelseal.lifecycle.predicate import LifecycleRecord
+from modelseal.attest.lifecycle import LifecycleRecord
 from modelseal.verify.result import Refusal
 
 RULE_SIG = "lifecycle authorization"
@@ -48,9 +48,9 @@ class SignedRecord:
     """One verified signature over one lifecycle record."""
 
     record: LifecycleRecord
-    digest: str  # record digest (predicate.record_digest)
+    digest: str  # record digest (attest.lifecycle.record_digest)
     evidence: str  # referrer or bundle digest
-    signer: str  # canonical key material (key_material)
+    signer: str  # canonical key material (layout.key_identity)
     signer_name: str  # for people: functionary name or key description
     trusted_time: datetime | None = None  # verified RFC 3161 time
     tsa: str | None = None

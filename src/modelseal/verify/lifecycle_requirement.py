@@ -1,12 +1,12 @@
-"""The lifecycle as a requirement of the deployer's policy (``verify.policy.Requirement``).
+"""The lifecycle as a requirement of the deployer's policy (``verify.requirements.Requirement``).
 
 ``check(facts)`` is pure: it judges the lifecycle Statements the decision already verified
 (``facts.attestations``), with what the I/O layer handed over beforehand in ``prepare``:
 
 - the lifecycle rules of the *verified* layout (who may sign which transition);
 - the RFC 3161 times of the evidence, verified against the policy's TSA certificates;
-- the head this verifier remembers for the model (``StateStore``), and the tag the model was
-  resolved from.
+- the head this verifier remembers for the model (a ``LifecycleMemory``, such as
+  ``lifecycle.state.StateStore``), and the tag the model was resolved from.
 
 After the decision, ``finish`` copies warnings (e.g. "deprecated") into the result and, when the
 model verified, moves the remembered head forward.
@@ -29,11 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from modelseal.attest.lifecycle import record_digest, record_of_statement
 from modelseal.errors import InputError, UsageError
 from modelseal.formats import LIFECYCLE_PREDICATE
-from modelseal.lifecycle.chain import (
+from modelseal.verify.lifecycle_chain import (
     RULE_STAGE,
     ChainState,
     LifecycleOptions,
@@ -41,24 +42,36 @@ from modelseal.lifecycle.chain import (
     LifecycleView,
     SignedRecord,
     TagRelease,
+    TransitionRule,
     check_requirements,
     evaluate,
 )
-from modelseal.lifecycle.predicate import record_digest, record_of_statement
 from modelseal.verify.result import Refusal
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
-    from securesystemslib.signer import Key
 
     from modelseal.attest.tsa import TrustedTime
-    from modelseal.lifecycle.state import StateStore
+    from modelseal.intoto_layout.model import TrustedLayout
     from modelseal.verify.decision import Evidence
-    from modelseal.verify.policy import Facts
+    from modelseal.verify.requirements import Facts
     from modelseal.verify.result import VerificationResult
 
 LIFECYCLE_POLICY_KEYS = ("required_stage", "stage_max_age", "deprecated",
                          "require_trusted_time", "trusted_tsa", "check_tag")
+
+
+class LifecycleMemory(Protocol):
+    """What a verifier remembers per model and per tag, so that nothing moves backwards
+    (``lifecycle.state.StateStore`` keeps it in a directory)."""
+
+    def load(self, model_digest: str) -> ChainState | None: ...
+
+    def save(self, model_digest: str, state: ChainState) -> bool: ...
+
+    def load_tag(self, repository: str, tag: str) -> TagRelease | None: ...
+
+    def save_tag(self, repository: str, tag: str, release: TagRelease) -> bool: ...
 
 
 @dataclass
@@ -90,25 +103,24 @@ class LifecycleRequirement:
 
     # ---- before the decision (the pipeline, which has the bytes) ---------------------------
 
-    def prepare(self, *, layout_bytes: bytes, layout_keys: Mapping[str, Key],
-                evidence: Sequence[Evidence], model_digest: str,
-                state: StateStore | None = None, tag: str | None = None,
-                repository: str | None = None) -> None:
-        """Bind the verified layout's rules, verify the evidence's TSA times, load the
-        remembered head. A layout that does not verify binds nothing (check refuses)."""
+    def prepare(self, *, layout: TrustedLayout | None, evidence: Sequence[Evidence],
+                model_digest: str, state: LifecycleMemory | None = None,
+                tag: str | None = None, repository: str | None = None) -> None:
+        """Bind the verified layout's rules (``Verifier.layout``), verify the evidence's TSA
+        times, load the remembered head. No verified layout binds nothing (check refuses)."""
         from modelseal.attest.tsa import verified_times_of_bundle
-        from modelseal.errors import VerificationError
-        from modelseal.intoto_layout.model import verify_layout
-        from modelseal.lifecycle.evidence import layout_key_materials, rules_from_layout
+        from modelseal.verify.lifecycle_records import layout_key_materials, rules_from_layout
 
-        try:
-            tl = verify_layout(layout_bytes, layout_keys)
-            self.rules = rules_from_layout(tl)
-            self.key_materials = layout_key_materials(tl)
-            if not self.rules.transitions and self.step:
-                self.rules = _rules_of_step(tl, self.step, self.key_materials, self.rules)
-        except (VerificationError, InputError):
-            self.rules = None  # the decision refuses the layout itself, with the reason
+        self.rules = None  # the decision refuses an unverified layout itself, with the reason
+        if layout is not None:
+            try:
+                self.rules = rules_from_layout(layout)
+                self.key_materials = layout_key_materials(layout)
+                if not self.rules.transitions and self.step:
+                    self.rules = _rules_of_step(layout, self.step, self.key_materials,
+                                                self.rules)
+            except InputError:
+                self.rules = None
         if self.tsa_roots:
             for ev in evidence:
                 t = verified_times_of_bundle(ev.bundle, self.tsa_roots).earliest
@@ -157,7 +169,7 @@ class LifecycleRequirement:
 
     # ---- after the decision ------------------------------------------------------------------
 
-    def finish(self, result: VerificationResult, state: StateStore | None = None) -> None:
+    def finish(self, result: VerificationResult, state: LifecycleMemory | None = None) -> None:
         """Warnings into the result; remember the chain's head when its integrity held
         (also when the model is refused for its stage: a retirement seen is remembered)."""
         view = self.views.get(result.subject)
@@ -172,12 +184,10 @@ class LifecycleRequirement:
             state.save_tag(self.repository, self.tag, view.tag_release)
 
 
-def _rules_of_step(tl: Any, step: str, materials: Mapping[str, str],
+def _rules_of_step(tl: TrustedLayout, step: str, materials: Mapping[str, str],
                    base: LifecycleRules) -> LifecycleRules:
     """``required_stage: {step: S}`` with a layout that has no lifecycle section: any one
     functionary of step S may sign every transition (the pre-lifecycle-section behaviour)."""
-    from modelseal.lifecycle.chain import TransitionRule
-
     keys = next((s.pubkeys for s in tl.layout.steps if s.name == step), None)
     if not keys:
         return base
