@@ -20,13 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from modelseal._util.fs import PathExcluder, exclude_patterns, walk_files
 from modelseal.attest.statement import Subject, link_statement
-from modelseal.digest import (
-    DigestCache,
-    PathExcluder,
-    exclude_patterns,
-    hash_files,
-)
+from modelseal.digest import DigestCache, hash_files
 from modelseal.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -92,41 +88,16 @@ def collect_files(
 ) -> list[tuple[str, Path]]:
     """Expand files and directories into sorted (recorded name, path) pairs.
 
-    Symlinks to files are recorded with their target's content; symlinks to directories are
-    followed, and a symlink loop is an InputError, as is anything that cannot be read.
+    A path named here may be a symlink (it is followed); inside a directory the walk is
+    :func:`modelseal._util.fs.walk_files`: links are followed only when they stay inside that
+    directory, and a link out of it, a broken link, a loop, a device, FIFO or socket, or
+    anything that cannot be read is an InputError.
     """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     base_abs = Path(os.path.abspath(base))
-    ex = PathExcluder(exclude_patterns(exclude, default_excludes=default_excludes))
+    patterns = exclude_patterns(exclude, default_excludes=default_excludes)
+    ex = PathExcluder(patterns)
     found: dict[str, Path] = {}
-
-    def walk(d: Path, rel: str, ancestors: tuple[tuple[int, int], ...]) -> None:
-        try:
-            st = d.stat()
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as e:
-            raise InputError(f"cannot read directory {d}: {e.strerror or e}") from e
-        ident = (st.st_dev, st.st_ino)
-        if ident in ancestors:
-            raise InputError(f"symlink loop: {d} leads back to one of its parent directories")
-        ancestors = (*ancestors, ident)
-        for entry in entries:
-            child = Path(entry.path)
-            child_rel = f"{rel}/{entry.name}" if rel != "." else entry.name
-            try:
-                cst = child.stat()  # follows symlinks
-            except OSError as e:
-                if entry.is_symlink():
-                    raise InputError(f"{child} is a broken symlink or a symlink loop: "
-                                     f"{e.strerror or e}") from e
-                raise InputError(f"cannot read {child}: {e.strerror or e}") from e
-            if stat.S_ISDIR(cst.st_mode):
-                if not ex.dir(child_rel):
-                    walk(child, child_rel, ancestors)
-            elif stat.S_ISREG(cst.st_mode) and not ex.file(child_rel):
-                found[child_rel] = child
-            # sockets, fifos, devices: not artifacts
-
     for p in paths:
         path = Path(p)
         full = path if path.is_absolute() else base / path
@@ -142,7 +113,10 @@ def collect_files(
         except OSError as e:
             raise InputError(f"cannot read {full}: {e.strerror or e}") from e
         if stat.S_ISDIR(st.st_mode):
-            walk(full, rel, ())
+            # the one walker: links followed only inside the directory named
+            for f in walk_files(full, exclude=patterns, follow_symlinks=True,
+                                prefix="" if rel == "." else rel + "/"):
+                found[f.relpath] = f.path
         elif stat.S_ISREG(st.st_mode):
             if not ex.file(rel):
                 found[rel] = full
