@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from modelseal._util.fs import PathExcluder, exclude_patterns, walk_files
-from modelseal.attest.statement import Subject, link_statement
-from modelseal.digest import DigestCache, hash_files
+from modelseal.attest.statement import Subject, link_statement, resource_descriptor
+from modelseal.digest import DIR_DIGEST_SCHEME, DigestCache, hash_dir, hash_files
 from modelseal.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -139,6 +139,38 @@ def hash_artifacts(
                           default_excludes=default_excludes, missing_ok=missing_ok)
     digests = hash_files([p for _, p in files], cache=cache)
     return [(name, d.sha256) for (name, _), d in zip(files, digests, strict=True)]
+
+
+def describe_path(
+    path: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    exclude: Sequence[str] = (),
+    default_excludes: bool = True,
+    cache: DigestCache | None = None,
+) -> dict[str, Any]:
+    """An in-toto ResourceDescriptor for a file or directory (a dataset, a base model, a
+    metrics file), named by its path relative to ``base_dir`` (default: the working directory).
+
+    A file gets its sha256. A directory gets the one directory digest,
+    :data:`modelseal.digest.DIR_DIGEST_SCHEME` (the digest the ML-BOM gives the same
+    directory), with ``annotations`` ``{"files": N, "hashScheme": DIR_DIGEST_SCHEME}``.
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    full = Path(path) if Path(path).is_absolute() else base / path
+    if not full.is_dir():
+        files = hash_artifacts([path], base_dir=base, exclude=exclude,
+                               default_excludes=default_excludes, cache=cache)
+        if not files:
+            raise InputError(f"{path} is left out by the exclude patterns: nothing to describe")
+        name, sha = files[0]
+        return resource_descriptor(name, sha)
+    found = hash_dir(full, exclude=exclude_patterns(exclude, default_excludes=default_excludes),
+                     cache=cache)
+    name = _rel(Path(os.path.abspath(full)), Path(os.path.abspath(base)))
+    return resource_descriptor(name, found.sha256,
+                               annotations={"files": len(found.files),
+                                            "hashScheme": DIR_DIGEST_SCHEME})
 
 
 def _pump(src: IO[bytes], sink: IO[bytes] | None, keep: list[bytes]) -> None:
