@@ -135,7 +135,8 @@ def _bom(pred: Mapping[str, Any]) -> list[Dependency]:
         name = _text(c.get("name"))
         if digest is None and name is None:
             continue
-        scheme = _text(props.get("hash-scheme")) or (SCHEME_FILE if digest else None)
+        # the BOM names a directory's scheme in the property modelseal:hash-scheme
+        scheme = _text(props.get("modelseal:hash-scheme")) or (SCHEME_FILE if digest else None)
         out.append(Dependency("dataset", "bom", digest, scheme, name, uri))
     return out
 
