@@ -229,7 +229,7 @@ def walk_files(root: str | os.PathLike[str], *,
     ex = PathExcluder(exclude)
     files: list[WalkedFile] = []
 
-    def refuse_link(p: Path, rel: str, target: Path | None) -> None:
+    def refuse_link(rel: str, target: Path | None) -> None:
         if not follow_symlinks:
             raise InputError(
                 f"{prefix}{rel} is a symbolic link: modelseal records file content only",
@@ -268,7 +268,7 @@ def walk_files(root: str | os.PathLike[str], *,
                     target: Path | None = p.resolve(strict=True)
                 except (OSError, RuntimeError):
                     target = None
-                refuse_link(p, r, target)
+                refuse_link(r, target)
             try:
                 est = p.stat()  # follows a link only when refuse_link let it through
             except OSError as e:
