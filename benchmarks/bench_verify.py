@@ -104,7 +104,8 @@ def setup(root: Path, model: Path, registry: Any, extra_referrers: int) -> dict[
     from modelseal.attest.signers import keygen, load_public_key, load_signer
     from modelseal.attest.statement import statement
     from modelseal.attestations import attach_bundle, subject_of
-    from modelseal.bom.build import ModelFile, ModelInfo, build_bom
+    from modelseal.bom.build import build_bom
+    from modelseal.bom.inputs import ModelFile, ModelInfo
     from modelseal.digest import DigestCache
     from modelseal.formats import BUNDLE_MEDIA_TYPE, INDEX_V1
     from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout

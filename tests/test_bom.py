@@ -15,16 +15,18 @@ from click.testing import CliRunner
 
 from modelseal.bom.build import (
     BomValidationError,
+    build_bom,
+    serialize_bom,
+    summarize_bom,
+    validate_bom,
+)
+from modelseal.bom.inputs import (
     Metric,
     StepRef,
-    build_bom,
     dataset_from_path,
     load_metrics,
     load_model_card,
     model_info_from_dir,
-    serialize_bom,
-    summarize_bom,
-    validate_bom,
 )
 from modelseal.errors import InputError, UsageError
 from modelseal.formats import BOM_MEDIA_TYPE, BOM_PREDICATE

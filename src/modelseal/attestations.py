@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelseal._util.fs import walk_files
 from modelseal._util.json import loads_object as load_json_object
 from modelseal.errors import (
     AuthError,
@@ -48,8 +49,8 @@ def bundle_files(paths: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*")
-                              if f.is_file() and f.name.endswith(BUNDLE_SUFFIXES)))
+            out.extend(f.path for f in walk_files(p, exclude=(), follow_symlinks=True)
+                       if f.path.name.endswith(BUNDLE_SUFFIXES))
         elif p.is_file():
             out.append(p)
         else:
@@ -314,24 +315,9 @@ def package_step_capabilities(signer: Any) -> dict[str, str]:
 def excluded_paths(model_dir: str | Path, patterns: Sequence[str]) -> list[str]:
     """The top-most paths below ``model_dir`` that ``patterns`` leave out, '/'-separated:
     what `model_signing verify` of the source directory must skip, since push did."""
-    import os
-
-    from modelseal.digest import PathExcluder
-
-    ex = PathExcluder(patterns)
-    root = Path(model_dir)
     out: list[str] = []
-    for d, dirs, files in os.walk(root):
-        rel = Path(d).relative_to(root).as_posix()
-        prefix = "" if rel == "." else rel + "/"
-        keep = []
-        for name in sorted(dirs):
-            if ex.dir(prefix + name):
-                out.append(prefix + name)
-            else:
-                keep.append(name)
-        dirs[:] = keep
-        out += [prefix + f for f in sorted(files) if ex.file(prefix + f)]
+    # the walk push made (push refused any link it would not follow), recording what it skipped
+    walk_files(model_dir, exclude=patterns, follow_symlinks=True, excluded=out)
     return sorted(p for p in out if "\\" not in p)  # model_signing paths are '/'-separated
 
 

@@ -1,4 +1,4 @@
-"""Fast parallel sha256 of files: the hot path of the whole tool.
+"""Fast parallel sha256 of files (the hot path of the whole tool) and the directory digest.
 
 hashlib releases the GIL while hashing, so a thread pool with large ``readinto`` buffers keeps
 every core busy. Digests are cached by file identity (device, inode, size, mtime, ctime), as
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelseal._util import network
+from modelseal._util.fs import DEFAULT_EXCLUDES, walk_files
 from modelseal.errors import InputError
 
 CHUNK = 1024 * 1024  # per-thread read buffer; larger buys nothing once data is in cache
@@ -250,35 +251,82 @@ def hash_files(
     return [results[i] for i in range(len(plist))]
 
 
-# ---- default excludes: one set for every command that walks a model ------------------------
+# ---- the directory digest: one scheme for provenance, the BOM and the index ----------------
 
-DEFAULT_EXCLUDES: tuple[str, ...] = (".git", ".modelseal", "__pycache__", "*.pyc", ".DS_Store")
-"""gitignore-style patterns `run`, `attest`, `push`, `bom` and `scan` leave out by default.
-
-One set, so that what `run` records as a step's products is exactly what `push` packages (a
-``__pycache__`` packaged but not recorded would fail verification). ``--exclude`` adds to it,
-``--no-default-excludes`` drops it.
-"""
-
-
-class PathExcluder:
-    """gitignore-style matching of '/'-separated paths relative to the walked root."""
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        import pathspec
-
-        self._spec = pathspec.GitIgnoreSpec.from_lines(list(patterns)) if patterns else None
-
-    def file(self, rel: str) -> bool:
-        """True when the file at ``rel`` is excluded."""
-        return self._spec is not None and self._spec.match_file(rel)
-
-    def dir(self, rel: str) -> bool:
-        """True when the directory at ``rel`` is excluded (patterns ending in '/' included)."""
-        return self._spec is not None and (self._spec.match_file(rel)
-                                           or self._spec.match_file(rel + "/"))
+DIR_DIGEST_SCHEME = "modelseal-dirhash-v1"
+"""How a directory is one digest (docs/format.md "The directory digest"): the sha256 of the
+lines ``<sha256 hex>  <relative path>\n``, one per file, sorted by path (UTF-8 byte order),
+i.e. ``sha256sum`` output of the sorted file list. Every path is bound, unlike the subject
+digest of OpenSSF model_signing (which hashes the file digests alone); a model_signing
+Statement's resources give the same digest (``attest.model_signing.statement_dir_digest``)."""
 
 
-def exclude_patterns(exclude: Sequence[str] = (), *, default_excludes: bool = True) -> list[str]:
-    """The patterns a walk uses: the defaults (unless dropped) and then the user's."""
-    return [*(DEFAULT_EXCLUDES if default_excludes else ()), *exclude]
+def _dir_entry_line(path: str, sha256_hex: str) -> bytes:
+    # a newline in a name would let two different trees print the same lines; a name that is
+    # not UTF-8 has no canonical bytes; both are refused, naming the path
+    if "\n" in path or not path:
+        raise InputError(f"file name {path!r} is empty or contains a newline: it cannot be "
+                         f"part of a {DIR_DIGEST_SCHEME} digest")
+    try:
+        return f"{sha256_hex}  {path}\n".encode()
+    except UnicodeEncodeError as e:
+        raise InputError(f"file name {path!r} is not valid UTF-8: it cannot be part of a "
+                         f"{DIR_DIGEST_SCHEME} digest") from e
+
+
+def dir_digest(entries: Iterable[tuple[str, str]]) -> str:
+    """:data:`DIR_DIGEST_SCHEME` hex digest of ``(relative '/'-separated path, sha256 hex or
+    sha256:hex)`` pairs, in any order. A path listed twice is an :class:`InputError`."""
+    seen: dict[str, str] = {}
+    for path, digest in entries:
+        if path in seen:
+            raise InputError(f"file {path!r} is listed twice")
+        seen[path] = digest.removeprefix("sha256:").lower()
+    lines = sorted((path.encode("utf-8", "surrogateescape"), _dir_entry_line(path, hexd))
+                   for path, hexd in seen.items())
+    h = hashlib.sha256()
+    for _, line in lines:
+        h.update(line)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One file of a hashed directory."""
+
+    relpath: str  # '/'-separated, relative to the directory
+    sha256: str  # hex
+    size: int
+
+
+@dataclass(frozen=True)
+class DirDigest:
+    """A directory walked (``_util.fs.walk_files``) and hashed: its files, sorted by path, and
+    its :data:`DIR_DIGEST_SCHEME` digest."""
+
+    files: tuple[DirEntry, ...]
+    sha256: str  # hex
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha256}"
+
+
+def hash_dir(
+    root: str | os.PathLike[str],
+    *,
+    exclude: Sequence[str] | None = None,
+    follow_symlinks: bool = True,
+    cache: DigestCache | None = None,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+) -> DirDigest:
+    """Walk ``root`` with the one walker and exclude policy (default excludes unless
+    ``exclude`` is given; links followed only inside ``root``) and hash it."""
+    found = walk_files(root, exclude=DEFAULT_EXCLUDES if exclude is None else exclude,
+                       follow_symlinks=follow_symlinks)
+    digests = hash_files([f.path for f in found], workers=workers, progress=progress,
+                         cache=cache)
+    files = tuple(DirEntry(f.relpath, d.sha256, d.size)
+                  for f, d in zip(found, digests, strict=True))
+    return DirDigest(files, dir_digest((f.relpath, f.sha256) for f in files))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -26,7 +25,7 @@ from modelseal._util.json import canonical_json, check_value, type_name
 from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_METADATA_BYTES
 from modelseal._util.time import created_time, rfc3339
-from modelseal.digest import DEFAULT_EXCLUDES, FileDigest, PathExcluder
+from modelseal.digest import FileDigest
 from modelseal.errors import InputError, UnsafePathError, UsageError
 from modelseal.formats import (
     ANN_CREATED,
@@ -117,68 +116,6 @@ def parse_role_overrides(items: Sequence[str]) -> list[tuple[str, str]]:
                              f"{', '.join(ROLES)}")
         out.append((pattern, role))
     return out
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    relpath: str  # '/'-separated, relative to the model root
-    path: Path  # on disk (the symlink target's content when following links)
-    size: int
-
-
-def scan_model_dir(root: str | os.PathLike[str], *, follow_symlinks: bool = False,
-                   exclude: Sequence[str] = DEFAULT_EXCLUDES) -> list[ModelFile]:
-    """Every regular file below ``root`` not matched by the gitignore-style ``exclude``
-    patterns (default: the same as ``modelseal run``), sorted by relative path.
-
-    Refuses symlinks (unless ``follow_symlinks``, and then only to files inside ``root``),
-    device files, sockets, FIFOs and unreadable files, naming the file.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise InputError(f"{base} is not a directory")
-    real_root = base.resolve()
-    files: list[ModelFile] = []
-    ex = PathExcluder(exclude)
-
-    def walk(d: Path, rel: str) -> None:
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as e:
-            raise InputError(f"cannot read directory {d}: {e.strerror or e}") from e
-        for entry in entries:
-            r = f"{rel}{entry.name}"
-            if ex.dir(r) if entry.is_dir() else ex.file(r):
-                continue
-            p = Path(entry.path)
-            if entry.is_symlink():
-                if not follow_symlinks:
-                    raise InputError(
-                        f"{r} is a symbolic link: modelseal packages file content only",
-                        hint="replace the link by the file, or pass --follow-symlinks to "
-                             "record the content of links that stay inside the model directory")
-                target = p.resolve()
-                if not target.is_relative_to(real_root):
-                    raise InputError(f"{r} is a symbolic link to {target}, outside the model "
-                                     "directory: refused")
-                if target.is_dir():
-                    raise InputError(f"{r} is a symbolic link to a directory: refused")
-            st = p.stat() if follow_symlinks else p.lstat()
-            if stat.S_ISDIR(st.st_mode):
-                walk(p, r + "/")
-            elif stat.S_ISREG(st.st_mode):
-                if not os.access(p, os.R_OK):
-                    raise InputError(f"{r} is not readable (permission denied)")
-                files.append(ModelFile(r, p, st.st_size))
-            else:
-                kind = ("device file" if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
-                        else "FIFO" if stat.S_ISFIFO(st.st_mode)
-                        else "socket" if stat.S_ISSOCK(st.st_mode) else "special file")
-                raise InputError(f"{r} is a {kind}: only regular files can be packaged")
-
-    walk(base, "")
-    files.sort(key=lambda f: f.relpath)
-    return files
 
 
 @dataclass

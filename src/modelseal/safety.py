@@ -1589,9 +1589,9 @@ def _resolve_files(root: Path, files: list[Path] | None) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"model directory {root} does not exist or is not a directory")
     if files is None:  # the same files `modelseal push` packages
-        from modelseal.modelpack import scan_model_dir
+        from modelseal._util.fs import walk_files
 
-        return [root / f.relpath for f in scan_model_dir(root, follow_symlinks=True)]
+        return [f.path for f in walk_files(root, follow_symlinks=True)]
     rroot = root.resolve()
     out: list[Path] = []
     for p in (p if p.is_absolute() else root / p for p in files):

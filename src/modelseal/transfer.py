@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from modelseal._util.fs import (
+    DEFAULT_EXCLUDES,
     NO_SPACE,
     atomic_write,
     disk_full_error,
     fsync_dir,
     owner_tag,
     remove_stale,
+    walk_files,
 )
-from modelseal.digest import DEFAULT_EXCLUDES, DigestCache, hash_files
+from modelseal.digest import DigestCache, hash_files
 from modelseal.errors import (
     DiskFullError,
     InputError,
@@ -53,7 +55,6 @@ from modelseal.modelpack import (
     build_artifact,
     content_key,
     parse_model_manifest,
-    scan_model_dir,
     with_file_list,
 )
 from modelseal.oci.image_layout import LayoutStore
@@ -145,7 +146,7 @@ def package(model_dir: str | os.PathLike[str], metadata: ModelMetadata, *,
 
     ``exclude``: gitignore-style patterns left out (default: the same as ``modelseal run``)."""
     progress = progress or Progress()
-    files = scan_model_dir(model_dir, follow_symlinks=follow_symlinks, exclude=exclude)
+    files = walk_files(model_dir, follow_symlinks=follow_symlinks, exclude=exclude)
     if not files:
         raise InputError(f"{model_dir} holds no files: nothing to package")
     advance = progress.start("hashing", sum(f.size for f in files))

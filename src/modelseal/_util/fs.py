@@ -1,5 +1,5 @@
-"""Durable file-system steps: fsync what is published, write atomically, and find what an
-interrupted run left behind (temporary names carry the owner's PID).
+"""File-system steps: fsync what is published, write atomically, find what an interrupted run
+left behind (temporary names carry the owner's PID), and walk a model or dataset directory.
 
 A rename publishes a file only once both the file's data and the directory entry are on disk:
 ``fsync(file)`` before the rename, ``fsync(directory)`` after it. Without the first, a power
@@ -12,12 +12,14 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from modelseal.errors import DiskFullError, UnsafePathError
+from modelseal.errors import DiskFullError, InputError, UnsafePathError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -154,3 +156,149 @@ def safe_relpath(path: str, what: str = "layer path") -> str:
         raise UnsafePathError(f"{what} {path!r} contains '..', '.' or an empty component: "
                               "refused")
     return path
+
+
+# ---- walking a model or dataset directory: one walker, one exclude policy -------------------
+
+DEFAULT_EXCLUDES: tuple[str, ...] = (".git", ".modelseal", "__pycache__", "*.pyc", ".DS_Store")
+"""gitignore-style patterns every walk of a model or dataset directory leaves out by default
+(`run`, `attest`, `push`, `bom`, `scan`, provenance's datasets).
+
+One set, so that what `run` records as a step's products is exactly what `push` packages (a
+``__pycache__`` packaged but not recorded would fail verification) and a dataset directory has
+one digest in provenance and in the BOM. ``.modelseal`` holds the attestations `run` writes.
+``--exclude`` adds to it, ``--no-default-excludes`` drops it.
+"""
+
+
+class PathExcluder:
+    """gitignore-style matching of '/'-separated paths relative to the walked root."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        import pathspec
+
+        self._spec = pathspec.GitIgnoreSpec.from_lines(list(patterns)) if patterns else None
+
+    def file(self, rel: str) -> bool:
+        """True when the file at ``rel`` is excluded."""
+        return self._spec is not None and self._spec.match_file(rel)
+
+    def dir(self, rel: str) -> bool:
+        """True when the directory at ``rel`` is excluded (patterns ending in '/' included)."""
+        return self._spec is not None and (self._spec.match_file(rel)
+                                           or self._spec.match_file(rel + "/"))
+
+
+def exclude_patterns(exclude: Sequence[str] = (), *, default_excludes: bool = True) -> list[str]:
+    """The patterns a walk uses: the defaults (unless dropped) and then the user's."""
+    return [*(DEFAULT_EXCLUDES if default_excludes else ()), *exclude]
+
+
+@dataclass(frozen=True)
+class WalkedFile:
+    """A regular file found by :func:`walk_files`."""
+
+    relpath: str  # '/'-separated, relative to the walked root
+    path: Path  # on disk (for a followed link: the link, whose content is its target's)
+    size: int
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISBLK(mode) or stat.S_ISCHR(mode):
+        return "device file"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    return "socket" if stat.S_ISSOCK(mode) else "special file"
+
+
+def walk_files(root: str | os.PathLike[str], *,
+               exclude: Sequence[str] = DEFAULT_EXCLUDES,
+               follow_symlinks: bool = False,
+               prefix: str = "",
+               excluded: list[str] | None = None) -> list[WalkedFile]:
+    """Every regular file below ``root`` that the gitignore-style ``exclude`` patterns keep,
+    sorted by relative path: the one walk of a model or dataset directory.
+
+    The policy (docs/format.md "Walking a directory"):
+
+    - Symbolic links are refused, naming the link, unless ``follow_symlinks``; then a link is
+      followed only when it resolves to a file or directory *inside* ``root`` (the file is
+      recorded under the link's name with its target's content). A link out of ``root``, a
+      broken link and a link back to a parent directory (a loop) are refused: a walk never
+      reads outside the tree it describes, and a pulled model (which has no links) walks the
+      same as its source.
+    - Device files, FIFOs and sockets are refused (reading one would block or mean nothing);
+      so is an unreadable file or directory.
+    - Excluded directories are not entered. ``prefix`` is prepended to every relative path
+      (``"data/"`` when ``root`` is recorded as ``data``, as ``run`` records materials), and
+      patterns match the path with it. ``excluded`` (a list) receives the top-most excluded
+      paths.
+    """
+    base = Path(root)
+    try:
+        st = base.stat()
+    except OSError as e:
+        raise InputError(f"cannot read {base}: {e.strerror or e}") from e
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{base} is not a directory")
+    real_root = base.resolve()
+    ex = PathExcluder(exclude)
+    files: list[WalkedFile] = []
+
+    def refuse_link(rel: str, target: Path | None) -> None:
+        if not follow_symlinks:
+            raise InputError(
+                f"{prefix}{rel} is a symbolic link: modelseal records file content only",
+                hint="replace the link by the file, or follow links that stay inside the "
+                     "directory (--follow-symlinks)")
+        if target is None:
+            raise InputError(f"{prefix}{rel} is a broken symlink or a symlink loop")
+        if not target.is_relative_to(real_root):
+            raise InputError(f"{prefix}{rel} is a symbolic link to {target}, outside "
+                             f"{base}: refused")
+
+    def walk(d: Path, rel: str, ancestors: tuple[tuple[int, int], ...]) -> None:
+        try:
+            dst = d.stat()
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            raise InputError(f"cannot read directory {d}: {e.strerror or e}") from e
+        ident = (dst.st_dev, dst.st_ino)
+        if ident in ancestors:
+            raise InputError(f"symlink loop: {prefix}{rel.rstrip('/')} leads back to one of its "
+                             "parent directories")
+        ancestors = (*ancestors, ident)
+        for entry in entries:
+            r = f"{rel}{entry.name}"
+            p = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows a link, so an excluded link is never judged
+            except OSError:
+                is_dir = False
+            if ex.dir(prefix + r) if is_dir else ex.file(prefix + r):
+                if excluded is not None:
+                    excluded.append(prefix + r)
+                continue
+            if entry.is_symlink():
+                try:
+                    target: Path | None = p.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    target = None
+                refuse_link(r, target)
+            try:
+                est = p.stat()  # follows a link only when refuse_link let it through
+            except OSError as e:
+                raise InputError(f"cannot read {prefix}{r}: {e.strerror or e}") from e
+            if stat.S_ISDIR(est.st_mode):
+                walk(p, r + "/", ancestors)
+            elif stat.S_ISREG(est.st_mode):
+                if not os.access(p, os.R_OK):
+                    raise InputError(f"cannot read {prefix}{r}: not readable (permission denied)")
+                files.append(WalkedFile(prefix + r, p, est.st_size))
+            else:
+                raise InputError(f"{prefix}{r} is a {_special_kind(est.st_mode)}: only regular "
+                                 "files are recorded")
+
+    walk(base, "", ())
+    files.sort(key=lambda f: f.relpath)
+    return files

@@ -19,7 +19,11 @@ the directory (minus the ignore paths, ``model.sig`` and git files) and requires
 same set of (path, digest) pairs: no file missing, none extra.
 
 Here we produce the same Statement from digests modelseal already has (no second read of the
-model) and sign it with any modelseal signer. The one difference from modelseal's other
+model) and sign it with any modelseal signer. The subject digest above binds the file digests
+but not their names; :func:`statement_dir_digest` gives the files a Statement signs their
+modelseal directory digest (``modelseal.digest.DIR_DIGEST_SCHEME``, which binds every path),
+the digest provenance and the ML-BOM record for the same directory, so a ``model.sig`` joins
+them without reading the model. The one difference from modelseal's other
 bundles is the key hint: sha256 of the PEM, as model_signing wants, instead of the
 securesystemslib keyid (which stays in the DSSE signature's ``keyid``). The hint is outside
 the signed payload, so changing it changes no signature.
@@ -140,6 +144,15 @@ def statement_files(statement: Mapping[str, Any]) -> dict[str, str]:
         raise InputError(f"model_signing Statement is inconsistent: subject digest {expected} "
                          f"but the resources hash to {got}")
     return out
+
+
+def statement_dir_digest(statement: Mapping[str, Any]) -> str:
+    """The directory digest (``modelseal.digest.DIR_DIGEST_SCHEME``, hex) of the files a
+    model_signing v1.0 Statement signs, after :func:`statement_files` checked it: equal to
+    the digest provenance and the ML-BOM give the directory those files came from."""
+    from modelseal.digest import dir_digest
+
+    return dir_digest(statement_files(statement).items())
 
 
 def key_hint(public_key_pem: bytes | str) -> str:

@@ -19,14 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from modelseal._util.fs import atomic_write
-from modelseal.attest.statement import Subject, link_statement
-from modelseal.digest import (
-    DigestCache,
-    PathExcluder,
-    exclude_patterns,
-    hash_files,
-)
+from modelseal._util.fs import PathExcluder, atomic_write, exclude_patterns, walk_files
+from modelseal.attest.statement import Subject, link_statement, resource_descriptor
+from modelseal.digest import DIR_DIGEST_SCHEME, DigestCache, hash_dir, hash_files
 from modelseal.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -92,41 +87,16 @@ def collect_files(
 ) -> list[tuple[str, Path]]:
     """Expand files and directories into sorted (recorded name, path) pairs.
 
-    Symlinks to files are recorded with their target's content; symlinks to directories are
-    followed, and a symlink loop is an InputError, as is anything that cannot be read.
+    A path named here may be a symlink (it is followed); inside a directory the walk is
+    :func:`modelseal._util.fs.walk_files`: links are followed only when they stay inside that
+    directory, and a link out of it, a broken link, a loop, a device, FIFO or socket, or
+    anything that cannot be read is an InputError.
     """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     base_abs = Path(os.path.abspath(base))
-    ex = PathExcluder(exclude_patterns(exclude, default_excludes=default_excludes))
+    patterns = exclude_patterns(exclude, default_excludes=default_excludes)
+    ex = PathExcluder(patterns)
     found: dict[str, Path] = {}
-
-    def walk(d: Path, rel: str, ancestors: tuple[tuple[int, int], ...]) -> None:
-        try:
-            st = d.stat()
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as e:
-            raise InputError(f"cannot read directory {d}: {e.strerror or e}") from e
-        ident = (st.st_dev, st.st_ino)
-        if ident in ancestors:
-            raise InputError(f"symlink loop: {d} leads back to one of its parent directories")
-        ancestors = (*ancestors, ident)
-        for entry in entries:
-            child = Path(entry.path)
-            child_rel = f"{rel}/{entry.name}" if rel != "." else entry.name
-            try:
-                cst = child.stat()  # follows symlinks
-            except OSError as e:
-                if entry.is_symlink():
-                    raise InputError(f"{child} is a broken symlink or a symlink loop: "
-                                     f"{e.strerror or e}") from e
-                raise InputError(f"cannot read {child}: {e.strerror or e}") from e
-            if stat.S_ISDIR(cst.st_mode):
-                if not ex.dir(child_rel):
-                    walk(child, child_rel, ancestors)
-            elif stat.S_ISREG(cst.st_mode) and not ex.file(child_rel):
-                found[child_rel] = child
-            # sockets, fifos, devices: not artifacts
-
     for p in paths:
         path = Path(p)
         full = path if path.is_absolute() else base / path
@@ -142,7 +112,10 @@ def collect_files(
         except OSError as e:
             raise InputError(f"cannot read {full}: {e.strerror or e}") from e
         if stat.S_ISDIR(st.st_mode):
-            walk(full, rel, ())
+            # the one walker: links followed only inside the directory named
+            for f in walk_files(full, exclude=patterns, follow_symlinks=True,
+                                prefix="" if rel == "." else rel + "/"):
+                found[f.relpath] = f.path
         elif stat.S_ISREG(st.st_mode):
             if not ex.file(rel):
                 found[rel] = full
@@ -165,6 +138,38 @@ def hash_artifacts(
                           default_excludes=default_excludes, missing_ok=missing_ok)
     digests = hash_files([p for _, p in files], cache=cache)
     return [(name, d.sha256) for (name, _), d in zip(files, digests, strict=True)]
+
+
+def describe_path(
+    path: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    exclude: Sequence[str] = (),
+    default_excludes: bool = True,
+    cache: DigestCache | None = None,
+) -> dict[str, Any]:
+    """An in-toto ResourceDescriptor for a file or directory (a dataset, a base model, a
+    metrics file), named by its path relative to ``base_dir`` (default: the working directory).
+
+    A file gets its sha256. A directory gets the one directory digest,
+    :data:`modelseal.digest.DIR_DIGEST_SCHEME` (the digest the ML-BOM gives the same
+    directory), with ``annotations`` ``{"files": N, "hashScheme": DIR_DIGEST_SCHEME}``.
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    full = Path(path) if Path(path).is_absolute() else base / path
+    if not full.is_dir():
+        files = hash_artifacts([path], base_dir=base, exclude=exclude,
+                               default_excludes=default_excludes, cache=cache)
+        if not files:
+            raise InputError(f"{path} is left out by the exclude patterns: nothing to describe")
+        name, sha = files[0]
+        return resource_descriptor(name, sha)
+    found = hash_dir(full, exclude=exclude_patterns(exclude, default_excludes=default_excludes),
+                     cache=cache)
+    name = _rel(Path(os.path.abspath(full)), Path(os.path.abspath(base)))
+    return resource_descriptor(name, found.sha256,
+                               annotations={"files": len(found.files),
+                                            "hashScheme": DIR_DIGEST_SCHEME})
 
 
 def _pump(src: IO[bytes], sink: IO[bytes] | None, keep: list[bytes]) -> None:

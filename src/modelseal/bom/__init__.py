@@ -1,2 +1,3 @@
-"""CycloneDX ML-BOMs: built from a model directory and its pipeline inputs, or for a pushed
-model from its registry evidence (remote)."""
+"""CycloneDX ML-BOMs: ``inputs`` (model files, datasets, model card, metrics, steps),
+``environment`` (the training environment's Python distributions), ``build`` (assemble and
+validate) and ``remote`` (the BOM of a pushed model, from its registry evidence)."""

@@ -17,16 +17,14 @@ from urllib.parse import quote
 
 from modelseal._util.json import loads as load_json
 from modelseal.attest.statement import MATERIALS_SUBJECT
-from modelseal.bom.build import (
+from modelseal.bom.build import _task_type, build_bom, serialize_bom
+from modelseal.bom.inputs import (
     AttestationRef,
     DatasetInfo,
     Metric,
     ModelFile,
     ModelInfo,
     StepRef,
-    _task_type,
-    build_bom,
-    serialize_bom,
 )
 from modelseal.errors import InputError
 from modelseal.formats import (
@@ -278,7 +276,7 @@ def safety_from_attestations(found: Sequence[AttestationInfo],
 def metrics_from_attestations(found: Sequence[AttestationInfo]) -> tuple[list[Metric], str] | None:
     """The metrics of the newest attached evaluation (test-result) attestation, and its
     referrer digest; None when there is none with numeric metrics. Not verified here."""
-    from modelseal.bom.build import metrics_from_obj
+    from modelseal.bom.inputs import metrics_from_obj
 
     for info in sorted(found, key=lambda i: (i.created or "", i.descriptor.digest),
                        reverse=True):

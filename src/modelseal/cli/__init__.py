@@ -370,7 +370,8 @@ def human_size(n: float) -> str:
 def push(model_dir: str, ref: str, json_mode: bool, **kw: Any) -> None:
     """Package MODEL_DIR as a ModelPack artifact and push it to REF."""
     with errors_to_exit(json_mode):
-        from modelseal.digest import DigestCache, default_cache_path, exclude_patterns
+        from modelseal._util.fs import exclude_patterns
+        from modelseal.digest import DigestCache, default_cache_path
         from modelseal.errors import UsageError
         from modelseal.modelpack import ModelMetadata, parse_role_overrides
         from modelseal.transfer import push as do_push

@@ -3,9 +3,12 @@
 Datasets are nodes identified by digest (``sha256:<hex>``) with names and URIs as attributes,
 whichever predicate names them: SLSA provenance ``resolvedDependencies`` (training, with
 ``annotations.kind`` dataset / base-model, the code as ``gitCommit``), test-result
-``configuration`` (evaluation), and the CycloneDX ML-BOM's ``data`` components. A directory's
-digest differs between provenance (sha256 of a canonical JSON file listing) and the BOM
-(``modelseal-dirhash-v1``): both are kept with their ``scheme``, and queries by name join them.
+``configuration`` (evaluation), and the CycloneDX ML-BOM's ``data`` components. A directory
+has one digest everywhere (``modelseal.digest.DIR_DIGEST_SCHEME``, in provenance's
+``annotations.hashScheme`` and the BOM's ``modelseal:hash-scheme``), so it is one node. Each
+digest is kept with its ``scheme``: attestations signed before the scheme was unified carry a
+provenance directory digest over a canonical JSON listing (:data:`SCHEME_LISTING`), which joins
+the others by name only.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelseal.digest import DIR_DIGEST_SCHEME
 from modelseal.formats import (
     BOM_PREDICATE,
     LINK_PREDICATE,
@@ -22,7 +26,10 @@ from modelseal.formats import (
 )
 
 SCHEME_FILE = "sha256"
-SCHEME_LISTING = "modelseal-listing-v1"  # provenance: sha256 of canonical [{name, sha256}]
+SCHEME_DIR = DIR_DIGEST_SCHEME
+SCHEME_LISTING = "modelseal-listing-v1"
+"""Read-only: how provenance hashed a directory before the directory digest was unified
+(sha256 of canonical JSON ``[{name, sha256}]``, marked by ``annotations.digestOf``)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -48,8 +55,13 @@ def _rd_digest(rd: Mapping[str, Any]) -> tuple[str | None, str | None]:
     sha = _text(d.get("sha256"))
     if sha:
         ann = rd.get("annotations")
-        listing = isinstance(ann, Mapping) and ann.get("digestOf") is not None
-        return f"sha256:{sha.lower()}", SCHEME_LISTING if listing else SCHEME_FILE
+        scheme = SCHEME_FILE
+        if isinstance(ann, Mapping):
+            if _text(ann.get("hashScheme")):
+                scheme = str(ann["hashScheme"])
+            elif ann.get("digestOf") is not None:
+                scheme = SCHEME_LISTING
+        return f"sha256:{sha.lower()}", scheme
     commit = _text(d.get("gitCommit"))
     if commit:
         return f"gitCommit:{commit.lower()}", "gitCommit"
@@ -123,7 +135,8 @@ def _bom(pred: Mapping[str, Any]) -> list[Dependency]:
         name = _text(c.get("name"))
         if digest is None and name is None:
             continue
-        scheme = _text(props.get("hash-scheme")) or (SCHEME_FILE if digest else None)
+        # the BOM names a directory's scheme in the property modelseal:hash-scheme
+        scheme = _text(props.get("modelseal:hash-scheme")) or (SCHEME_FILE if digest else None)
         out.append(Dependency("dataset", "bom", digest, scheme, name, uri))
     return out
 

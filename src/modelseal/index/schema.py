@@ -90,7 +90,7 @@ dependencies = Table(
     Column("kind", String(40), nullable=False),  # dataset | code | base-model | other
     Column("role", String(40), nullable=False),  # train | evaluate | bom
     Column("digest", String(500), index=True),  # sha256:<hex> or gitCommit:<hex>
-    Column("scheme", String(500)),  # how the digest was computed (file, dirhash, listing)
+    Column("scheme", String(500)),  # sha256 (a file), modelseal-dirhash-v1, or the old listing
     Column("name", String(1000), index=True),
     Column("uri", Text),
     Index("ix_dependencies_model", "repo", "model_digest"),

@@ -28,7 +28,7 @@ import weakref
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from modelseal._util.fs import atomic_writer
+from modelseal._util.fs import atomic_writer, walk_files
 from modelseal.errors import (
     DigestMismatchError,
     InputError,
@@ -44,6 +44,7 @@ CHUNK = 4 * 1024 * 1024
 LAYOUT_FILES = ("oci-layout", "index.json")
 MAX_INDEX = 16 << 20
 MAX_EXTRA = 64 << 20
+_HIDDEN = (".*",)  # the layout's lock and temporary files never go into the archive
 
 
 def _member_name(name: str) -> str | None:
@@ -195,11 +196,8 @@ class ArchiveStore:
         with atomic_writer(self.path, mode=0o600, tmp_prefix=f".{self.path.name}.") as raw, \
                 tarfile.open(fileobj=raw, mode="w:", format=tarfile.PAX_FORMAT) as tf:
             names = [n for n in LAYOUT_FILES]
-            for p in sorted(root.rglob("*")):
-                rel = p.relative_to(root).as_posix()
-                if (p.is_file() and rel not in LAYOUT_FILES
-                        and not p.name.startswith(".")):
-                    names.append(rel)
+            names += [f.relpath for f in walk_files(root, exclude=_HIDDEN)
+                      if f.relpath not in LAYOUT_FILES]
             for rel in names:
                 info = tf.gettarinfo(str(root / rel), arcname=rel)
                 info.uid = info.gid = 0
@@ -229,9 +227,8 @@ class ArchiveStore:
         """Files in the archive beside the OCI layout."""
         if self._writer is not None:
             root = self._writer.root
-            return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                          if p.is_file() and not p.name.startswith(".")
-                          and p.relative_to(root).parts[0] not in ("blobs", *LAYOUT_FILES))
+            return [f.relpath for f in walk_files(root, exclude=_HIDDEN)
+                    if f.relpath.split("/")[0] not in ("blobs", *LAYOUT_FILES)]
         return sorted(n for n in self._table()
                       if n not in LAYOUT_FILES and not n.startswith("blobs/"))
 

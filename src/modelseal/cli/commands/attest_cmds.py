@@ -303,25 +303,15 @@ def attest(ctx: click.Context, /, predicate_type: str | None, predicate: str | N
 
 
 def _descriptor_arg(text: str, what: str, base_dir: str | None) -> dict[str, Any]:
-    """NAME=sha256:HEX[@URI], or a path that is hashed (a directory gives one per file)."""
+    """NAME=sha256:HEX[@URI], or a path that is hashed (a directory: the directory digest)."""
     from modelseal.attest.statement import resource_descriptor
-    from modelseal.attest.steps import hash_artifacts
+    from modelseal.attest.steps import describe_path
 
     name, sep, rest = text.partition("=")
     if sep and rest.startswith("sha256:"):
         digest, _, uri = rest.partition("@")
         return resource_descriptor(name, digest, uri=uri or None)
-    files = hash_artifacts([text], base_dir=base_dir)
-    if len(files) == 1:
-        return resource_descriptor(files[0][0], files[0][1])
-    # a directory: one descriptor naming the directory, with a digest of its file list
-    from modelseal._util.json import canonical_json
-    from modelseal.digest import sha256_bytes
-
-    listing = canonical_json([{"name": n, "sha256": d} for n, d in files])
-    return resource_descriptor(text.rstrip("/"), sha256_bytes(listing),
-                               annotations={"files": len(files),
-                                            "digestOf": "canonical JSON list of name/sha256"})
+    return describe_path(text, base_dir=base_dir)
 
 
 def _parse_time(text: str | None) -> datetime | None:

@@ -1,7 +1,7 @@
 """``modelseal bom`` and ``modelseal scan``: what a model is made of, and whether it is safe
 to load.
 
-Thin: each command parses, calls modelseal.bom.build / modelseal.safety, prints. Heavy
+Thin: each command parses, calls modelseal.bom / modelseal.safety, prints. Heavy
 libraries load inside the command bodies so that ``modelseal --help`` stays fast.
 """
 
@@ -35,7 +35,7 @@ def _parse_dataset(arg: str) -> tuple[Path, str | None]:
 
 def _parse_step(arg: str) -> Any:
     """``NAME``, ``NAME=sha256:<hex>`` or ``NAME=sha256:<hex>@REF``."""
-    from modelseal.bom.build import StepRef
+    from modelseal.bom.inputs import StepRef
     from modelseal.errors import UsageError
 
     name, _, rest = arg.partition("=")
@@ -120,14 +120,9 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
     or attached.
     """
     with errors_to_exit(json_mode):
-        from modelseal.bom.build import (
-            build_bom,
-            dataset_from_path,
-            load_metrics,
-            load_model_card,
-            serialize_bom,
-            site_packages_of,
-        )
+        from modelseal.bom.build import build_bom, serialize_bom
+        from modelseal.bom.environment import site_packages_of
+        from modelseal.bom.inputs import dataset_from_path, load_metrics, load_model_card
         from modelseal.errors import InputError, UsageError
 
         if fmt == "xml":
@@ -160,7 +155,7 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
         model_name = name or (card or {}).get("name")
 
         if not is_ref:
-            from modelseal.bom.build import model_info_from_dir
+            from modelseal.bom.inputs import model_info_from_dir
 
             model_dir = Path(model)
             step_refs = [_parse_step(s) for s in steps]
