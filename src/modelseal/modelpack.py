@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -25,6 +25,7 @@ from modelseal._util.fs import check_filepath
 from modelseal._util.json import check_value, type_name
 from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_METADATA_BYTES
+from modelseal._util.time import created_time, rfc3339
 from modelseal.digest import DEFAULT_EXCLUDES, FileDigest, PathExcluder
 from modelseal.errors import InputError, UnsafePathError, UsageError
 from modelseal.formats import (
@@ -285,18 +286,6 @@ def validate_config(config: Mapping[str, Any]) -> None:
         msgs = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}"
                          for e in errors[:5])
         raise InputError(f"ModelPack config is not valid: {msgs}")
-
-
-def rfc3339(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def created_time() -> datetime:
-    """Now, or ``SOURCE_DATE_EPOCH`` for reproducible builds."""
-    sde = os.environ.get("SOURCE_DATE_EPOCH")
-    if sde and sde.isdigit():
-        return datetime.fromtimestamp(int(sde), UTC)
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -278,7 +278,8 @@ def _push_built(built: BuiltArtifact, paths: Sequence[Path], store: Store, ref: 
         # ... and re-read the tag after writing it: a lost race is reported (exit 5)
         exclusive = getattr(store, "put_manifest_exclusive", None)
         if exclusive is not None:
-            written = exclusive(built.manifest_bytes, MANIFEST_V1, tag)
+            written = exclusive(built.manifest_bytes, MANIFEST_V1, tag, same_content=lambda d: (
+                _tag_verdict(store, tag, built, True, d) is not None))
             if written != built.manifest_digest:  # the same model, pushed at once by another
                 result.digest, result.unchanged = written, True
             return result

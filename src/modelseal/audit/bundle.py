@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
+from modelseal._util.time import created_time, rfc3339
 from modelseal.errors import InputError, NotFoundError, UsageError
 from modelseal.formats import AUDIT_BUNDLE_FORMAT, MEDIA_TYPES
-from modelseal.modelpack import created_time, rfc3339
 from modelseal.oci.archive import ArchiveStore
 from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from modelseal._util.time import created_time, rfc3339
 from modelseal.digest import sha256_bytes
 from modelseal.errors import InputError, NotFoundError, RegistryTimeoutError, StoreError
 from modelseal.formats import (
@@ -34,7 +35,6 @@ from modelseal.formats import (
     INDEX_V1,
     MANIFEST_V1,
 )
-from modelseal.modelpack import created_time, rfc3339
 from modelseal.oci.image_layout import LayoutStore
 from modelseal.oci.parse import loads_json, parse_descriptor, parse_index
 from modelseal.oci.store import Descriptor, Store, canonical_json

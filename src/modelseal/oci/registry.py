@@ -991,7 +991,8 @@ class RegistryStore:
             raise self._reg.error(resp, f"storing manifest {self.describe()}:{ref}")
         raise AssertionError("unreachable")
 
-    def put_manifest_exclusive(self, data: bytes, media_type: str, tag: str) -> str:
+    def put_manifest_exclusive(self, data: bytes, media_type: str, tag: str, *,
+                               same_content: Callable[[str], bool] | None = None) -> str:
         """Point ``tag`` at ``data`` unless another writer holds or takes it for other
         content; returns the digest the tag points at.
 
@@ -1000,15 +1001,26 @@ class RegistryStore:
         window to one round trip and detects a lost race: the tag is checked right before
         the PUT and re-read twice after it (at once, and after a pause longer than a
         competitor's check-then-PUT). A lost race raises TagConflictError naming both
-        digests (exit 5). The same model pushed twice at once is no conflict: a manifest
-        with the same layers and config, the creation time aside (as ``transfer.check_tag``
-        judges), holds the tag for both, and its digest is returned. For a guarantee,
-        enable the registry's tag immutability (docs/network.md).
+        digests (exit 5). ``same_content(digest)`` says whether the manifest at ``digest``
+        is the same model as ``data`` (the caller's judgement, e.g. the same layers and
+        config, creation time aside, as ``transfer.check_tag`` judges): then two pushes at
+        once are no conflict, and that digest is returned. Without it only identical bytes
+        are the same. For a guarantee, enable the registry's tag immutability
+        (docs/network.md).
         """
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+        def same(other: str) -> bool:
+            if same_content is None:
+                return False
+            try:
+                return same_content(other)
+            except (StoreError, InputError):
+                return False  # unsure: a conflict
+
         before = self.resolve(tag)
         if before is not None and before != digest:
-            if self._same_content(data, before):
+            if same(before):
                 return before
             raise self._tag_conflict(tag, digest, before, "before this push wrote it")
         t0 = time.monotonic()
@@ -1018,29 +1030,9 @@ class RegistryStore:
         for pause in (0.0, min(2.0, max(TAG_SETTLE, 4 * rtt))):
             network.sleep(pause)
             now = self.resolve(tag)
-            if now != digest and (now is None or not self._same_content(data, now)):
+            if now != digest and (now is None or not same(now)):
                 raise self._tag_conflict(tag, digest, now, "right after this push wrote it")
         return now or digest
-
-    def _same_content(self, mine: bytes, other_digest: str) -> bool:
-        """Is the manifest ``other_digest`` the same model as ``mine``: the same layers and
-        config, creation timestamps aside (``modelpack.content_key``)? False when unsure."""
-        from modelseal.modelpack import content_key
-
-        try:
-            other, _, _ = self.get_manifest(other_digest)
-            configs = []
-            for raw in (mine, other):
-                doc = loads_json(raw, f"manifest for tag comparison on {self.host}")
-                cfg = doc.get("config") if isinstance(doc, dict) else None
-                cfg_digest = cfg.get("digest") if isinstance(cfg, dict) else None
-                if not isinstance(cfg_digest, str):
-                    return False
-                configs.append(self.get_blob_bytes(cfg_digest, max_size=MiB))
-        except (StoreError, InputError):
-            return False
-        key = content_key(mine, configs[0])
-        return key is not None and key == content_key(other, configs[1])
 
     def _tag_conflict(self, tag: str, mine: str, theirs: str | None,
                       when: str) -> TagConflictError:
