@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from modelseal._util import network
 from modelseal._util.fs import (
     NO_SPACE,
     atomic_write,
@@ -75,13 +76,6 @@ class Progress:
         """End the current phase."""
 
 
-def _stop_scope(event: threading.Event) -> contextlib.AbstractContextManager[None]:
-    """Registry transfers in this thread stop once ``event`` is set (the registry module is
-    loaded exactly when a registry store exists; directories have nothing to stop)."""
-    registry = sys.modules.get("modelseal.oci.registry")
-    return registry.stop_when(event) if registry is not None else contextlib.nullcontext()
-
-
 def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
                             workers: int) -> list[_R]:
     """``fn`` over ``items`` on ``workers`` threads, results in order. When one call fails
@@ -96,7 +90,7 @@ def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
     def call(item: _T) -> _R | None:
         if failed.is_set():
             return None  # not started: the operation failed already
-        with _stop_scope(failed):
+        with network.stop_when(failed):
             try:
                 return fn(item)
             except BaseException as e:
