@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol
 from modelseal._util import network
 from modelseal._util.json import type_name
 from modelseal.errors import DigestMismatchError, InputError, StoreError
-from modelseal.refs import DIGEST_RE
+from modelseal.refs import ANY_DIGEST_RE, DIGEST_RE
 
 ProgressFn = Callable[[int], None]
 Chunk = bytes | bytearray | memoryview
@@ -65,7 +65,7 @@ class Descriptor:
         if not isinstance(media_type, str) or not MEDIA_TYPE_RE.fullmatch(media_type):
             raise InputError(f"{what}: mediaType {_shown(media_type)} is not a media type")
         digest = d.get("digest")
-        if not isinstance(digest, str) or not DIGEST_GRAMMAR_RE.fullmatch(digest):
+        if not isinstance(digest, str) or not ANY_DIGEST_RE.fullmatch(digest):
             raise InputError(f"{what}: digest {_shown(digest)} is not an OCI digest")
         size = d.get("size")
         # bool is an int in Python, not in JSON
@@ -84,8 +84,6 @@ class Descriptor:
                    annotations=dict(annotations), artifact_type=artifact_type or None)
 
 
-# OCI image-spec descriptor grammar (descriptor.md): algorithm ":" encoded
-DIGEST_GRAMMAR_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 # RFC 6838 type/subtype, with parameters (the bundle's ";version=0.3")
 MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]{0,126}/[A-Za-z0-9][\w!#$&^.+-]{0,126}"
                            r"(?:\s*;\s*[\w.+-]+=[\w.+-]+)*")
