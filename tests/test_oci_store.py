@@ -222,3 +222,16 @@ def test_empty_blob_checked_like_any_other(tmp_path: Path) -> None:
     assert b"".join(BlobStream([], _digest(b""), 0, "empty")) == b""
     with pytest.raises(DigestMismatchError):
         b"".join(BlobStream([b"x"], _digest(b""), 0, "empty"))
+
+
+def test_oras_py_client_runs_over_modelseal_transport(auth_registry: RegistryServer) -> None:
+    """oras-py earns its place as the transport's base: its own client calls (here
+    ``get_tags``) go through modelseal's TLS, Basic-auth answer and retry policy."""
+    store = RegistryStore(auth_registry.host, "secure/oras", ca_file=str(auth_registry.ca_file),
+                          username=auth_registry.username, password=auth_registry.password)
+    store.put_blob_bytes(EMPTY_JSON)
+    layer = store.put_blob_bytes(b"layer")
+    assert layer == _digest(b"layer")
+    store.put_manifest(_manifest(b"layer"), MANIFEST_V1, "v1")
+    tags = store.transport.get_tags(f"{auth_registry.host}/secure/oras")
+    assert "v1" in tags
