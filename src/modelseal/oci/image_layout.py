@@ -32,6 +32,7 @@ from modelseal._util.fs import (
     remove_stale,
 )
 from modelseal._util.json import loads_object as load_json_object
+from modelseal.digest import sha256_bytes
 from modelseal.errors import (
     DiskFullError,
     InputError,
@@ -45,7 +46,6 @@ from modelseal.oci.store import (
     Chunk,
     Descriptor,
     ProgressFn,
-    digest_of,
     read_chunks,
 )
 from modelseal.refs import DIGEST_RE
@@ -271,7 +271,7 @@ class LayoutStore(BlobStore):
 
     def put_blob_bytes(self, data: bytes) -> str:
         self._ensure()
-        digest = digest_of(data)
+        digest = sha256_bytes(data)
         dest = self._blob_path(digest)
         if not dest.exists():
             self._atomic_write(dest, data, mode=0o444)

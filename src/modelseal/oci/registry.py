@@ -27,6 +27,7 @@ from typing import Any, Literal
 import requests
 
 from modelseal._util import network
+from modelseal.digest import sha256_bytes
 from modelseal.errors import (
     DigestMismatchError,
     InputError,
@@ -59,7 +60,6 @@ from modelseal.oci.store import (
     Chunk,
     Descriptor,
     ProgressFn,
-    digest_of,
 )
 from modelseal.refs import DIGEST_RE, Ref
 
@@ -347,7 +347,7 @@ class RegistryStore(BlobStore):
         the same blob (every referrer's empty config) the registry may briefly not see the
         blob a concurrent commit is linking, although it was uploaded.
         """
-        digest = digest_of(data)
+        digest = sha256_bytes(data)
         ref = tag if tag is not None else digest
         race = RetryPolicy(MANIFEST_PUT_ATTEMPTS, max(0.05, self.retry.backoff / 2), cap=2.0)
         for attempt in range(race.attempts):
@@ -385,7 +385,7 @@ class RegistryStore(BlobStore):
         are the same. For a guarantee, enable the registry's tag immutability
         (docs/network.md).
         """
-        digest = digest_of(data)
+        digest = sha256_bytes(data)
 
         def same(other: str) -> bool:
             if same_content is None:
@@ -539,7 +539,7 @@ class RegistryStore(BlobStore):
     # -- blobs: writing -----------------------------------------------------------------------
 
     def put_blob_bytes(self, data: bytes) -> str:
-        digest = digest_of(data)
+        digest = sha256_bytes(data)
         if self.has_blob(digest):
             return digest
         self._with_restarts(digest, lambda: self._upload_once(

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Protocol
 
 from modelseal._util import network
 from modelseal._util.json import type_name
+from modelseal.digest import sha256_bytes
 from modelseal.errors import DigestMismatchError, InputError, StoreError
 from modelseal.refs import ANY_DIGEST_RE, DIGEST_RE
 
@@ -150,15 +151,10 @@ class Store(Protocol):
         ...
 
 
-def digest_of(data: bytes | bytearray | memoryview) -> str:
-    """The sha256 digest of bytes in memory, as OCI writes it."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def check_bytes(data: bytes, digest: str, what: str) -> bytes:
     """``data`` when it is the content of ``digest``; DigestMismatchError naming ``what``
     otherwise. The check for blobs and manifests held in memory."""
-    got = digest_of(data)
+    got = sha256_bytes(data)
     if got != digest:
         raise DigestMismatchError(f"{what} does not match its digest {digest}: its "
                                   f"{len(data)} bytes hash to {got}")
@@ -427,7 +423,7 @@ class BlobStore:
                 return hit
         data, media_type, claimed = self._read_manifest(reference)
         what = f"manifest {self.describe()}{'@' if pinned else ':'}{reference}"
-        digest = digest_of(data)
+        digest = sha256_bytes(data)
         expected = reference if pinned else claimed
         if expected and expected.startswith("sha256:") and expected != digest:
             raise DigestMismatchError(f"{what} does not match its digest {expected}: its "
