@@ -31,6 +31,7 @@ from modelseal.errors import (
 from modelseal.formats import INDEX_V1, MANIFEST_V1
 from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
+from modelseal.oci._transport import classify_failure, next_page, parse_retry_after
 from modelseal.oci.auth import parse_challenge
 from modelseal.oci.parse import (
     check_manifest,
@@ -41,12 +42,7 @@ from modelseal.oci.parse import (
     parse_tag_list,
 )
 from modelseal.oci.referrers import attach, fallback_tag, list_referrers
-from modelseal.oci.registry import (
-    RegistryStore,
-    classify_failure,
-    next_page,
-    parse_retry_after,
-)
+from modelseal.oci.registry import RegistryStore
 from modelseal.oci.store import Descriptor
 from modelseal.refs import parse_ref
 from modelseal.transfer import push
@@ -606,7 +602,7 @@ def test_deadline_cuts_each_request_timeout() -> None:
     try:
         network.configure(timeout=30, deadline=2)
         store = RegistryStore("127.0.0.1:1", REPO)
-        connect, read = store._reg.timeouts()
+        connect, read = store.transport.timeouts()
         assert connect <= 2 and read <= 2
         network.configure(timeout=30, deadline=0.001)
         time.sleep(0.01)

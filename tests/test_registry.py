@@ -8,8 +8,9 @@ import json
 import os
 import resource
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -477,6 +478,20 @@ def _built(model: Path, epoch: int) -> object:
             os.environ["SOURCE_DATE_EPOCH"] = old
 
 
+def _same_model(store: RegistryStore, built: Any) -> Callable[[str], bool]:
+    """The judgement push gives ``put_manifest_exclusive``: same layers and config, creation
+    time aside (``modelpack.content_key``)."""
+    from modelseal.modelpack import content_key
+
+    def same(digest: str) -> bool:
+        raw, _, _ = store.get_manifest(digest)
+        config = store.get_blob_bytes(json.loads(raw)["config"]["digest"])
+        return bool(content_key(raw, config) == content_key(built.manifest_bytes,
+                                                             built.config_bytes))
+
+    return same
+
+
 def test_same_model_pushed_again_with_another_creation_time_is_no_tag_conflict(
         registry: RegistryServer, tmp_path: Path) -> None:
     from modelseal.errors import TagConflictError
@@ -491,14 +506,16 @@ def test_same_model_pushed_again_with_another_creation_time_is_no_tag_conflict(
         store.put_blob_file(model / "w.bin", built.layers[0].digest, 1000)  # type: ignore[attr-defined]
         store.put_blob_bytes(built.config_bytes)  # type: ignore[attr-defined]
     first = store.put_manifest_exclusive(a.manifest_bytes, MANIFEST_V1, "v1")  # type: ignore[attr-defined]
-    assert store.put_manifest_exclusive(b.manifest_bytes, MANIFEST_V1, "v1") == first  # type: ignore[attr-defined]
+    assert store.put_manifest_exclusive(b.manifest_bytes, MANIFEST_V1, "v1",  # type: ignore[attr-defined]
+                                        same_content=_same_model(store, b)) == first
     assert store.resolve("v1") == first
     (model / "w.bin").write_bytes(os.urandom(1000))  # other content: still a conflict
     c = _built(model, 1_700_000_000)
     store.put_blob_file(model / "w.bin", c.layers[0].digest, 1000)  # type: ignore[attr-defined]
     store.put_blob_bytes(c.config_bytes)  # type: ignore[attr-defined]
     with pytest.raises(TagConflictError):
-        store.put_manifest_exclusive(c.manifest_bytes, MANIFEST_V1, "v1")  # type: ignore[attr-defined]
+        store.put_manifest_exclusive(c.manifest_bytes, MANIFEST_V1, "v1",  # type: ignore[attr-defined]
+                                     same_content=_same_model(store, c))
 
 
 def test_concurrent_pushes_of_the_same_model_all_succeed(registry: RegistryServer,

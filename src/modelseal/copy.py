@@ -24,17 +24,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelseal._util import network
 from modelseal.errors import (
     DigestMismatchError,
     InputError,
@@ -201,74 +199,12 @@ def _try_mount(src: Store, dst: Store, digest: str) -> bool:
     return dst.mount_blob(digest, src.repository)
 
 
-_END = object()
-
-
-def _download_chunks(src: Store, d: Descriptor,
-                     stop: threading.Event) -> Generator[bytes, None, None]:
-    """The blob ``d`` of ``src`` as it downloads, for :meth:`RegistryStore.put_blob_stream`
-    to upload at once (it checks size and digest before the last byte leaves, so a registry
-    source is not hashed twice): a thread downloads into a queue of a few blocks, so memory
-    stays constant and the download and the upload overlap. The stream ends only after the
-    download finished; its errors are raised here. Closing the generator (the upload
-    failed) stops the download at its next block."""
-    from modelseal.oci.registry import RegistryStore, check_limits
-
-    q: queue.Queue[object] = queue.Queue(maxsize=STREAM_QUEUE_BLOCKS)
-
-    def put(item: object) -> None:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise network.Interrupted()  # the consumer went away: end the download
-
-    class _Sink:
-        def write(self, b: bytes) -> int:
-            put(b if isinstance(b, bytes) else bytes(b))
-            return len(b)
-
-    def run() -> None:
-        try:
-            if isinstance(src, RegistryStore):
-                # put_blob_stream hashes every byte before the last one leaves: once is enough
-                src.fetch_blob(d.digest, d.size, _Sink(), verify=False)  # type: ignore[arg-type]
-            else:
-                src.fetch_blob(d.digest, d.size, _Sink())  # type: ignore[arg-type]
-        except BaseException as e:  # handed to the consumer, which raises it
-            with contextlib.suppress(BaseException):
-                put(e)
-            return
-        with contextlib.suppress(BaseException):
-            put(_END)
-
-    t = threading.Thread(target=run, name=f"modelseal-copy-{d.digest[7:19]}", daemon=True)
-    t.start()
-    try:
-        while True:
-            try:
-                item = q.get(timeout=0.2)
-            except queue.Empty:
-                # a slow download: Ctrl-C, the deadline or a failed sibling still stop us
-                check_limits()
-                continue
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, bytes)
-            yield item
-    finally:
-        stop.set()
-        t.join(timeout=5.0)  # a download blocked in a read ends at its next block
-
-
 def _stream_blob(src: Store, dst: RegistryStore, d: Descriptor,
                  advance: Callable[[int], None]) -> None:
-    """Upload blob ``d`` to ``dst`` while it downloads from ``src``; a dropped connection
-    restarts the whole blob (a stream cannot be rewound), a bounded number of times."""
+    """Upload blob ``d`` to ``dst`` while it downloads from ``src`` (read ahead by a thread,
+    so the two transfers overlap in constant memory; each byte is hashed once, by the source's
+    checked stream, before the last one is sent); a dropped connection restarts the whole
+    blob (a stream cannot be rewound), as the retry policy allows."""
     from modelseal.oci.registry import UploadRestart
 
     high = [0]  # bytes reported so far: a restarted stream does not advance the bar twice
@@ -280,19 +216,16 @@ def _stream_blob(src: Store, dst: RegistryStore, d: Descriptor,
             advance(pos[0] - high[0])
             high[0] = pos[0]
 
-    delay = 0.5
-    for attempt in range(dst.retries):
+    for attempt in range(dst.retry.attempts):
         pos[0] = 0
-        stop = threading.Event()
-        chunks = _download_chunks(src, d, stop)
+        chunks = src.open_blob(d.digest, d.size, read_ahead=STREAM_QUEUE_BLOCKS)
         try:
             dst.put_blob_stream(chunks, d.digest, d.size, sent)
             return
         except UploadRestart:
-            if attempt + 1 >= dst.retries:
+            if attempt + 1 >= dst.retry.attempts:
                 raise
-            network.sleep(delay)
-            delay *= 2
+            dst.retry.pause(attempt)
         finally:
             chunks.close()
 

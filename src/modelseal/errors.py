@@ -61,6 +61,11 @@ class RegistryTimeoutError(RegistryUnreachableError):
     ``--deadline`` (docs/network.md)."""
 
 
+class Stopped(StoreError):
+    """A transfer stopped because another part of the same operation failed
+    (``_util.network.stop_when``); the operation reports that first failure, not this."""
+
+
 class TagConflictError(ModelsealError):
     """Pushing would move an existing tag to another digest."""
 

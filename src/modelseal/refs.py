@@ -21,6 +21,10 @@ from modelseal.errors import UsageError
 
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+"""A digest modelseal fetches by and writes: sha256, lowercase hex."""
+ANY_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+"""Any digest of the OCI grammar (image-spec descriptor.md: algorithm ":" encoded), as a
+descriptor from outside may carry; modelseal reads only ``DIGEST_RE``."""
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 
@@ -74,13 +78,31 @@ _HOST_RE = re.compile(
 """A registry host as docker accepts it: DNS labels or a bracketed IPv6 address, then a port."""
 
 
+def _kind_prefix(text: str) -> Literal["oci", "oci-archive"] | None:
+    return ("oci" if text.startswith("oci:") else
+            "oci-archive" if text.startswith("oci-archive:") else None)
+
+
+def _names_a_host(text: str) -> bool:
+    """Does ``text`` start like ``HOST/...`` for a registry host (a ``.`` or ``:`` in it, or
+    ``localhost``) rather than a path (``./x``, ``/x``, ``~/x``, ``dir/x``)?"""
+    host, slash, _ = text.partition("/")
+    return bool(slash) and not text.startswith((".", "/", "~")) and (
+        "." in host or ":" in host or host == "localhost")
+
+
+def is_reference(text: str) -> bool:
+    """Is ``text`` written as a store reference (``oci:``, ``oci-archive:`` or a registry's
+    ``HOST/REPO``) rather than a file path? The first decision of :func:`parse_ref`, for
+    callers that accept either (a policy's layout); whether it parses is parse_ref's to say."""
+    return _kind_prefix(text) is not None or _names_a_host(text)
+
+
 def parse_ref(text: str, default_tag: str | None = "latest") -> Ref:
     """Parse a reference; raises UsageError with the accepted forms when it cannot."""
     if not text:
         raise UsageError("empty reference")
-    kind: Literal["oci", "oci-archive"] | None = (
-        "oci" if text.startswith("oci:") else
-        "oci-archive" if text.startswith("oci-archive:") else None)
+    kind = _kind_prefix(text)
     if kind is not None:
         body, _, digest = _split_tag_digest(text[len(kind) + 1:])
         tag: str | None = None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from modelseal._util import network
 from modelseal._util.fs import (
     DEFAULT_EXCLUDES,
     NO_SPACE,
@@ -76,13 +77,6 @@ class Progress:
         """End the current phase."""
 
 
-def _stop_scope(event: threading.Event) -> contextlib.AbstractContextManager[None]:
-    """Registry transfers in this thread stop once ``event`` is set (the registry module is
-    loaded exactly when a registry store exists; directories have nothing to stop)."""
-    registry = sys.modules.get("modelseal.oci.registry")
-    return registry.stop_when(event) if registry is not None else contextlib.nullcontext()
-
-
 def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
                             workers: int) -> list[_R]:
     """``fn`` over ``items`` on ``workers`` threads, results in order. When one call fails
@@ -97,7 +91,7 @@ def run_stopping_on_failure(fn: Callable[[_T], _R], items: Sequence[_T],
     def call(item: _T) -> _R | None:
         if failed.is_set():
             return None  # not started: the operation failed already
-        with _stop_scope(failed):
+        with network.stop_when(failed):
             try:
                 return fn(item)
             except BaseException as e:
@@ -279,7 +273,8 @@ def _push_built(built: BuiltArtifact, paths: Sequence[Path], store: Store, ref: 
         # ... and re-read the tag after writing it: a lost race is reported (exit 5)
         exclusive = getattr(store, "put_manifest_exclusive", None)
         if exclusive is not None:
-            written = exclusive(built.manifest_bytes, MANIFEST_V1, tag)
+            written = exclusive(built.manifest_bytes, MANIFEST_V1, tag, same_content=lambda d: (
+                _tag_verdict(store, tag, built, True, d) is not None))
             if written != built.manifest_digest:  # the same model, pushed at once by another
                 result.digest, result.unchanged = written, True
             return result

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 DEFAULT_TIMEOUT = 30.0
@@ -97,3 +97,43 @@ def sleep(seconds: float) -> None:
 def reset() -> None:
     """Forget a cancellation (tests running commands in one process)."""
     CANCELLED.clear()
+
+
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def stop_when(event: threading.Event) -> Iterator[None]:
+    """While in this block, this thread's registry requests and transfers stop (``Stopped``)
+    before each request and between blocks once ``event`` is set: the workers of a push, pull
+    or copy stop promptly when one of their siblings failed (upload sessions cancelled)."""
+    previous = getattr(_SCOPE, "event", None)
+    _SCOPE.event = event
+    try:
+        yield
+    finally:
+        _SCOPE.event = previous
+
+
+def check_stopped() -> None:
+    """Raise ``Stopped`` when this thread's :func:`stop_when` event is set."""
+    event = getattr(_SCOPE, "event", None)
+    if event is not None and event.is_set():
+        from modelseal.errors import Stopped
+
+        raise Stopped("stopped: another transfer of this operation failed")
+
+
+def check_limits() -> None:
+    """Between blocks of a transfer, or for a thread waiting on one: stop when interrupted
+    (Interrupted), when a sibling failed (:func:`stop_when`), or past the deadline
+    (RegistryTimeoutError)."""
+    check_cancelled()
+    check_stopped()
+    left = _limits.remaining()
+    if left is not None and left <= 0:
+        from modelseal.errors import RegistryTimeoutError
+
+        raise RegistryTimeoutError(f"gave up: the command ran past its deadline of "
+                                   f"{_limits.deadline:g} s",
+                                   hint="raise --deadline (MODELSEAL_DEADLINE)")

@@ -16,7 +16,6 @@ them and :meth:`read_extra` reads one; :meth:`add_extra` writes one.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,12 +24,12 @@ import tarfile
 import tempfile
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from modelseal._util.fs import atomic_writer, walk_files
 from modelseal.errors import (
-    DigestMismatchError,
     InputError,
     NotFoundError,
     StoreError,
@@ -38,7 +37,8 @@ from modelseal.errors import (
 )
 from modelseal.formats import MANIFEST_V1
 from modelseal.oci.image_layout import REF_NAME, LayoutStore
-from modelseal.oci.store import Descriptor, ProgressFn, copy_verified
+from modelseal.oci.store import BlobStore, Chunk, Descriptor, ProgressFn, read_chunks
+from modelseal.refs import DIGEST_RE
 
 CHUNK = 4 * 1024 * 1024
 LAYOUT_FILES = ("oci-layout", "index.json")
@@ -81,7 +81,7 @@ def _cleanup(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class ArchiveStore:
+class ArchiveStore(BlobStore):
     """An OCI image layout held in one (uncompressed) tar file."""
 
     def __init__(self, path: str | os.PathLike[str], *, writable: bool = False) -> None:
@@ -146,10 +146,9 @@ class ArchiveStore:
 
     @staticmethod
     def _blob_name(digest: str) -> str:
-        algo, _, hexd = digest.partition(":")
-        if algo != "sha256" or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+        if not DIGEST_RE.match(digest):
             raise InputError(f"unsupported or malformed digest {digest!r}")
-        return f"blobs/sha256/{hexd}"
+        return f"blobs/sha256/{digest[7:]}"
 
     # -- writing -------------------------------------------------------------------------------
     def _writable(self) -> LayoutStore:
@@ -257,18 +256,19 @@ class ArchiveStore:
                 return str(m["digest"])
         return None
 
-    def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
+    def _read_manifest(self, reference: str) -> tuple[bytes, str, str | None]:
         if self._writer is not None:
-            return self._writer.get_manifest(reference)
+            return self._writer._read_manifest(reference)
         digest = self.resolve(reference)
         if digest is None:
             raise NotFoundError(f"{self.describe()} has no tag {reference!r}")
-        data = self.get_blob_bytes(digest)
+        return self._read_small_blob(digest, 64 * 1024 * 1024), "", digest
+
+    def _check_manifest(self, data: bytes, media_type: str, what: str) -> str:
         try:
-            media_type = str(json.loads(data).get("mediaType") or MANIFEST_V1)
+            return str(json.loads(data).get("mediaType") or MANIFEST_V1)
         except (ValueError, AttributeError) as e:
-            raise StoreError(f"manifest {digest} in {self.describe()} is not JSON") from e
-        return data, media_type, digest
+            raise StoreError(f"{what} is not JSON") from e
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> str:
         return self._writable().put_manifest(data, media_type, tag)
@@ -285,32 +285,24 @@ class ArchiveStore:
     def put_blob_bytes(self, data: bytes) -> str:
         return self._writable().put_blob_bytes(data)
 
-    def fetch_blob(self, digest: str, size: int | None, out: BinaryIO,
-                   progress: ProgressFn | None = None) -> None:
+    def _read_blob(self, digest: str, size: int | None) -> Iterator[Chunk]:
         if self._writer is not None:
-            self._writer.fetch_blob(digest, size, out, progress)
+            yield from self._writer._read_blob(digest, size)
             return
         name = self._blob_name(digest)
         if name not in self._table():
             raise NotFoundError(f"{self.describe()} has no blob {digest}")
         off, length = self._table()[name]
         with open(self.path, "rb") as f:
-            copy_verified(_Range(f, off, length), out, digest, size, progress,
-                          f"blob {digest} in {self.describe()}")
+            yield from read_chunks(_Range(f, off, length), CHUNK)
 
-    def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:
+    def _read_small_blob(self, digest: str, max_size: int) -> bytes:
         if self._writer is not None:
-            return self._writer.get_blob_bytes(digest, max_size)
+            return self._writer._read_small_blob(digest, max_size)
         name = self._blob_name(digest)
         if name not in self._table():
             raise NotFoundError(f"{self.describe()} has no blob {digest}")
-        data = self._read_member(name, max_size)
-        got = "sha256:" + hashlib.sha256(data).hexdigest()
-        if got != digest:
-            raise DigestMismatchError(
-                f"blob {digest} in {self.describe()} has been altered (its content hashes to "
-                f"{got})")
-        return data
+        return self._read_member(name, max_size)
 
     def list_tags(self) -> list[str]:
         if self._writer is not None:

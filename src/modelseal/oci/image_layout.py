@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import io
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from modelseal._util.fs import (
     atomic_write,
@@ -30,23 +28,28 @@ from modelseal._util.fs import (
     remove_stale,
 )
 from modelseal._util.json import loads_object as load_json_object
+from modelseal.digest import sha256_bytes
 from modelseal.errors import (
-    DigestMismatchError,
     DiskFullError,
     InputError,
     NotFoundError,
     StoreError,
 )
 from modelseal.formats import INDEX_V1, MANIFEST_V1
-from modelseal.oci.store import Descriptor, ProgressFn, copy_verified
+from modelseal.oci.store import (
+    BlobStore,
+    BlobStream,
+    Chunk,
+    Descriptor,
+    ProgressFn,
+    read_chunks,
+)
+from modelseal.refs import DIGEST_RE
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 4 * 1024 * 1024
 TMP_PREFIX = ".tmp-"
 LEGACY_TMP_AGE = 24 * 3600  # temp files from before names carried a PID: removed when this old
-
-MANIFEST_CACHE_ITEM = 16 * 1024  # small manifests are read once per process ...
-MANIFEST_CACHE_BYTES = 32 * 1024 * 1024  # ... up to this much in all
 
 TagGuard = Callable[[str | None], str | None]
 """Called under the index lock with the digest a tag points at now (None: no such tag).
@@ -54,18 +57,16 @@ Returns a digest to keep instead of writing (the tag already holds this content)
 write, or raises (e.g. TagConflictError): a check and an act that no other writer can split."""
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
 def _hex(digest: str) -> str:
-    algo, _, hexd = digest.partition(":")
-    if algo != "sha256" or not _HEX64.fullmatch(hexd):
+    if not DIGEST_RE.match(digest):
         raise InputError(f"unsupported or malformed digest {digest!r}")
-    return hexd
+    return digest[7:]
 
 
-class LayoutStore:
+class LayoutStore(BlobStore):
     """An OCI image-layout directory (created on first write)."""
+
+    cache_manifests = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
@@ -76,8 +77,6 @@ class LayoutStore:
         self._cache_key: tuple[int, int, int, int] | None = None
         self._cache_doc: dict[str, Any] | None = None
         self._cache_tags: dict[str, str] = {}
-        self._manifests: dict[str, tuple[bytes, str, str]] = {}
-        self._cached_bytes = 0
 
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -175,25 +174,16 @@ class LayoutStore:
             return reference if os.path.exists(self._blob_file(reference)) else None
         return self._index()[1].get(reference)
 
-    def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
+    def _read_manifest(self, reference: str) -> tuple[bytes, str, str | None]:
         # A digest needs no lookup: reading the blob is the existence check.
         digest = reference if reference.startswith("sha256:") else self.resolve(reference)
         if digest is None:
             raise NotFoundError(f"{self.describe()} has no tag {reference!r}")
-        hit = self._manifests.get(digest)
-        if hit is not None:
-            return hit
-        data = self.get_blob_bytes(digest)
-        doc = load_json_object(data, what=f"manifest {digest} in {self.describe()}",
-                               error=StoreError)
-        media_type = str(doc.get("mediaType") or MANIFEST_V1)
-        if (len(data) <= MANIFEST_CACHE_ITEM
-                and self._cached_bytes + len(data) <= MANIFEST_CACHE_BYTES):
-            # Content-addressed and checked: the same digest always names these bytes. Listing
-            # referrers and then fetching them reads each manifest twice otherwise.
-            self._manifests[digest] = (data, media_type, digest)
-            self._cached_bytes += len(data)
-        return data, media_type, digest
+        return self._read_small_blob(digest, 64 * 1024 * 1024), "", digest
+
+    def _check_manifest(self, data: bytes, media_type: str, what: str) -> str:
+        doc = load_json_object(data, what=what, error=StoreError)
+        return str(doc.get("mediaType") or MANIFEST_V1)
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None, *,
                      guard: TagGuard | None = None) -> str:
@@ -254,28 +244,29 @@ class LayoutStore:
     def _ingest(self, src: io.RawIOBase | io.BufferedIOBase, digest: str, size: int | None,
                 dest: Path, progress: ProgressFn | None, source: str) -> None:
         with atomic_writer(dest, mode=0o444, tmp_prefix=TMP_PREFIX, needed=size) as out:
-            copy_verified(src, out, digest, size, progress, source)
+            for piece in BlobStream(read_chunks(src, CHUNK), digest, size, source):
+                out.write(piece)
+                if progress is not None:
+                    progress(len(piece))
 
     def put_blob_bytes(self, data: bytes) -> str:
         self._ensure()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_bytes(data)
         dest = self._blob_path(digest)
         if not dest.exists():
             atomic_write(dest, data, mode=0o444, tmp_prefix=TMP_PREFIX)
         return digest
 
-    def fetch_blob(self, digest: str, size: int | None, out: BinaryIO,
-                   progress: ProgressFn | None = None) -> None:
+    def _read_blob(self, digest: str, size: int | None) -> Iterator[Chunk]:
         p = self._blob_file(digest)
         try:
             src = open(p, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError as e:
             raise NotFoundError(f"{self.describe()} has no blob {digest}") from e
         with src:
-            copy_verified(src, out, digest, size, progress,
-                                source=f"blob {digest} in {self.describe()}")
+            yield from read_chunks(src, CHUNK)
 
-    def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:
+    def _read_small_blob(self, digest: str, max_size: int) -> bytes:
         p = self._blob_file(digest)
         try:
             f = open(p, "rb", buffering=0)  # noqa: SIM115 - closed below
@@ -285,13 +276,7 @@ class LayoutStore:
             if os.fstat(f.fileno()).st_size > max_size:
                 raise StoreError(f"blob {digest} in {self.describe()} is larger than "
                                  f"{max_size} bytes")
-            data = f.read()
-        got = "sha256:" + hashlib.sha256(data).hexdigest()
-        if got != digest:
-            raise DigestMismatchError(
-                f"blob {digest} in {self.describe()} has been altered (its content hashes to "
-                f"{got})")
-        return data
+            return f.read()
 
     def list_tags(self) -> list[str]:
         return sorted(t for t in self._index()[1] if t)

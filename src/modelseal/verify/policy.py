@@ -33,6 +33,7 @@ from modelseal._util.limits import MAX_METADATA_BYTES
 from modelseal._util.time import parse_duration
 from modelseal.errors import InputError, UsageError
 from modelseal.formats import LIFECYCLE_PREDICATE, SAFETY_PREDICATE
+from modelseal.refs import is_reference
 from modelseal.verify.lifecycle_requirement import (
     LIFECYCLE_POLICY_KEYS,
     LifecycleRequirement,
@@ -78,7 +79,7 @@ class Policy:
 
     @property
     def layout_is_oci(self) -> bool:
-        return not Path(self.layout).is_absolute() and is_oci_ref(self.layout)
+        return not Path(self.layout).is_absolute() and is_reference(self.layout)
 
     def requirement(self) -> AllOf:
         return AllOf(list(self.requirements))
@@ -97,15 +98,6 @@ class Policy:
             elif isinstance(r, LifecycleRequirement):
                 out.add(LIFECYCLE_PREDICATE)
         return out
-
-
-def is_oci_ref(text: str) -> bool:
-    """A registry or oci: reference rather than a file path."""
-    if text.startswith("oci:"):
-        return True
-    head = text.split("/", 1)[0]
-    return "/" in text and head not in ("", ".", "..") and (
-        "." in head or ":" in head or head == "localhost")
 
 
 def _unknown(d: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -163,7 +155,7 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         return p if Path(p).is_absolute() else str(base / p)
 
     layout = _str(data.get("layout"), f"{source}: layout")
-    if not _exists(path(layout), f"{source}: layout") and is_oci_ref(layout):
+    if not _exists(path(layout), f"{source}: layout") and is_reference(layout):
         if "@sha256:" not in layout:
             raise UsageError(f"{source}: layout {layout!r} is not a file, and as an OCI "
                              "reference it must be pinned by digest (REF@sha256:...): a tag "
