@@ -700,13 +700,13 @@ def test_swapped_referrer_content_counts_for_nothing_and_no_weight_is_fetched(
     store = MaliciousStore(w.p.store)
     approve = [d for d in store.referrers(w.p.digest)
                if d.digest in _step_referrers(w, "approve")]
-    store.swap(approve[0], b"\x00not a bundle")
+    bundle = approve[0].annotations["dev.modelseal.referrer.blob"]
+    store.swap(bundle, b"\x00not a bundle")
     r = run(w, tmp_path, store)
     find(r, rule="threshold", step="approve")
     assert approve[0].digest in {i.attestation for i in r.ignored}  # named, not a crash
-    store.swap(approve[0], w.p.bundles["evaluate"])  # a copy of another step's evidence
+    store.swap(bundle, w.p.bundles["evaluate"])  # a copy of another step's evidence
     r = run(w, tmp_path, store)
     find(r, rule="threshold", step="approve")
     assert next(s for s in r.steps if s.name == "evaluate").passed
-    weights = {"sha256:" + d for d in w.files.values()}
-    assert not weights & {arg for _, arg in store.calls}
+    assert not {"sha256:" + d for d in w.files.values()} & store.blobs_fetched
