@@ -116,6 +116,14 @@ def step_referrers(w: World, step: str) -> set[str]:
             if d.annotations.get(ANN_BLOB) == want}
 
 
+def replace_step(w: World, step: str, bundle: bytes) -> tuple[MaliciousStore, str]:
+    """A store where ``step``'s honest attestation is deleted and ``bundle`` attached."""
+    store = MaliciousStore(w.p.store)
+    for d in step_referrers(w, step):
+        store.hide(d)
+    return store, store.add(w.p.digest, bundle)
+
+
 def run(w: World, tmp: Path, store: MaliciousStore | None = None,
         doc: dict[str, Any] | None = None, *, layout: bytes | None = None,
         ref: Ref | None = None, **policy: Any) -> VerificationResult:

@@ -29,6 +29,7 @@ from attack_world import (
     ident,
     layout_doc,
     public_of,
+    replace_step,
     run,
     signer_of,
     step_referrers,
@@ -69,14 +70,6 @@ def push_variant(w: World, tmp: Path, change: Any, *, attest: bool = True) -> Ma
         for bundle in w.p.bundles.values():
             store.add(moved.digest, bundle)
     return store
-
-
-def replace_step(w: World, step: str, bundle: bytes) -> tuple[MaliciousStore, str]:
-    """A store where ``step``'s honest attestation is deleted and ``bundle`` attached."""
-    store = MaliciousStore(w.p.store)
-    for d in step_referrers(w, step):
-        store.hide(d)
-    return store, store.add(w.p.digest, bundle)
 
 
 def test_honest_model_verifies_reading_only_metadata(world: World, tmp_path: Path) -> None:
