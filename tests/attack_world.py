@@ -28,6 +28,7 @@ from modelseal.refs import Ref, parse_ref
 from modelseal.verify.pipeline import verify_model
 from modelseal.verify.policy import load_policy
 from modelseal.verify.result import Refusal, VerificationResult
+from paths import SIGSTORE
 from pipeline_fixtures import (
     FUNCTIONARY,
     STEPS,
@@ -38,9 +39,6 @@ from pipeline_fixtures import (
     write_policy,
 )
 
-SIGSTORE = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "sigstore"
-if not SIGSTORE.exists():
-    SIGSTORE = Path("/work/shared/testdata/sigstore")
 DSSE_BUNDLE = "a.dsse.staging-rekor-v2.txt.sigstore.json"
 
 

@@ -51,7 +51,7 @@ from modelseal.verify.decision import Evidence, ModelView, decide
 from modelseal.verify.pipeline import pull_verified, verify_model
 from modelseal.verify.policy import load_policy
 from modelseal.verify.result import VerificationResult
-from paths import missing_tool
+from paths import running
 from pipeline_fixtures import (
     FUNCTIONARY,
     STEPS,
@@ -90,14 +90,9 @@ def refused(result: VerificationResult, *needles: str) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    if shutil.which(REGISTRY_BIN) is None:
-        missing_tool("docker-registry")
-    server = RegistryServer(tmp_path_factory.mktemp("registry"))
-    server.start()
-    try:
+    for server in running(lambda: RegistryServer(tmp_path_factory.mktemp("registry")),
+                          REGISTRY_BIN):
         yield build_world(tmp_path_factory.mktemp("world"), server.host)
-    finally:
-        server.stop()
 
 
 def test_honest_pipeline_verifies_and_pulls(world: World, tmp_path: Path) -> None:
