@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from modelseal.attestations import subject_of
-from modelseal.errors import DigestMismatchError, NotFoundError
+from modelseal.errors import DigestMismatchError, NotFoundError, StoreError
 from modelseal.formats import (
     ANN_BUNDLE_CONTENT,
     ANN_CREATED,
@@ -89,6 +89,7 @@ class MaliciousStore:
         self.swapped[digest] = data
 
     def move_tag(self, tag: str, digest: str) -> None:
+        """Point ``tag`` at manifest ``digest`` (the wrapped store's, or one pushed here)."""
         self.tags[tag] = digest
         self.served.pop(tag, None)
 
@@ -162,6 +163,7 @@ class MaliciousStore:
         return digest
 
     def has_blob(self, digest: str) -> bool:
+        self.fetches.append(("has_blob", digest))
         return digest in self.blobs or self.inner.has_blob(digest)
 
     def put_blob_file(self, path: Path, digest: str, size: int,
@@ -185,11 +187,13 @@ class MaliciousStore:
 
     def get_blob_bytes(self, digest: str, max_size: int = 64 * 1024 * 1024) -> bytes:
         self.fetches.append(("get_blob_bytes", digest))
-        if digest in self.swapped:
-            return _checked(digest, self.swapped[digest], "blob")
-        if digest in self.blobs:
-            return self.blobs[digest]
-        return self.inner.get_blob_bytes(digest, max_size)
+        data = self.swapped.get(digest, self.blobs.get(digest))
+        if data is None:
+            return self.inner.get_blob_bytes(digest, max_size)
+        if len(data) > max_size:
+            raise StoreError(f"blob {digest} in {self.describe()} is larger than {max_size} "
+                             "bytes")
+        return _checked(digest, data, "blob")
 
     def list_tags(self) -> list[str]:
         self.fetches.append(("list_tags", ""))

@@ -81,6 +81,18 @@ def test_honest_model_verifies_reading_only_metadata(world: World, tmp_path: Pat
     assert len(store.blobs_fetched) == len(world.p.bundles)
 
 
+def test_attacks_never_write_the_honest_store(world: World, tmp_path: Path) -> None:
+    """What the attacker writes lands in its overlay: one world serves every attack."""
+    w = world
+    tags, index = w.p.store.list_tags(), w.p.store.get_manifest(fallback_tag(w.p.digest))
+    store = push_variant(w, tmp_path, lambda m: (m / "weights.bin").write_bytes(b"evil"))
+    store.add(w.p.digest, b"junk")
+    assert store.list_tags() != tags
+    assert w.p.store.list_tags() == tags
+    assert w.p.store.get_manifest(fallback_tag(w.p.digest)) == index
+    assert w.p.store.resolve(w.p.ref.tag or "") == w.p.digest
+
+
 # ---- swapped blob -----------------------------------------------------------------------
 
 
