@@ -16,7 +16,7 @@ import copy
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     yield build_world(tmp, f"oci:{tmp}/registry")
 
 
-def push_variant(w: World, tmp: Path, change: Any, *, attest: bool = True) -> MaliciousStore:
-    """An attacker's model (the honest files changed by ``change(dir)``) pushed over the
-    honest tag, with the honest attestations attached to it when ``attest``."""
+def push_variant(w: World, tmp: Path, change: Callable[[Path], object], *,
+                 attest: bool = True) -> MaliciousStore:
+    """An attacker's model (the honest files copied to ``tmp/evil-model`` and changed by
+    ``change``) pushed over the honest tag, with the honest attestations attached to it when
+    ``attest``."""
     store = MaliciousStore(w.p.store)
     model = tmp / "evil-model"
     shutil.copytree(w.p.model_dir, model)

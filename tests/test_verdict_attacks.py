@@ -23,7 +23,6 @@ from click.testing import CliRunner
 
 from attack_world import (
     DSSE_BUNDLE,
-    SIGSTORE,
     World,
     build_world,
     find,
@@ -55,6 +54,7 @@ from modelseal.refs import parse_ref
 from modelseal.verify.decision import Evidence, ModelView, decide
 from modelseal.verify.pipeline import verify_model
 from modelseal.verify.policy import load_policy
+from paths import SIGSTORE
 from pipeline_fixtures import (
     FUNCTIONARY,
     STEPS,

@@ -21,7 +21,6 @@ import pytest
 
 from attack_world import (
     DSSE_BUNDLE,
-    SIGSTORE,
     World,
     build_world,
     find,
@@ -51,7 +50,7 @@ from modelseal.verify.decision import Evidence, ModelView, decide
 from modelseal.verify.pipeline import pull_verified, verify_model
 from modelseal.verify.policy import load_policy
 from modelseal.verify.result import VerificationResult
-from paths import running
+from paths import SIGSTORE, running
 from pipeline_fixtures import (
     FUNCTIONARY,
     STEPS,
