@@ -5,7 +5,7 @@ One honest pipeline is recorded and pushed to an ``oci:`` image-layout store per
 (``malicious_store.MaliciousStore``: added, hidden or swapped referrers) or a careless or
 hostile layout, and asserts on the refusal's structure (rule, step, key, attestation,
 artifact), never on its wording. The same attacks through a real registry:
-``test_verify_attacks.test_verdict_rules_hold_through_a_real_registry``.
+``test_verify_attacks.py`` (one per class).
 """
 
 from __future__ import annotations
