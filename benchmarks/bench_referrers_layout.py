@@ -40,6 +40,80 @@ sys.path.insert(0, str(HERE))
 REPO = HERE.parent
 
 
+SCAN = "https://example.com/scan/v1"
+
+
+def keys_and_model(work: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """(signers, public keys) of the layout owner and the five steps, and a small model
+    directory: made under ``work`` once, reused after (shared with bench_referrers_registry)."""
+    from bench_verify import STEPS
+
+    from modelseal.attest.signers import keygen, load_public_key, load_signer
+
+    keys = work / "keys"
+    keys.mkdir(exist_ok=True)
+    names = ["owner", *STEPS]
+    for k in names:
+        if not (keys / f"{k}.key").exists():
+            keygen(keys / k)
+    model = work / "model"
+    model.mkdir(exist_ok=True)
+    if not (model / "weights.bin").exists():
+        (model / "weights.bin").write_bytes(os.urandom(4096))
+        (model / "config.json").write_text("{}")
+    return ({k: load_signer(str(keys / f"{k}.key")) for k in names},
+            {k: load_public_key(keys / f"{k}.pub") for k in names}, model)
+
+
+def attach_pipeline(store: Any, subject: Any, files: dict[str, str],
+                    signer: dict[str, Any]) -> list[Any]:
+    """The five signed pipeline links and a signed BOM, attached; their descriptors."""
+    from bench_verify import pipeline_statements
+
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.statement import statement
+    from modelseal.attestations import attach_bundle
+
+    descs = [attach_bundle(store, subject, sign_statement(st, signer[step])).descriptor
+             for step, st in pipeline_statements(files).items()]
+    subjects = [(p, d[7:]) for p, d in files.items()]
+    descs.append(attach_bundle(store, subject, sign_statement(
+        statement(subjects, "https://cyclonedx.org/bom", {"bomFormat": "CycloneDX"}),
+        signer["package"])).descriptor)
+    return descs
+
+
+def attach_scan(store: Any, subject: Any, files: dict[str, str], signer: Any, i: int) -> Any:
+    """One more signed attestation (predicate ``SCAN``, run ``i``), tagged, not indexed."""
+    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.statement import statement
+    from modelseal.formats import BUNDLE_MEDIA_TYPE
+    from modelseal.oci.referrers import attach
+
+    b = sign_statement(statement([(p, d[7:]) for p, d in files.items()], SCAN, {"run": i}),
+                       signer)
+    return attach(store, subject, artifact_type=BUNDLE_MEDIA_TYPE, blob=b,
+                  blob_media_type=BUNDLE_MEDIA_TYPE,
+                  annotations={"dev.sigstore.bundle.content": "dsse-envelope",
+                               "dev.sigstore.bundle.predicateType": SCAN},
+                  update_index=False).descriptor
+
+
+def write_policy(work: Path, signer: dict[str, Any], pub: dict[str, Any]) -> Path:
+    """The signed ml-pipeline layout and a policy requiring the BOM; the policy's path."""
+    from bench_verify import STEPS
+
+    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
+
+    doc = new_layout(load_template("ml-pipeline"), [(s, pub[s]) for s in STEPS])
+    (work / "root.layout.json").write_text(json.dumps(sign_layout(doc, signer["owner"])))
+    policy = work / "policy.yaml"
+    policy.write_text(f"layout: {work / 'root.layout.json'}\n"
+                      f"layout_keys: [{work / 'keys' / 'owner.pub'}]\n"
+                      "required_predicates: [https://cyclonedx.org/bom]\n")
+    return policy
+
+
 def build(work: Path, n: int) -> dict[str, str]:
     """The layout, keys, signed layout and policy (reused when already there)."""
     done = work / "done.json"
@@ -49,18 +123,12 @@ def build(work: Path, n: int) -> dict[str, str]:
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    from bench_verify import STEPS, pipeline_statements
-
     from modelseal._util.json import canonical_json
-    from modelseal.attest.bundle import sign_statement
-    from modelseal.attest.signers import keygen, load_public_key, load_signer
-    from modelseal.attest.statement import statement
-    from modelseal.attestations import attach_bundle, subject_of
-    from modelseal.formats import BUNDLE_MEDIA_TYPE, INDEX_V1
-    from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
+    from modelseal.attestations import subject_of
+    from modelseal.formats import INDEX_V1
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci.image_layout import REF_NAME, LayoutStore
-    from modelseal.oci.referrers import attach, fallback_tag
+    from modelseal.oci.referrers import fallback_tag
     from modelseal.oci.store import Descriptor
     from modelseal.refs import parse_ref
     from modelseal.transfer import push
@@ -88,17 +156,7 @@ def build(work: Path, n: int) -> dict[str, str]:
                 self._write_index(doc)
             self.pending = []
 
-    keys = work / "keys"
-    keys.mkdir()
-    names = ["owner", *STEPS]
-    for k in names:
-        keygen(keys / k)
-    signer = {k: load_signer(str(keys / f"{k}.key")) for k in names}
-    pub = {k: load_public_key(keys / f"{k}.pub") for k in names}
-    model = work / "model"
-    model.mkdir()
-    (model / "weights.bin").write_bytes(os.urandom(4096))
-    (model / "config.json").write_text("{}")
+    signer, pub, model = keys_and_model(work)
     layout_dir = work / "layout"
     ref = parse_ref(f"oci:{layout_dir}:v1")
     res = push(model, LayoutStore(layout_dir), ref, ModelMetadata({"name": "many"}))
@@ -106,31 +164,15 @@ def build(work: Path, n: int) -> dict[str, str]:
     store = Batched(layout_dir)
     subject = subject_of(store, res.digest)
     t0 = time.perf_counter()
-    descs = [attach_bundle(store, subject, sign_statement(st, signer[step])).descriptor
-             for step, st in pipeline_statements(files).items()]
-    subjects = [(p, d[7:]) for p, d in files.items()]
-    descs.append(attach_bundle(store, subject, sign_statement(
-        statement(subjects, "https://cyclonedx.org/bom", {"bomFormat": "CycloneDX"}),
-        signer["package"])).descriptor)
+    descs = attach_pipeline(store, subject, files, signer)
     for i in range(n - len(descs)):
-        b = sign_statement(statement(subjects, "https://example.com/scan/v1", {"run": i}),
-                           signer["evaluate"])
-        attach(store, subject, artifact_type=BUNDLE_MEDIA_TYPE, blob=b,
-               blob_media_type=BUNDLE_MEDIA_TYPE,
-               annotations={"dev.sigstore.bundle.content": "dsse-envelope",
-                            "dev.sigstore.bundle.predicateType": "https://example.com/scan/v1"},
-               update_index=False)
+        attach_scan(store, subject, files, signer["evaluate"], i)
     index = {"schemaVersion": 2, "mediaType": INDEX_V1,
              "manifests": [d.to_dict() for d in descs[:6]]}
     store.put_manifest(canonical_json(index), INDEX_V1, fallback_tag(res.digest))
     store.flush()
     print(f"# set up {n} referrers in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    doc = new_layout(load_template("ml-pipeline"), [(s, pub[s]) for s in STEPS])
-    (work / "root.layout.json").write_text(json.dumps(sign_layout(doc, signer["owner"])))
-    policy = work / "policy.yaml"
-    policy.write_text(f"layout: {work / 'root.layout.json'}\n"
-                      f"layout_keys: [{keys / 'owner.pub'}]\n"
-                      "required_predicates: [https://cyclonedx.org/bom]\n")
+    policy = write_policy(work, signer, pub)
     paths = {"ref": f"oci:{layout_dir}:v1", "policy": str(policy)}
     done.write_text(json.dumps({"n": n, "paths": paths}))
     return paths

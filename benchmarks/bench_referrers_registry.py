@@ -43,7 +43,13 @@ sys.path.insert(0, str(HERE))
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_referrers_layout import timed  # noqa: E402
+from bench_referrers_layout import (  # noqa: E402
+    attach_pipeline,
+    attach_scan,
+    keys_and_model,
+    timed,
+    write_policy,
+)
 
 from registry_server import RegistryServer  # noqa: E402
 
@@ -55,45 +61,21 @@ def build(work: Path, server: RegistryServer, n: int, threads: int) -> dict[str,
     done = work / "done.json"
     if done.exists() and json.loads(done.read_text()).get("n") == n:
         return dict(json.loads(done.read_text())["paths"])
-    from bench_verify import STEPS, pipeline_statements
-
-    from modelseal.attest.bundle import sign_statement
-    from modelseal.attest.signers import keygen, load_public_key, load_signer
-    from modelseal.attest.statement import statement
-    from modelseal.attestations import attach_bundle, subject_of
-    from modelseal.formats import BUNDLE_MEDIA_TYPE
-    from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
+    from modelseal.attestations import subject_of
     from modelseal.modelpack import ModelMetadata
-    from modelseal.oci.referrers import add_to_index, attach
+    from modelseal.oci.referrers import add_to_index
     from modelseal.oci.registry import RegistryStore
     from modelseal.refs import parse_ref
     from modelseal.transfer import push
 
-    keys = work / "keys"
-    keys.mkdir(exist_ok=True)
-    names = ["owner", *STEPS]
-    for k in names:
-        if not (keys / f"{k}.key").exists():
-            keygen(keys / k)
-    signer = {k: load_signer(str(keys / f"{k}.key")) for k in names}
-    pub = {k: load_public_key(keys / f"{k}.pub") for k in names}
-    model = work / "model"
-    model.mkdir(exist_ok=True)
-    if not (model / "weights.bin").exists():
-        (model / "weights.bin").write_bytes(os.urandom(4096))
-        (model / "config.json").write_text("{}")
+    signer, pub, model = keys_and_model(work)
     store = RegistryStore(server.host, REPOSITORY)
     res = push(model, store, parse_ref(f"{server.host}/{REPOSITORY}:v1"),
                ModelMetadata({"name": "many"}))
     files = {la.filepath: la.digest for la in (res.manifest.layers if res.manifest else [])}
     subject = subject_of(store, res.digest)
     t0 = time.perf_counter()
-    descs = [attach_bundle(store, subject, sign_statement(st, signer[step])).descriptor
-             for step, st in pipeline_statements(files).items()]
-    subjects = [(p, d[7:]) for p, d in files.items()]
-    descs.append(attach_bundle(store, subject, sign_statement(
-        statement(subjects, "https://cyclonedx.org/bom", {"bomFormat": "CycloneDX"}),
-        signer["package"])).descriptor)
+    descs = attach_pipeline(store, subject, files, signer)
     local = threading.local()
     lock = threading.Lock()
     count = [0]
@@ -101,14 +83,7 @@ def build(work: Path, server: RegistryServer, n: int, threads: int) -> dict[str,
     def one(i: int) -> object:
         if not hasattr(local, "store"):
             local.store = RegistryStore(server.host, REPOSITORY)
-        b = sign_statement(statement(subjects, "https://example.com/scan/v1", {"run": i}),
-                           signer["evaluate"])
-        d = attach(local.store, subject, artifact_type=BUNDLE_MEDIA_TYPE, blob=b,
-                   blob_media_type=BUNDLE_MEDIA_TYPE,
-                   annotations={"dev.sigstore.bundle.content": "dsse-envelope",
-                                "dev.sigstore.bundle.predicateType":
-                                    "https://example.com/scan/v1"},
-                   update_index=False).descriptor
+        d = attach_scan(local.store, subject, files, signer["evaluate"], i)
         with lock:
             count[0] += 1
             if count[0] % 1000 == 0:
@@ -122,12 +97,7 @@ def build(work: Path, server: RegistryServer, n: int, threads: int) -> dict[str,
     indexed = add_to_index(store, res.digest, descs)
     print(f"# set up {n} referrers in {t1 - t0:.1f} s on {threads} threads; fallback index "
           f"written in {time.perf_counter() - t1:.1f} s, lists {len(indexed)}", file=sys.stderr)
-    doc = new_layout(load_template("ml-pipeline"), [(s, pub[s]) for s in STEPS])
-    (work / "root.layout.json").write_text(json.dumps(sign_layout(doc, signer["owner"])))
-    policy = work / "policy.yaml"
-    policy.write_text(f"layout: {work / 'root.layout.json'}\n"
-                      f"layout_keys: [{keys / 'owner.pub'}]\n"
-                      "required_predicates: [https://cyclonedx.org/bom]\n")
+    policy = write_policy(work, signer, pub)
     paths = {"policy": str(policy), "indexed": str(len(indexed))}
     done.write_text(json.dumps({"n": n, "paths": paths}))
     return paths

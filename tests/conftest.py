@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from paths import missing_tool
+from paths import missing_tool, running
 from registry_server import REGISTRY_BIN, RegistryServer, TokenServer, blob_path
 
 __all__ = ["RegistryServer", "TokenServer", "blob_path"]
@@ -24,28 +24,16 @@ __all__ = ["RegistryServer", "TokenServer", "blob_path"]
 @pytest.fixture
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A plain-HTTP registry with empty storage, stopped after the test."""
-    if shutil.which(REGISTRY_BIN) is None:
-        missing_tool("docker-registry")
-    server = RegistryServer(tmp_path_factory.mktemp("registry"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(lambda: RegistryServer(tmp_path_factory.mktemp("registry")),
+                       REGISTRY_BIN)
 
 
 @pytest.fixture
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A TLS + htpasswd registry (user ``modelseal`` / ``s3cret-pass``), stopped after the test."""
-    if shutil.which(REGISTRY_BIN) is None or shutil.which("htpasswd") is None:
-        missing_tool("docker-registry / htpasswd")
-    server = RegistryServer(tmp_path_factory.mktemp("auth-registry"), tls=True,
-                            credentials=("modelseal", "s3cret-pass"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(lambda: RegistryServer(tmp_path_factory.mktemp("auth-registry"),
+                                              tls=True, credentials=("modelseal", "s3cret-pass")),
+                       REGISTRY_BIN, "htpasswd")
 
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from modelseal._util.json import canonical_json
 from modelseal.errors import DigestMismatchError, NotFoundError
 from modelseal.formats import EMPTY_DIGEST, EMPTY_JSON, EMPTY_V1, MANIFEST_V1
 from modelseal.oci._transport import RetryPolicy
 from modelseal.oci.archive import ArchiveStore
 from modelseal.oci.image_layout import LayoutStore
 from modelseal.oci.registry import RegistryStore
-from modelseal.oci.store import BlobStore, BlobStream, Chunk, canonical_json
+from modelseal.oci.store import BlobStore, BlobStream, Chunk
 from modelseal.refs import is_reference, parse_ref
 from registry_server import RegistryServer, blob_path
 

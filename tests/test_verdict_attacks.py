@@ -1,19 +1,19 @@
 """Attacks on the verdict itself (issue 8): the trust decision, the policy and the layout.
 
-One honest pipeline is recorded and pushed to a real registry (docker-registry) per module;
-each attack then plays a malicious registry over it (``malicious_store.MaliciousStore``:
-added, hidden or swapped referrers) or a careless or hostile layout, and asserts on the
-refusal's structure (rule, step, key, attestation, artifact), never on its wording.
+One honest pipeline is recorded and pushed to an ``oci:`` image-layout store per module
+(``attack_world``); each attack then plays a malicious registry over it
+(``malicious_store.MaliciousStore``: added, hidden or swapped referrers) or a careless or
+hostile layout, and asserts on the refusal's structure (rule, step, key, attestation,
+artifact), never on its wording. The same attacks through a real registry:
+``test_verify_attacks.py`` (one per class).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,25 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from attack_world import (
+    DSSE_BUNDLE,
+    World,
+    build_world,
+    find,
+    ident,
+    layout_doc,
+    public_of,
+    run,
+    signer_of,
+    step_referrers,
+)
 from malicious_store import MaliciousStore
 from modelseal.attest.bundle import load_trusted_root, sign_statement
 from modelseal.attest.statement import statement
 from modelseal.cli import main
 from modelseal.errors import UsageError, VerificationError
 from modelseal.formats import LINK_PREDICATE, TEST_RESULT_PREDICATE, VSA_PREDICATE
-from modelseal.intoto_layout.authoring import load_template, new_layout
+from modelseal.intoto_layout.authoring import new_layout
 from modelseal.intoto_layout.lint import check_layout
 from modelseal.intoto_layout.model import (
     EXTENSION,
@@ -42,113 +54,27 @@ from modelseal.refs import parse_ref
 from modelseal.verify.decision import Evidence, ModelView, Verifier
 from modelseal.verify.pipeline import verify_model
 from modelseal.verify.policy import load_policy
-from modelseal.verify.result import Refusal, VerificationResult
+from paths import SIGSTORE
 from pipeline_fixtures import (
     FUNCTIONARY,
     STEPS,
-    Pipeline,
-    honest_pipeline,
-    publish,
     sign_doc,
     write_policy,
 )
-from registry_server import REGISTRY_BIN, RegistryServer
 
-SIGSTORE = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "sigstore"
-if not SIGSTORE.exists():
-    SIGSTORE = Path("/work/shared/testdata/sigstore")
 STAGING_ROOT = SIGSTORE / "staging_trusted_root.json"
-DSSE_BUNDLE = "a.dsse.staging-rekor-v2.txt.sigstore.json"
 GITHUB = "https://token.actions.githubusercontent.com"
 BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
           ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main")
 
 
-@dataclass
-class World:
-    """The honest pipeline on a real registry, shared by the module's attacks (which never
-    write to it: they lie through a MaliciousStore)."""
-
-    p: Pipeline
-    statements: dict[str, dict[str, Any]]
-    files: dict[str, str]  # model filepath -> sha256 hex
-    keyless_ref: Any
-    keyless_digest: str
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    import shutil
-
-    if shutil.which(REGISTRY_BIN) is None:
-        pytest.skip("docker-registry is not installed")
-    server = RegistryServer(tmp_path_factory.mktemp("registry"))
-    server.start()
-    try:
-        tmp = tmp_path_factory.mktemp("world")
-        p = honest_pipeline(tmp, server.host)
-        sts = {s: json.loads(base64.b64decode(json.loads(b)["dsseEnvelope"]["payload"]))
-               for s, b in p.bundles.items()}
-        files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
-                 for f in p.model_dir.iterdir()}
-        # a model holding the file the real keyless (staging) bundle is about
-        kdir = tmp / "keyless-model"
-        kdir.mkdir()
-        shutil.copy(SIGSTORE / "a.dsse.staging-rekor-v2.txt", kdir / "a.txt")
-        kref = parse_ref(f"{server.host}/keyless/model:v1")
-        kdigest = publish(open_store(kref), kref, kdir, [])
-        yield World(p, sts, files, kref, kdigest)
-    finally:
-        server.stop()
+    tmp = tmp_path_factory.mktemp("world")
+    yield build_world(tmp, f"oci:{tmp}/registry")
 
 
 # ---- helpers -----------------------------------------------------------------------------
-
-
-def signer_of(w: World, name: str) -> Any:
-    return w.p.functionaries[name].signer
-
-
-def public_of(w: World, name: str) -> Any:
-    return w.p.functionaries[name].public
-
-
-def ident(w: World, name: str) -> str:
-    return key_identity(key_dict(public_of(w, name)))
-
-
-def layout_doc(w: World, **keys_by_step: list[Any]) -> dict[str, Any]:
-    """The honest layout's document (unsigned), with step keys replaced where given."""
-    keys = {s: [public_of(w, FUNCTIONARY[s])] for s in STEPS}
-    keys.update({s.replace("_", "-"): v for s, v in keys_by_step.items()})
-    names = {public_of(w, n).keyid: n for n in FUNCTIONARY.values()}
-    return new_layout(load_template("ml-pipeline"),
-                      [(s, k) for s, ks in keys.items() for k in ks], names=names)
-
-
-def run(w: World, tmp: Path, store: MaliciousStore | None = None,
-        doc: dict[str, Any] | None = None, **policy: Any) -> VerificationResult:
-    """Verify the shared model through ``store`` with the layout ``doc`` (signed by the owner,
-    unlinted, as a hostile or careless owner's tool would) and the policy."""
-    layout = tmp / "layout.json"
-    layout.write_bytes(sign_doc(doc if doc is not None else layout_doc(w),
-                                w.p.owner.signer))
-    pol = write_policy(tmp / "policy.yaml", str(layout),
-                       w.p.owner.key_path.with_suffix(".pub"), **policy)
-    return verify_model(store or MaliciousStore(w.p.store), w.p.ref, load_policy(pol))
-
-
-def rules(r: VerificationResult) -> set[tuple[str | None, str | None]]:
-    return {(x.rule, x.step) for x in r.refusals}
-
-
-def find(r: VerificationResult, **where: Any) -> Refusal:
-    """The refusal whose fields equal ``where``; fails listing all refusals otherwise."""
-    assert not r.verified
-    for x in r.refusals:
-        if all(getattr(x, k) == v for k, v in where.items()):
-            return x
-    raise AssertionError(f"no refusal with {where}: {[x.to_dict() for x in r.refusals]}")
 
 
 def with_hint(bundle: bytes, hint: str) -> bytes:
@@ -228,7 +154,7 @@ def test_verify_refuses_one_key_under_two_ids_signing_separated_steps(world: Wor
     doc = layout_doc(w)
     alias(doc, key_dict(public_of(w, "trainer")), "cd" * 32, "approve")
     store = MaliciousStore(w.p.store)
-    for d in _step_referrers(w, "approve"):
+    for d in step_referrers(w, "approve"):
         store.hide(d)
     store.add(w.p.digest, with_hint(sign_statement(w.statements["approve"],
                                                    signer_of(w, "trainer")), "cd" * 32))
@@ -243,18 +169,11 @@ def test_verify_refuses_one_key_under_two_ids_signing_separated_steps(world: Wor
     find(r, rule="distinct signers train/approve", key=ident(w, "trainer"))
 
 
-def _step_referrers(w: World, step: str) -> set[str]:
-    """Referrer digests of the honest bundles of ``step`` in the registry."""
-    want = "sha256:" + hashlib.sha256(w.p.bundles[step]).hexdigest()
-    return {d.digest for d in MaliciousStore(w.p.store).referrers(w.p.digest)
-            if d.annotations.get("dev.modelseal.referrer.blob") == want}
-
-
 def test_bundle_hint_naming_an_authorized_key_does_not_authorize(world: World,
                                                                  tmp_path: Path) -> None:
     w = world
     store = MaliciousStore(w.p.store)
-    for d in _step_referrers(w, "approve"):
+    for d in step_referrers(w, "approve"):
         store.hide(d)
     approver = public_of(w, "approver").keyid
     store.add(w.p.digest, with_hint(sign_statement(w.statements["approve"],
@@ -349,7 +268,7 @@ def test_link_of_a_failed_command_is_not_the_step_done(world: World, tmp_path: P
                                                        rc: Any) -> None:
     w = world
     store = MaliciousStore(w.p.store)
-    for d in _step_referrers(w, "approve"):
+    for d in step_referrers(w, "approve"):
         store.hide(d)
     att = store.add(w.p.digest, sign_statement(_link_with_rc(w, "approve", rc),
                                                signer_of(w, "approver")))
@@ -361,7 +280,7 @@ def test_link_of_a_failed_command_is_not_the_step_done(world: World, tmp_path: P
 def test_layout_may_declare_other_return_values_as_done(world: World, tmp_path: Path) -> None:
     w = world
     store = MaliciousStore(w.p.store)
-    for d in _step_referrers(w, "approve"):
+    for d in step_referrers(w, "approve"):
         store.hide(d)
     store.add(w.p.digest, sign_statement(_link_with_rc(w, "approve", 3),
                                          signer_of(w, "approver")))
@@ -370,14 +289,15 @@ def test_layout_may_declare_other_return_values_as_done(world: World, tmp_path: 
     assert run(w, tmp_path, store, doc).verified
 
 
-def test_verify_attach_does_not_publish_a_failed_vsa(tmp_path: Path,
-                                                     registry: RegistryServer) -> None:
+def test_verify_attach_does_not_publish_a_failed_vsa(world: World, tmp_path: Path) -> None:
     from modelseal.attestations import list_attestations
 
-    p = honest_pipeline(tmp_path, registry.host)
-    pol = p.policy(required_predicates=["https://cyclonedx.org/bom"])  # nobody attached one
+    p = world.p
+    pol = write_policy(tmp_path / "policy.yaml", str(p.layout_path),
+                       p.owner.key_path.with_suffix(".pub"),
+                       required_predicates=["https://cyclonedx.org/bom"])  # nobody attached one
     key = p.functionaries["approver"].key_path.with_suffix(".key")
-    res = CliRunner().invoke(main, ["verify", p.ref_text(), "--policy", str(pol),
+    res = CliRunner().invoke(main, ["verify", str(p.ref), "--policy", str(pol),
                                     "--vsa-signer", str(key), "--attach", "--json",
                                     "--vsa-output", str(tmp_path / "vsa.json")])
     assert res.exit_code == 10, res.output
@@ -425,7 +345,7 @@ def test_registry_created_annotation_proves_no_age(world: World, tmp_path: Path)
     """An old link re-listed with a fresh (unsigned) created annotation stays unjudgeable."""
     w = world
     store = MaliciousStore(w.p.store)
-    for d in _step_referrers(w, "train"):
+    for d in step_referrers(w, "train"):
         store.hide(d)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     store.add(w.p.digest, w.p.bundles["train"], created=now)
@@ -582,7 +502,7 @@ def test_policy_naming_a_step_the_layout_lacks_is_a_usage_error(
     with pytest.raises(UsageError) as e:
         run(w, tmp_path, **policy)
     assert e.value.exit_code == 2 and repr(typo) in e.value.message
-    res = CliRunner().invoke(main, ["verify", w.p.ref_text(), "--policy",
+    res = CliRunner().invoke(main, ["verify", str(w.p.ref), "--policy",
                                     str(tmp_path / "policy.yaml")])
     assert res.exit_code == 2 and typo in res.output
 
@@ -680,16 +600,16 @@ def test_unsigned_layout_is_refused_with_a_reason(world: World, tmp_path: Path) 
 def test_refusals_and_steps_name_functionaries(world: World, tmp_path: Path) -> None:
     w = world
     store = MaliciousStore(w.p.store)
-    for d in _step_referrers(w, "approve"):
+    for d in step_referrers(w, "approve"):
         store.hide(d)
     r = run(w, tmp_path, store)
     x = find(r, rule="threshold", step="approve")
     assert "approver" in x.message
     assert [s.signers[0].split(" ")[0] for s in r.steps if s.signers] == [
         FUNCTIONARY[s] for s in STEPS if s != "approve"]
-    res = CliRunner().invoke(main, ["verify", w.p.ref_text(), "--policy",
+    res = CliRunner().invoke(main, ["verify", str(w.p.ref), "--policy",
                                     str(tmp_path / "policy.yaml")])
-    assert res.exit_code == 0 and all(n in res.output for n in FUNCTIONARY.values())
+    assert res.exit_code == 0 and all(n in res.output for n in FUNCTIONARY.values()), res.output
 
 
 def test_swapped_referrer_content_counts_for_nothing_and_no_weight_is_fetched(
@@ -699,14 +619,14 @@ def test_swapped_referrer_content_counts_for_nothing_and_no_weight_is_fetched(
     w = world
     store = MaliciousStore(w.p.store)
     approve = [d for d in store.referrers(w.p.digest)
-               if d.digest in _step_referrers(w, "approve")]
-    store.swap(approve[0], b"\x00not a bundle")
+               if d.digest in step_referrers(w, "approve")]
+    bundle = approve[0].annotations["dev.modelseal.referrer.blob"]
+    store.swap(bundle, b"\x00not a bundle")
     r = run(w, tmp_path, store)
     find(r, rule="threshold", step="approve")
     assert approve[0].digest in {i.attestation for i in r.ignored}  # named, not a crash
-    store.swap(approve[0], w.p.bundles["evaluate"])  # a copy of another step's evidence
+    store.swap(bundle, w.p.bundles["evaluate"])  # a copy of another step's evidence
     r = run(w, tmp_path, store)
     find(r, rule="threshold", step="approve")
     assert next(s for s in r.steps if s.name == "evaluate").passed
-    weights = {"sha256:" + d for d in w.files.values()}
-    assert not weights & {arg for _, arg in store.calls}
+    assert not {"sha256:" + d for d in w.files.values()} & store.blobs_fetched

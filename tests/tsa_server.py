@@ -8,13 +8,12 @@ certificate (critical EKU timeStamping), answers ``application/timestamp-query``
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 
 import pytest
 
-from paths import REPO, missing_tool
+from paths import REPO, running
 
 sys.path.insert(0, str(REPO / "scripts"))
 from local_tsa import OPENSSL, TSAServer, make_tsa_pki
@@ -25,11 +24,4 @@ __all__ = ["OPENSSL", "TSAServer", "make_tsa_pki", "tsa"]
 @pytest.fixture
 def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TSAServer]:
     """A running test TSA (import this fixture into a test module)."""
-    if shutil.which(OPENSSL) is None:
-        missing_tool("openssl")
-    server = TSAServer(tmp_path_factory.mktemp("tsa"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(lambda: TSAServer(tmp_path_factory.mktemp("tsa")), OPENSSL)
