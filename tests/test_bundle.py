@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelseal.attest import bundle, signers, statement
+from modelseal.attest import bundle, dsse, signers, statement
 from modelseal.errors import InputError, SigningError, VerificationError
 from paths import SIGSTORE
 
@@ -52,7 +52,7 @@ def test_keyed_bundle_signature_is_over_dsse_pae(key: tuple[object, object]) -> 
     env = b["dsseEnvelope"]
     payload = base64.b64decode(env["payload"])
     pae = b"DSSEv1 28 application/vnd.in-toto+json %d %b" % (len(payload), payload)
-    assert bundle.pae(env["payloadType"], payload) == pae
+    assert dsse.pae(env["payloadType"], payload) == pae
     crypto = pub._crypto_key()  # type: ignore[attr-defined]
     crypto.verify(base64.b64decode(env["signatures"][0]["sig"]), pae, ec.ECDSA(hashes.SHA256()))
 

@@ -14,9 +14,9 @@ import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
 from modelseal.errors import InputError, UsageError
 from modelseal.formats import (
@@ -43,11 +43,211 @@ def _hex(digest: str, what: str) -> str:
     return d
 
 
+# ---------------------------------------------------------------------------------------------
+# reading JSON fields once: every payload class below validates with these, so a consumer
+# holding an object never re-checks a type
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    """A copy of ``value`` as a dict, or InputError naming ``what`` is not a JSON object."""
+    if not isinstance(value, Mapping):
+        raise InputError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return dict(value)
+
+
+def pop_str(d: dict[str, Any], key: str, what: str, *, required: bool = False) -> str | None:
+    """``d.pop(key)`` as a string (None when absent and not ``required``)."""
+    if key not in d:
+        if required:
+            raise InputError(f"{what}: {key} is missing")
+        return None
+    v = d.pop(key)
+    if not isinstance(v, str):
+        raise InputError(f"{what}: {key} must be a string, not {type(v).__name__}")
+    return v
+
+
+def pop_object(d: dict[str, Any], key: str, what: str) -> dict[str, Any] | None:
+    """``d.pop(key)`` as a JSON object, or None when absent."""
+    return as_object(d.pop(key), f"{what}: {key}") if key in d else None
+
+
+def pop_list(d: dict[str, Any], key: str, what: str) -> list[Any] | None:
+    """``d.pop(key)`` as a JSON array, or None when absent."""
+    if key not in d:
+        return None
+    v = d.pop(key)
+    if not isinstance(v, list):
+        raise InputError(f"{what}: {key} must be a list, not {type(v).__name__}")
+    return list(v)
+
+
+def pop_str_list(d: dict[str, Any], key: str, what: str) -> list[str] | None:
+    """``d.pop(key)`` as a list of strings, or None when absent."""
+    items = pop_list(d, key, what)
+    if items is not None and not all(isinstance(i, str) for i in items):
+        raise InputError(f"{what}: {key} must be a list of strings")
+    return items
+
+
+def put(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``d[key]`` unless ``value`` is None (an absent optional field stays absent)."""
+    if value is not None:
+        d[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceDescriptor:
+    """An in-toto ResourceDescriptor: a named (or located) thing and its digests.
+
+    Fields modelseal does not know (``content``, ``mediaType``, ...) are kept in
+    ``unrecognized`` and written back, so a round trip changes no byte of a signed payload.
+    """
+
+    name: str | None = None
+    digest: dict[str, str] | None = None
+    uri: str | None = None
+    annotations: dict[str, Any] | None = None
+    unrecognized: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, name: str, sha256: str, **extra: Any) -> ResourceDescriptor:
+        """A descriptor named ``name`` with a sha256 digest (hex or ``sha256:hex``)."""
+        annotations = extra.pop("annotations", None)
+        uri = extra.pop("uri", None)
+        return cls(name=name, digest={"sha256": _hex(sha256, name)}, uri=uri,
+                   annotations=dict(annotations) if annotations is not None else None,
+                   unrecognized={k: v for k, v in extra.items() if v is not None})
+
+    @property
+    def sha256(self) -> str | None:
+        """The sha256 hex digest, when there is one."""
+        return (self.digest or {}).get("sha256")
+
+    @property
+    def label(self) -> str | None:
+        """What to call it: its name, else its URI."""
+        return self.name or self.uri
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "resource descriptor") -> ResourceDescriptor:
+        """Read one descriptor; InputError names the field that is wrong."""
+        d = as_object(data, what)
+        name = pop_str(d, "name", what)
+        uri = pop_str(d, "uri", what)
+        digest = pop_object(d, "digest", what)
+        if digest is not None and not all(isinstance(v, str) for v in digest.values()):
+            raise InputError(f"{what}: every digest value must be a string")
+        annotations = pop_object(d, "annotations", what)
+        return cls(name, digest, uri, annotations, d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, unrecognized fields included."""
+        d: dict[str, Any] = {}
+        put(d, "name", self.name)
+        put(d, "uri", self.uri)
+        put(d, "digest", None if self.digest is None else dict(self.digest))
+        put(d, "annotations", None if self.annotations is None else dict(self.annotations))
+        d.update(self.unrecognized)
+        return d
+
+
+def descriptors(items: list[Any] | None, what: str) -> list[ResourceDescriptor] | None:
+    """A JSON list of ResourceDescriptors, each read by :meth:`ResourceDescriptor.from_dict`."""
+    if items is None:
+        return None
+    return [ResourceDescriptor.from_dict(rd, f"{what}[{i}]") for i, rd in enumerate(items)]
+
+
+def descriptors_to_list(rds: Sequence[ResourceDescriptor] | None) -> list[dict[str, Any]] | None:
+    """The JSON list of ``rds`` (None stays None: the field stays absent)."""
+    return None if rds is None else [rd.to_dict() for rd in rds]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """An in-toto Statement (v1, or v0.1 as read): subjects, a predicate type and a predicate.
+
+    The predicate stays a JSON object here: any predicate type can be carried, and the typed
+    classes of :mod:`modelseal.attest.predicates` read the ones modelseal understands
+    (:meth:`predicate_as`). Every subject has a digest (in-toto's rule for subjects).
+    """
+
+    subject: list[ResourceDescriptor]
+    predicate_type: str
+    predicate: dict[str, Any] | None = None
+    statement_type: str = STATEMENT_TYPE
+    unrecognized: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Statement:
+        """Read a Statement; InputError says what is wrong. Unknown fields are kept."""
+        if not isinstance(data, Mapping):
+            raise InputError("a Statement must be a JSON object")
+        d = dict(data)
+        st_type = d.pop("_type", None)
+        if st_type not in STATEMENT_TYPES:
+            raise InputError(f"_type is {st_type!r}, not {STATEMENT_TYPE}")
+        raw_subjects = d.pop("subject", None)
+        if not isinstance(raw_subjects, list):
+            raise InputError("a Statement's subject must be a list")
+        subjects = [ResourceDescriptor.from_dict(s, "a Statement's subject")
+                    for s in raw_subjects]
+        if any(s.digest is None for s in subjects):
+            raise InputError("each subject needs a digest")
+        ptype = d.pop("predicateType", None)
+        if not isinstance(ptype, str) or not ptype:
+            raise InputError("a Statement needs a predicateType")
+        predicate = None
+        if "predicate" in d:
+            predicate = d.pop("predicate")
+            if not isinstance(predicate, Mapping):
+                raise InputError("a Statement's predicate must be a JSON object")
+            predicate = dict(predicate)
+        return cls(subjects, ptype, predicate, st_type, d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, unrecognized fields included (what :func:`canonical_json` signs)."""
+        d: dict[str, Any] = {"_type": self.statement_type,
+                             "subject": [s.to_dict() for s in self.subject],
+                             "predicateType": self.predicate_type}
+        put(d, "predicate", None if self.predicate is None else dict(self.predicate))
+        d.update(self.unrecognized)
+        return d
+
+    @property
+    def subjects(self) -> list[Subject]:
+        """(name, sha256 hex) of each subject that has a sha256 digest (name ``""`` if none)."""
+        return [(s.name or "", s.sha256) for s in self.subject if s.sha256]
+
+    def predicate_as(self, cls: type[P]) -> P:
+        """The predicate read as ``cls`` (a class of :mod:`modelseal.attest.predicates`).
+
+        InputError when this Statement has another predicate type or a malformed predicate.
+        """
+        if self.predicate_type not in cls.PREDICATE_TYPES:
+            raise InputError(f"not a {cls.__name__} Statement: predicateType "
+                             f"{self.predicate_type!r}")
+        return cls.from_dict(self.predicate or {})
+
+
+class PredicateClass(Protocol):
+    """What a typed predicate offers: its predicate types and a symmetric dict mapping."""
+
+    PREDICATE_TYPES: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+P = TypeVar("P", bound=PredicateClass)
+
+
 def resource_descriptor(name: str, sha256: str, **extra: Any) -> dict[str, Any]:
     """An in-toto ResourceDescriptor with a name and a sha256 digest (and e.g. uri)."""
-    rd: dict[str, Any] = {"name": name, "digest": {"sha256": _hex(sha256, name)}}
-    rd.update({k: v for k, v in extra.items() if v is not None})
-    return rd
+    return ResourceDescriptor.of(name, sha256, **extra).to_dict()
 
 
 def statement(subjects: Iterable[Subject], predicate_type: str,
@@ -55,30 +255,13 @@ def statement(subjects: Iterable[Subject], predicate_type: str,
     """An in-toto Statement v1 about the given (name, sha256) subjects."""
     if not predicate_type:
         raise UsageError("a Statement needs a predicate type URI")
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": [resource_descriptor(n, d) for n, d in subjects],
-        "predicateType": predicate_type,
-        "predicate": dict(predicate),
-    }
+    return Statement([ResourceDescriptor.of(n, d) for n, d in subjects], predicate_type,
+                     dict(predicate)).to_dict()
 
 
 def check_statement(st: Any) -> None:
     """Raise InputError unless ``st`` has the shape of an in-toto Statement."""
-    if not isinstance(st, Mapping):
-        raise InputError("a Statement must be a JSON object")
-    if st.get("_type") not in STATEMENT_TYPES:
-        raise InputError(f"_type is {st.get('_type')!r}, not {STATEMENT_TYPE}")
-    subjects = st.get("subject")
-    if not isinstance(subjects, list):
-        raise InputError("a Statement's subject must be a list")
-    for s in subjects:
-        if not isinstance(s, Mapping) or not isinstance(s.get("digest"), Mapping):
-            raise InputError("each subject needs a digest")
-    if not isinstance(st.get("predicateType"), str) or not st["predicateType"]:
-        raise InputError("a Statement needs a predicateType")
-    if "predicate" in st and not isinstance(st["predicate"], Mapping):
-        raise InputError("a Statement's predicate must be a JSON object")
+    Statement.from_dict(st)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,13 +276,15 @@ def link_predicate(
     environment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The link v0.3 predicate for one step."""
-    return {
-        "name": name,
-        "command": list(command),
-        "materials": [resource_descriptor(n, d) for n, d in materials],
-        "byproducts": dict(byproducts or {}),
-        "environment": dict(environment or {}),
-    }
+    from modelseal.attest.predicates import LinkPredicate
+
+    return LinkPredicate(
+        name=name,
+        command=list(command),
+        materials=[ResourceDescriptor.of(n, d) for n, d in materials],
+        byproducts=dict(byproducts or {}),
+        environment=dict(environment or {}),
+    ).to_dict()
 
 
 MATERIALS_SUBJECT = "modelseal:materials"
@@ -137,50 +322,45 @@ def link_statement(name: str, command: Sequence[str], materials: Iterable[Subjec
                      link_predicate(name, command, mats, byproducts, environment))
 
 
-def _digest_map(rds: Any, what: str) -> dict[str, dict[str, str]]:
+def _digest_map(rds: Sequence[ResourceDescriptor], what: str) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
-    if not isinstance(rds, list):
-        raise InputError(f"link {what} must be a list")
     for rd in rds:
-        if not isinstance(rd, Mapping) or not isinstance(rd.get("digest"), Mapping):
+        if rd.digest is None:
             raise InputError(f"link {what}: each entry needs a name and a digest")
-        name = rd.get("name") or rd.get("uri")
-        if not isinstance(name, str):
+        if rd.label is None:
             raise InputError(f"link {what}: an entry has no name")
-        out[name] = {str(k): str(v) for k, v in rd["digest"].items()}
+        out[rd.label] = dict(rd.digest)
     return out
 
 
-def statement_to_link(st: Mapping[str, Any]) -> Link:
+def statement_to_link(st: Mapping[str, Any] | Statement) -> Link:
     """An ``in_toto.models.link.Link`` from a link-predicate Statement, for verifylib's rules."""
     from in_toto.models.link import Link
 
-    check_statement(st)
-    if st.get("predicateType") != LINK_PREDICATE:
-        raise InputError(f"not a link Statement: predicateType {st.get('predicateType')!r}")
-    pred = st.get("predicate") or {}
-    name = pred.get("name")
-    if not isinstance(name, str) or not name:
+    from modelseal.attest.predicates import LinkPredicate
+
+    parsed = st if isinstance(st, Statement) else Statement.from_dict(st)
+    if parsed.predicate_type != LINK_PREDICATE:
+        raise InputError(f"not a link Statement: predicateType {parsed.predicate_type!r}")
+    pred = parsed.predicate_as(LinkPredicate)
+    if not pred.name:
         raise InputError("link Statement without a step name")
-    command = pred.get("command") or []
-    if isinstance(command, str):
-        command = command.split()
-    materials = _digest_map(pred.get("materials") or [], "materials")
-    products = _digest_map(st.get("subject") or [], "subjects")
+    materials = _digest_map(pred.materials or [], "materials")
+    products = _digest_map(parsed.subject, "subjects")
     if set(products) == {MATERIALS_SUBJECT}:
         # a step without products names its materials as its subject (link_statement);
         # only the digest recomputed from the signed materials makes it so
-        shas = [(n, str(d.get("sha256", ""))) for n, d in materials.items()]
+        shas = [(n, d.get("sha256", "")) for n, d in materials.items()]
         if all(_HEX64.match(d) for _, d in shas) and (
                 products[MATERIALS_SUBJECT].get("sha256") == materials_digest(shas)):
             products = {}
     return Link(
-        name=name,
+        name=pred.name,
         materials=materials,
         products=products,
-        byproducts=dict(pred.get("byproducts") or {}),
-        command=[str(c) for c in command],
-        environment=dict(pred.get("environment") or {}),
+        byproducts=dict(pred.byproducts or {}),
+        command=list(pred.command or []),
+        environment=dict(pred.environment or {}),
     )
 
 
@@ -256,32 +436,26 @@ def provenance_predicate(
     with digests) and the code (repository + commit) are resolvedDependencies. Builder id,
     invocation id, repository and commit default to ``ci`` (see ``ci_context``).
     """
+    from modelseal.attest.predicates import BuildDefinition, Builder, Provenance, RunDetails
+
     ci = ci or CIContext()
     repo = code_repository or ci.repository
     commit = code_commit or ci.commit
-    deps: list[dict[str, Any]] = []
+    deps: list[ResourceDescriptor] = []
     if repo or commit:
-        code: dict[str, Any] = {"name": "code"}
+        uri = None
         if repo:
-            code["uri"] = f"git+{repo}" if "://" in repo and not repo.startswith("git+") else repo
-        if commit:
-            code["digest"] = {"gitCommit": commit}
-        deps.append(code)
+            uri = f"git+{repo}" if "://" in repo and not repo.startswith("git+") else repo
+        deps.append(ResourceDescriptor(name="code", uri=uri,
+                                       digest={"gitCommit": commit} if commit else None))
     for kind, items in (("dataset", datasets), ("base-model", base_models)):
-        for rd in items:
-            if not isinstance(rd.get("digest"), Mapping) or not rd["digest"]:
-                raise InputError(f"{kind} {rd.get('name') or rd.get('uri')!r} has no digest")
-            d = dict(rd)
-            d.setdefault("annotations", {})
-            d["annotations"] = {**d["annotations"], "kind": kind}
-            deps.append(d)
-    build_def: dict[str, Any] = {
-        "buildType": build_type,
-        "externalParameters": {"hyperparameters": dict(hyperparameters or {})},
-        "resolvedDependencies": deps,
-    }
-    if internal_parameters:
-        build_def["internalParameters"] = dict(internal_parameters)
+        for item in items:
+            rd = ResourceDescriptor.from_dict(item, kind)
+            if not rd.digest:
+                raise InputError(f"{kind} {rd.label!r} has no digest")
+            deps.append(ResourceDescriptor(rd.name, rd.digest, rd.uri,
+                                           {**(rd.annotations or {}), "kind": kind},
+                                           rd.unrecognized))
     metadata: dict[str, Any] = {}
     inv = invocation_id or ci.invocation_id
     if inv:
@@ -290,10 +464,11 @@ def provenance_predicate(
         ts = _timestamp(t)
         if ts:
             metadata[key] = ts
-    run: dict[str, Any] = {"builder": {"id": builder_id or ci.builder_id or "local"}}
-    if metadata:
-        run["metadata"] = metadata
-    return {"buildDefinition": build_def, "runDetails": run}
+    return Provenance(
+        BuildDefinition(build_type, {"hyperparameters": dict(hyperparameters or {})},
+                        dict(internal_parameters) if internal_parameters else None, deps),
+        RunDetails(Builder(builder_id or ci.builder_id or "local"), metadata or None),
+    ).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,19 +548,19 @@ def evaluation_predicate(
     url: str | None = None,
 ) -> dict[str, Any]:
     """test-result v0.1: PASSED when every threshold holds, with the metrics themselves."""
+    from modelseal.attest.predicates import TestResult
+
     passed, failed = evaluate(metrics, thresholds)
-    pred: dict[str, Any] = {
-        "result": "FAILED" if failed else "PASSED",
-        "configuration": [dict(c) for c in configuration],
-        "passedTests": passed,
-        "warnedTests": [],
-        "failedTests": failed,
-        "metrics": dict(metrics),
-        "thresholds": [t.to_dict() for t in thresholds],
-    }
-    if url:
-        pred["url"] = url
-    return pred
+    return TestResult(
+        result="FAILED" if failed else "PASSED",
+        configuration=[ResourceDescriptor.from_dict(c, "configuration") for c in configuration],
+        url=url or None,
+        passed_tests=passed,
+        warned_tests=[],
+        failed_tests=failed,
+        metrics=dict(metrics),
+        thresholds=[t.to_dict() for t in thresholds],
+    ).to_dict()
 
 
 def now() -> datetime:
