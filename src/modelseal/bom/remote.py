@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from modelseal._util.json import loads as load_json
-from modelseal.attest.statement import MATERIALS_SUBJECT
+from modelseal.attest.predicates import LinkPredicate, ModelSafety, TestResult
+from modelseal.attest.statement import MATERIALS_SUBJECT, P, ResourceDescriptor, Statement
 from modelseal.bom.build import (
     AttestationRef,
     DatasetInfo,
@@ -111,28 +112,32 @@ def manifest_files(manifest: ModelManifest) -> dict[str, str]:
 @dataclass
 class _Found:
     info: AttestationInfo
-    statement: dict[str, Any] | None
+    statement: Statement | None
 
 
-def _statement(info: AttestationInfo) -> dict[str, Any] | None:
+def _statement(info: AttestationInfo) -> Statement | None:
     from modelseal.attest.bundle import parse_bundle
 
     if info.bundle is None:
         return None
     try:
-        return parse_bundle(info.bundle).statement
-    except Exception:  # a malformed bundle is listed, not trusted; verify names the problem
+        st = parse_bundle(info.bundle).statement
+        return Statement.from_dict(st) if st is not None else None
+    except InputError:  # a malformed bundle is listed, not trusted; verify names the problem
         return None
 
 
-def _digests(rds: Any) -> set[str]:
-    out: set[str] = set()
-    for rd in rds if isinstance(rds, list) else []:
-        if isinstance(rd, Mapping) and isinstance(rd.get("digest"), Mapping):
-            d = rd["digest"].get("sha256")
-            if isinstance(d, str):
-                out.add(d)
-    return out
+def _predicate(st: Statement | None, cls: type[P]) -> P | None:
+    if st is None:
+        return None
+    try:
+        return st.predicate_as(cls)
+    except InputError:
+        return None
+
+
+def _digests(rds: Sequence[ResourceDescriptor] | None) -> set[str]:
+    return {rd.sha256 for rd in rds or [] if rd.sha256}
 
 
 def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
@@ -144,15 +149,12 @@ def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
     """
     prods, mats = [], []
     for _, f in links:
-        st = f.statement or {}
-        pred = st.get("predicate") if isinstance(st.get("predicate"), Mapping) else {}
-        m = _digests((pred or {}).get("materials"))
+        link = _predicate(f.statement, LinkPredicate)
+        m = _digests(link.materials if link else None)
         mats.append(m)
-        subj = st.get("subject")
-        subjects: list[Any] = subj if isinstance(subj, list) else []
+        subjects = f.statement.subject if f.statement else []
         # a product-less step's subject names its materials: not something it wrote
-        prods.append(_digests([s for s in subjects if not isinstance(s, Mapping)
-                               or s.get("name") != MATERIALS_SUBJECT]) - m)
+        prods.append(_digests([s for s in subjects if s.name != MATERIALS_SUBJECT]) - m)
     n = len(links)
     after = {i: {j for j in range(n) if j != i and prods[j] & mats[i]} for i in range(n)}
 
@@ -183,10 +185,9 @@ def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[
         if info.predicate_type == BOM_PREDICATE:
             continue
         f = _Found(info, _statement(info))
-        pred = (f.statement or {}).get("predicate")
-        if info.predicate_type == LINK_PREDICATE and isinstance(pred, Mapping) and \
-                isinstance(pred.get("name"), str) and pred["name"]:
-            links.append((str(pred["name"]), f))
+        link = _predicate(f.statement, LinkPredicate)
+        if info.predicate_type == LINK_PREDICATE and link is not None and link.name:
+            links.append((link.name, f))
         else:
             others.append(f)
     ordered = _order_links(links)
@@ -262,11 +263,10 @@ def safety_from_attestations(found: Sequence[AttestationInfo],
         if info.predicate_type != SAFETY_PREDICATE:
             continue
         st = _statement(info)
-        pred = (st or {}).get("predicate")
-        if not isinstance(pred, dict):
+        if st is None or _predicate(st, ModelSafety) is None:
             continue
         try:
-            report = report_from_predicate(pred)
+            report = report_from_predicate(st.predicate or {})
         except InputError:
             continue
         have = {f.path: f.sha256 for f in report.files}
@@ -284,9 +284,9 @@ def metrics_from_attestations(found: Sequence[AttestationInfo]) -> tuple[list[Me
                        reverse=True):
         if info.predicate_type != TEST_RESULT_PREDICATE:
             continue
-        pred = (_statement(info) or {}).get("predicate")
-        mets = pred.get("metrics") if isinstance(pred, Mapping) else None
-        if not isinstance(mets, dict) or not mets:
+        result = _predicate(_statement(info), TestResult)
+        mets = result.metrics if result is not None else None
+        if not mets:
             continue
         try:
             return metrics_from_obj(mets, f"evaluation attestation {info.descriptor.digest}"), \
@@ -421,7 +421,7 @@ def find_attached_bom(store: Store, digest: str) -> AttachedBom | None:
     for info in reversed(list_attestations(store, digest, predicate_type=BOM_PREDICATE,
                                            fetch=True)):
         st = _statement(info)
-        pred = (st or {}).get("predicate")
-        if isinstance(pred, dict) and pred.get("bomFormat") == "CycloneDX":
+        pred = st.predicate if st is not None else None
+        if pred is not None and pred.get("bomFormat") == "CycloneDX":
             return AttachedBom(pred, "attestation", info.descriptor.digest)
     return None
