@@ -56,7 +56,7 @@ class StepRecord(NamedTuple):
 
 
 @dataclass
-class StepOutcome:
+class SignedStep:
     """A recorded, signed step."""
 
     returncode: int
@@ -318,7 +318,7 @@ def run_step(
     products: Sequence[str | os.PathLike[str]] = (),
     attestations_dir: str | os.PathLike[str] | None = None,
     **record_kw: Any,
-) -> StepOutcome:
+) -> SignedStep:
     """Record a step and sign its link; the signed bundle is written to ``attestations_dir``.
 
     The signer must be loaded first (see ``load_signer``), so a bad key fails before the
@@ -336,4 +336,4 @@ def run_step(
         base / DEFAULT_ATTESTATIONS_DIR)
     path = write_attestation(data, out_dir / attestation_filename(
         name, kid or str(signer.public_key.keyid)))
-    return StepOutcome(rc, st, path, kid)
+    return SignedStep(rc, st, path, kid)

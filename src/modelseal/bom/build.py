@@ -46,7 +46,10 @@ class BomValidationError(ModelsealError):
 
 
 @dataclass(frozen=True)
-class ModelFile:
+class HashedModelFile:
+    """A model file as the BOM lists it: its path in the model, sha256 and size (the file on
+    disk, before hashing, is :class:`modelseal.modelpack.ModelFile`)."""
+
     path: str  # relative, '/'-separated
     sha256: str  # hex
     size: int
@@ -59,7 +62,7 @@ class ModelInfo:
 
     name: str
     version: str | None = None
-    files: list[ModelFile] = field(default_factory=list)
+    files: list[HashedModelFile] = field(default_factory=list)
     manifest_digest: str | None = None
     repository: str | None = None
     description: str | None = None
@@ -164,7 +167,7 @@ def model_info_from_dir(root: Path, name: str, version: str | None = None) -> Mo
     if not root.is_dir():
         raise InputError(f"model directory {root} does not exist or is not a directory")
     found = scan_model_dir(root, follow_symlinks=True)  # the files `modelseal push` packages
-    files = [ModelFile(f.relpath, d.sha256, d.size)
+    files = [HashedModelFile(f.relpath, d.sha256, d.size)
              for f, d in zip(found, hash_files([f.path for f in found]), strict=True)]
     return ModelInfo(name=name, version=version, files=files)
 

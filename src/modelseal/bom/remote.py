@@ -21,8 +21,8 @@ from modelseal.attest.statement import MATERIALS_SUBJECT, P, ResourceDescriptor,
 from modelseal.bom.build import (
     AttestationRef,
     DatasetInfo,
+    HashedModelFile,
     Metric,
-    ModelFile,
     ModelInfo,
     StepRef,
     _task_type,
@@ -90,7 +90,7 @@ def model_info_from_manifest(ref: Ref, manifest: ModelManifest,
                   or (ref.repository.rsplit("/", 1)[-1] if ref.repository
                       else Path(ref.location).name) or "model")
     model_version = version or desc.get("version") or anns.get(ANN_VERSION)
-    files = [ModelFile(la.filepath, la.digest.partition(":")[2], la.size)
+    files = [HashedModelFile(la.filepath, la.digest.partition(":")[2], la.size)
              for la in manifest.layers]
     return ModelInfo(
         name=str(model_name), version=None if model_version is None else str(model_version),
