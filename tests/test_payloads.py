@@ -198,3 +198,20 @@ def test_dsse_envelope_refuses_too_many_signatures_unread() -> None:
     sigs = [{"keyid": "k", "sig": "!not base64!"}] * 1000
     with pytest.raises(InputError, match="signatures"):
         dsse.Envelope.from_dict({"payload": "", "payloadType": "t", "signatures": sigs})
+
+
+@pytest.mark.parametrize("bad", [{"name": "x"}, {"name": 5, "digest": {"sha256": "0" * 64}},
+                                 {"digest": {"sha256": None}}, "x", None])
+@pytest.mark.parametrize("count", [3, 100])
+def test_statement_check_and_read_agree_on_long_subject_lists(bad: Any, count: int) -> None:
+    from modelseal.attest.statement import check_statement
+
+    good = [{"name": f"f{i}", "digest": {"sha256": f"{i:064x}"}} for i in range(count)]
+    st = {"_type": STATEMENT_TYPE, "subject": good, "predicateType": "x", "predicate": {}}
+    check_statement(st)
+    assert Statement.from_dict(st).to_dict() == st
+    st["subject"] = [*good[: count // 2], bad, *good[count // 2:]]
+    with pytest.raises(InputError):
+        check_statement(st)
+    with pytest.raises(InputError):
+        Statement.from_dict(st)
