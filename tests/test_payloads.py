@@ -15,6 +15,7 @@ from modelseal.attest import dsse
 from modelseal.attest.predicates import (
     LinkPredicate,
     ModelSafety,
+    ModelSigning,
     Provenance,
     TestResult,
     VerificationSummary,
@@ -30,6 +31,7 @@ from modelseal.attest.statement import (
 from modelseal.errors import InputError
 from modelseal.formats import (
     LINK_PREDICATE,
+    MODEL_SIGNING_PREDICATE,
     SAFETY_PREDICATE,
     SLSA_PROVENANCE_PREDICATE,
     STATEMENT_TYPE,
@@ -91,10 +93,15 @@ VSA = _with(st.fixed_dictionaries({
     {"resourceUri": TEXT, "timeVerified": TEXT, "policy": RD,
      "inputAttestations": st.lists(RD, max_size=2), "verifiedLevels": STRS,
      "dependencyLevels": OBJ, "slsaVersion": TEXT})
+MODEL_SIGNING = _with(st.fixed_dictionaries({
+    "serialization": OBJ,
+    "resources": st.lists(_with(st.fixed_dictionaries(
+        {"name": TEXT, "algorithm": st.just("sha256"), "digest": HEX})), max_size=3)}))
 
 CASES = [(LinkPredicate, LINK_PREDICATE, LINK), (Provenance, SLSA_PROVENANCE_PREDICATE, PROVENANCE),
          (TestResult, TEST_RESULT_PREDICATE, TEST_RESULT), (ModelSafety, SAFETY_PREDICATE, SAFETY),
-         (VerificationSummary, VSA_PREDICATE, VSA)]
+         (VerificationSummary, VSA_PREDICATE, VSA),
+         (ModelSigning, MODEL_SIGNING_PREDICATE, MODEL_SIGNING)]
 
 
 def _statement(ptype: str, pred: st.SearchStrategy[dict[str, Any]]
@@ -165,7 +172,8 @@ def test_malformed_predicate_is_an_input_error(cls: Any, bad: dict[str, Any]) ->
 @given(JSON)
 def test_any_json_is_a_statement_or_an_input_error(value: Any) -> None:
     for read in (Statement.from_dict, LinkPredicate.from_dict, Provenance.from_dict,
-                 TestResult.from_dict, ModelSafety.from_dict, VerificationSummary.from_dict):
+                 TestResult.from_dict, ModelSafety.from_dict, VerificationSummary.from_dict,
+                 ModelSigning.from_dict):
         with contextlib.suppress(InputError):
             read(value)
 

@@ -10,7 +10,8 @@ one that is wrong) and writes it back (``to_dict``): fields it does not know are
 - :class:`TestResult`: in-toto test-result v0.1 (evaluation) plus modelseal's ``metrics`` and
   ``thresholds``;
 - :class:`ModelSafety`: modelseal's model-safety scan;
-- :class:`VerificationSummary`: SLSA VSA v1, written by ``verify --attach-vsa``.
+- :class:`VerificationSummary`: SLSA VSA v1, written by ``verify --attach-vsa``;
+- :class:`ModelSigning`: the OpenSSF model_signing v1.0 signature (``model.sig``).
 
 The lifecycle predicate is :class:`modelseal.lifecycle.predicate.LifecycleRecord`.
 """
@@ -34,6 +35,7 @@ from modelseal.attest.statement import (
 from modelseal.errors import InputError
 from modelseal.formats import (
     LINK_PREDICATE,
+    MODEL_SIGNING_PREDICATE,
     SAFETY_PREDICATE,
     SLSA_PROVENANCE_PREDICATE,
     TEST_RESULT_PREDICATE,
@@ -413,3 +415,62 @@ class VerificationSummary:
         put(d, "slsaVersion", self.slsa_version)
         d.update(self.unrecognized)
         return d
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenSSF model signing v1.0
+
+
+@dataclass(slots=True)  # not frozen: a model has 100,000s (see ResourceDescriptor)
+class ModelSigningResource:
+    """One file a model_signing signature covers: its path, hash algorithm and digest."""
+
+    name: str
+    algorithm: str
+    digest: str
+    unrecognized: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "model_signing resource") -> ModelSigningResource:
+        """Read one resource; InputError names what is wrong."""
+        d = as_object(data, what)
+        name = pop_str(d, "name", what, required=True)
+        algorithm = pop_str(d, "algorithm", what, required=True)
+        digest = pop_str(d, "digest", what, required=True)
+        assert name is not None and algorithm is not None and digest is not None
+        return cls(name, algorithm, digest, d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, unrecognized fields included."""
+        return {"name": self.name, "algorithm": self.algorithm, "digest": self.digest,
+                **self.unrecognized}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSigning:
+    """The OpenSSF model_signing v1.0 predicate: how the model was serialized (``method``,
+    ``hash_type``, ``ignore_paths``...) and the digest of every file."""
+
+    PREDICATE_TYPES: ClassVar[tuple[str, ...]] = (MODEL_SIGNING_PREDICATE,)
+
+    serialization: dict[str, Any]
+    resources: list[ModelSigningResource]
+    unrecognized: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelSigning:
+        """Read a model_signing predicate; InputError names what is wrong."""
+        what = "model_signing predicate"
+        d = as_object(data, what)
+        serialization = pop_object(d, "serialization", what)
+        raw = pop_list(d, "resources", what)
+        if serialization is None or raw is None:
+            raise InputError(f"{what}: serialization and resources are required")
+        resources = [ModelSigningResource.from_dict(r, f"{what}: resources[{i}]")
+                     for i, r in enumerate(raw)]
+        return cls(serialization, resources, d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, unrecognized fields included."""
+        return {"serialization": dict(self.serialization),
+                "resources": [r.to_dict() for r in self.resources], **self.unrecognized}
