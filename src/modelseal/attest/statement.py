@@ -1,4 +1,10 @@
-"""in-toto Statement v1 and the predicates an ML pipeline signs, as plain JSON-ready dicts.
+"""in-toto Statements: the typed :class:`Statement` and :class:`ResourceDescriptor`, and the
+builders of the Statements an ML pipeline signs.
+
+``Statement.from_dict`` checks a Statement once (InputError naming what is wrong) and keeps
+fields it does not know, so ``to_dict`` gives back the same JSON; the predicates it carries
+are read by the classes of :mod:`modelseal.attest.predicates` (``Statement.predicate_as``).
+The builders return JSON-ready dicts, made through those classes:
 
 - link ``https://in-toto.io/attestation/link/v0.3``: one step (name, command, materials,
   byproducts, environment); subjects are the products;
