@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelseal.attest import dsse
+from modelseal.attest.payload import ResourceDescriptor, Statement
 from modelseal.attest.predicates import (
     LinkPredicate,
     ModelSafety,
@@ -21,8 +22,6 @@ from modelseal.attest.predicates import (
     VerificationSummary,
 )
 from modelseal.attest.statement import (
-    ResourceDescriptor,
-    Statement,
     evaluation_predicate,
     link_statement,
     parse_threshold,
@@ -212,7 +211,7 @@ def test_dsse_envelope_refuses_too_many_signatures_unread() -> None:
                                  {"digest": {"sha256": None}}, "x", None])
 @pytest.mark.parametrize("count", [3, 100])
 def test_statement_check_and_read_agree_on_long_subject_lists(bad: Any, count: int) -> None:
-    from modelseal.attest.statement import check_statement
+    from modelseal.attest.payload import check_statement
 
     good = [{"name": f"f{i}", "digest": {"sha256": f"{i:064x}"}} for i in range(count)]
     st = {"_type": STATEMENT_TYPE, "subject": good, "predicateType": "x", "predicate": {}}

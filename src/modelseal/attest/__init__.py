@@ -1,7 +1,8 @@
 """Attestations: in-toto Statements, signed in DSSE envelopes stored as Sigstore bundles.
 
-- ``statement``: the typed Statement v1 and ResourceDescriptor, and the predicate builders
-  (link, SLSA provenance, test result);
+- ``payload``: the typed Statement v1 and ResourceDescriptor (``from_dict``/``to_dict``);
+- ``statement``: the builders of the Statements modelseal signs (link, SLSA provenance, test
+  result) and the link -> in-toto ``Link`` conversion;
 - ``predicates``: the typed predicates (link, provenance, test result, model safety, VSA,
   model_signing), each with ``from_dict``/``to_dict`` keeping unknown fields;
 - ``dsse``: the one DSSE path (PAE, sign, verify, envelope JSON);

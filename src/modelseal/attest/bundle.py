@@ -27,7 +27,7 @@ from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_BUNDLE_BYTES
 from modelseal.attest.dsse import Envelope, b64decode
 from modelseal.attest.dsse import verify as dsse_verify
-from modelseal.attest.statement import check_statement
+from modelseal.attest.payload import check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
 from modelseal.formats import BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPES, IN_TOTO_PAYLOAD_TYPE
 from modelseal.oci.store import canonical_json  # the bytes we sign, as we store JSON

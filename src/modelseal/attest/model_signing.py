@@ -32,8 +32,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from modelseal.attest.payload import ResourceDescriptor, Statement
 from modelseal.attest.predicates import ModelSigning, ModelSigningResource
-from modelseal.attest.statement import ResourceDescriptor, Statement
 from modelseal.errors import InputError, SigningError
 from modelseal.formats import MODEL_SIGNING_PREDICATE
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from modelseal.attest.statement import (
+from modelseal.attest.payload import (
     ResourceDescriptor,
     as_object,
     descriptors,

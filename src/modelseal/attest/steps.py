@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from modelseal.attest.statement import Subject, link_statement
+from modelseal.attest.payload import Subject
+from modelseal.attest.statement import link_statement
 from modelseal.digest import (
     DigestCache,
     PathExcluder,

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from modelseal._util.json import loads_object as load_json_object
+from modelseal.attest.payload import P, ResourceDescriptor, Statement
 from modelseal.attest.predicates import (
     LinkPredicate,
     ModelSafety,
@@ -28,7 +29,6 @@ from modelseal.attest.predicates import (
     TestResult,
     VerificationSummary,
 )
-from modelseal.attest.statement import P, ResourceDescriptor, Statement
 from modelseal.errors import InputError
 from modelseal.formats import (
     BOM_PREDICATE,

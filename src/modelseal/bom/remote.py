@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from modelseal._util.json import loads as load_json
+from modelseal.attest.payload import P, ResourceDescriptor, Statement
 from modelseal.attest.predicates import LinkPredicate, ModelSafety, TestResult
-from modelseal.attest.statement import MATERIALS_SUBJECT, P, ResourceDescriptor, Statement
+from modelseal.attest.statement import MATERIALS_SUBJECT
 from modelseal.bom.build import (
     AttestationRef,
     DatasetInfo,

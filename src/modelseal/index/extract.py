@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelseal.attest.payload import ResourceDescriptor, Statement
 from modelseal.attest.predicates import LinkPredicate, Provenance, TestResult
-from modelseal.attest.statement import ResourceDescriptor, Statement
 from modelseal.errors import InputError
 from modelseal.formats import (
     BOM_PREDICATE,

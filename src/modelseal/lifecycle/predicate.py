@@ -165,7 +165,7 @@ class LifecycleRecord:
 
 def record_of_statement(st: Mapping[str, Any]) -> LifecycleRecord:
     """The record a lifecycle Statement carries; its subject must be the record's model."""
-    from modelseal.attest.statement import Statement
+    from modelseal.attest.payload import Statement
 
     parsed = Statement.from_dict(st)
     if parsed.predicate_type != LIFECYCLE_PREDICATE:
