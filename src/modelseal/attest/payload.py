@@ -106,6 +106,8 @@ class ResourceDescriptor:
     @classmethod
     def of(cls, name: str, sha256: str, **extra: Any) -> ResourceDescriptor:
         """A descriptor named ``name`` with a sha256 digest (hex or ``sha256:hex``)."""
+        if not extra:  # the common case, for 100,000s of files
+            return cls(name, {"sha256": sha256_hex(sha256, name)})
         annotations = extra.pop("annotations", None)
         uri = extra.pop("uri", None)
         return cls(name=name, digest={"sha256": sha256_hex(sha256, name)}, uri=uri,
@@ -166,11 +168,17 @@ class ResourceDescriptor:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, unrecognized fields included."""
         d: dict[str, Any] = {}
-        put(d, "name", self.name)
-        put(d, "uri", self.uri)
-        put(d, "digest", None if self.digest is None else dict(self.digest))
-        put(d, "annotations", None if self.annotations is None else dict(self.annotations))
-        d.update(self.unrecognized)
+        # inline rather than put(): this runs once per file of a model
+        if self.name is not None:
+            d["name"] = self.name
+        if self.uri is not None:
+            d["uri"] = self.uri
+        if self.digest is not None:
+            d["digest"] = dict(self.digest)
+        if self.annotations is not None:
+            d["annotations"] = dict(self.annotations)
+        if self.unrecognized:
+            d.update(self.unrecognized)
         return d
 
 
