@@ -222,3 +222,31 @@ def test_statement_check_and_read_agree_on_long_subject_lists(bad: Any, count: i
         check_statement(st)
     with pytest.raises(InputError):
         Statement.from_dict(st)
+
+
+def test_dsse_signature_covers_payload_type_and_payload(tmp_path: Any) -> None:
+    from modelseal.attest.signers import keygen, load_public_key, load_signer
+
+    key, pub = keygen(tmp_path / "k")
+    signer, public = load_signer(str(key)), load_public_key(pub)
+    env = dsse.Envelope(b'{"a":1}', "application/vnd.in-toto+json")
+    env.sign(signer)
+    env.sign(signer)  # re-signing with the same key replaces its signature
+    assert len(env.signatures) == 1 and env.verify(public)
+    assert dsse.Envelope.from_dict(env.to_dict()).verify(public)
+    swapped = dsse.Envelope(b'{"a":2}', env.payload_type, env.signatures)
+    retyped = dsse.Envelope(env.payload, "application/json", env.signatures)
+    assert not swapped.verify(public) and not retyped.verify(public)
+
+
+def test_dsse_refuses_to_sign_an_envelope_keylessly() -> None:
+    from modelseal.errors import SigningError
+
+    class Keyless:  # what attest.signers.is_keyless recognises
+        identity, issuer = "ci@example.com", "https://issuer.example"
+
+        def sign_dsse(self, payload: bytes) -> bytes:
+            raise AssertionError("never called")
+
+    with pytest.raises(SigningError):
+        dsse.Envelope(b"{}", "t").sign(Keyless())  # type: ignore[arg-type]
