@@ -27,7 +27,7 @@ from modelseal._util.json import loads_object as load_json_object
 from modelseal._util.limits import MAX_BUNDLE_BYTES
 from modelseal.attest.dsse import Envelope, b64decode
 from modelseal.attest.dsse import verify as dsse_verify
-from modelseal.attest.payload import check_statement
+from modelseal.attest.payload import Statement, check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
 from modelseal.formats import BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPES, IN_TOTO_PAYLOAD_TYPE
 from modelseal.oci.store import canonical_json  # the bytes we sign, as we store JSON
@@ -73,20 +73,34 @@ class ParsedBundle:
     def keyless(self) -> bool:
         return self.certificate_der is not None
 
+    def _payload_object(self) -> dict[str, Any] | None:
+        if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            return None
+        try:
+            return load_json_object(self.payload, what="DSSE payload", max_bytes=MAX_BUNDLE_BYTES)
+        except InputError:
+            return None
+
     @property
     def statement(self) -> dict[str, Any] | None:
         """The in-toto Statement, when the payload is one (not verified!)."""
-        if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
-            return None
         # Only a well-formed Statement: callers read its fields before any signature is
         # checked, so a malformed unsigned one must look like no Statement at all.
+        obj = self._payload_object()
         try:
-            obj = load_json_object(self.payload, what="DSSE payload",
-                                   max_bytes=MAX_BUNDLE_BYTES)
             check_statement(obj)
         except InputError:
             return None
         return obj
+
+    @property
+    def parsed_statement(self) -> Statement | None:
+        """:attr:`statement` as the typed :class:`~modelseal.attest.payload.Statement`."""
+        obj = self._payload_object()
+        try:
+            return Statement.from_dict(obj)
+        except InputError:
+            return None
 
     @property
     def predicate_type(self) -> str | None:

@@ -122,8 +122,7 @@ def _statement(info: AttestationInfo) -> Statement | None:
     if info.bundle is None:
         return None
     try:
-        st = parse_bundle(info.bundle).statement
-        return Statement.from_dict(st) if st is not None else None
+        return parse_bundle(info.bundle).parsed_statement
     except InputError:  # a malformed bundle is listed, not trusted; verify names the problem
         return None
 
