@@ -105,7 +105,7 @@ def setup(root: Path, model: Path, registry: Any, extra_referrers: int) -> dict[
     from modelseal.attest.statement import statement
     from modelseal.attestations import attach_bundle, subject_of
     from modelseal.bom.build import build_bom
-    from modelseal.bom.inputs import ModelFile, ModelInfo
+    from modelseal.bom.inputs import HashedModelFile, ModelInfo
     from modelseal.digest import DigestCache
     from modelseal.formats import BUNDLE_MEDIA_TYPE, INDEX_V1
     from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
@@ -137,7 +137,7 @@ def setup(root: Path, model: Path, registry: Any, extra_referrers: int) -> dict[
     subject = subject_of(store, res.digest)
     for step, st in pipeline_statements(files).items():
         attach_bundle(store, subject, sign_statement(st, signer[step]))
-    bom = build_bom(ModelInfo("bench", "1", [ModelFile(la.filepath, la.digest[7:], la.size)
+    bom = build_bom(ModelInfo("bench", "1", [HashedModelFile(la.filepath, la.digest[7:], la.size)
                                               for la in built.layers], res.digest,
                               f"{registry.host}/bench/model"))
     subjects = [(la.filepath, la.digest[7:]) for la in built.layers]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from modelseal.attest import bundle, signers, statement
+from modelseal.attest import bundle, dsse, signers, statement
 from modelseal.errors import InputError, SigningError, VerificationError
+from modelseal.formats import STATEMENT_TYPE
 from paths import SIGSTORE
 
 DSSE_BUNDLE = SIGSTORE / "a.dsse.staging-rekor-v2.txt.sigstore.json"
@@ -39,7 +40,7 @@ def test_keyed_bundle_has_the_contract_shape(key: tuple[object, object]) -> None
     assert b["verificationMaterial"]["publicKey"]["hint"] == pub.keyid  # type: ignore[attr-defined]
     env = b["dsseEnvelope"]
     assert env["payloadType"] == "application/vnd.in-toto+json"
-    assert json.loads(base64.b64decode(env["payload"]))["_type"] == statement.STATEMENT_TYPE
+    assert json.loads(base64.b64decode(env["payload"]))["_type"] == STATEMENT_TYPE
     assert env["signatures"][0]["keyid"] == pub.keyid  # type: ignore[attr-defined]
 
 
@@ -52,7 +53,7 @@ def test_keyed_bundle_signature_is_over_dsse_pae(key: tuple[object, object]) -> 
     env = b["dsseEnvelope"]
     payload = base64.b64decode(env["payload"])
     pae = b"DSSEv1 28 application/vnd.in-toto+json %d %b" % (len(payload), payload)
-    assert bundle.pae(env["payloadType"], payload) == pae
+    assert dsse.pae(env["payloadType"], payload) == pae
     crypto = pub._crypto_key()  # type: ignore[attr-defined]
     crypto.verify(base64.b64decode(env["signatures"][0]["sig"]), pae, ec.ECDSA(hashes.SHA256()))
 

@@ -21,7 +21,7 @@ from modelseal.attest.model_signing import model_signing_statement, statement_di
 from modelseal.attest.statement import provenance_predicate, statement
 from modelseal.attest.steps import collect_files, describe_path
 from modelseal.bom.build import build_bom
-from modelseal.bom.inputs import ModelFile, ModelInfo, dataset_from_path
+from modelseal.bom.inputs import HashedModelFile, ModelInfo, dataset_from_path
 from modelseal.digest import DIR_DIGEST_SCHEME, dir_digest, hash_dir
 from modelseal.errors import InputError
 from modelseal.formats import BOM_PREDICATE, SLSA_PROVENANCE_PREDICATE
@@ -75,7 +75,7 @@ def test_provenance_bom_index_and_model_signing_give_a_dataset_directory_one_dig
     # the index sees one dataset node: same digest, same scheme, from both predicates
     prov = statement([("model.bin", "cd" * 32)], SLSA_PROVENANCE_PREDICATE,
                      provenance_predicate(datasets=[rd]))
-    bom = build_bom(ModelInfo("m", files=[ModelFile("model.bin", "cd" * 32, 1)]),
+    bom = build_bom(ModelInfo("m", files=[HashedModelFile("model.bin", "cd" * 32, 1)]),
                     datasets=[ds])
     bom_st = statement([("model.bin", "cd" * 32)], BOM_PREDICATE, bom)
     got = {(x.role, x.digest, x.scheme) for x in [*dependencies(prov), *dependencies(bom_st)]

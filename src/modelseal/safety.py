@@ -70,7 +70,7 @@ logging.getLogger("picklescan").propagate = False
 
 
 @dataclass(frozen=True)
-class Finding:
+class PickleGlobal:
     """A global a pickle would import when loaded, e.g. ``os.system`` (severity ``dangerous``).
 
     ``member`` names the entry inside an archive (``archive/data.pkl``) when there is one.
@@ -87,7 +87,7 @@ class Finding:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Finding:
+    def from_dict(cls, d: dict[str, Any]) -> PickleGlobal:
         return cls(callable=str(d["callable"]), severity=str(d["severity"]),
                    member=None if d.get("member") is None else str(d["member"]))
 
@@ -100,7 +100,7 @@ class FileSafety:
     sha256: str  # hex
     format: str
     verdict: str
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[PickleGlobal] = field(default_factory=list)
     note: str | None = None
     code_executing: bool = False  # a loader runs code from this file (pickle, object array...)
 
@@ -132,7 +132,7 @@ class FileSafety:
             sha256=str(d["digest"]["sha256"]),
             format=str(d["format"]),
             verdict=verdict,
-            findings=[Finding.from_dict(f) for f in d.get("findings", [])],
+            findings=[PickleGlobal.from_dict(f) for f in d.get("findings", [])],
             note=None if d.get("note") is None else str(d["note"]),
             code_executing=_code_executing(d),
         )
@@ -1537,8 +1537,9 @@ def _scan_file(path: Path, rel: str, limits: ScanLimits) -> FileSafety:
     except Exception as e:  # fail closed: a scanner fault is never "safe"
         node = _Node(code=True, problems=[f"scanner error: {type(e).__name__}: {e}"])
     sev = _classify({(m, n) for m, n, _ in node.globals}, rel)
-    findings = [Finding(f"{m}.{n}" if m != "copyreg.extension" else f"copyreg extension {n}",
-                        sev[(m, n)], mem) for m, n, mem in node.globals]
+    findings = [PickleGlobal(f"{m}.{n}" if m != "copyreg.extension"
+                             else f"copyreg extension {n}", sev[(m, n)], mem)
+                for m, n, mem in node.globals]
     findings = _dedup(findings)
     levels = {f.severity for f in findings}
     notes = list(dict.fromkeys(node.problems + ([node.opaque] if node.opaque else [])
@@ -1562,8 +1563,8 @@ def _scan_file(path: Path, rel: str, limits: ScanLimits) -> FileSafety:
                       "; ".join(notes)[:2000] or None, code_executing=node.code)
 
 
-def _dedup(findings: list[Finding]) -> list[Finding]:
-    seen: dict[tuple[str, str, str | None], Finding] = {}
+def _dedup(findings: list[PickleGlobal]) -> list[PickleGlobal]:
+    seen: dict[tuple[str, str, str | None], PickleGlobal] = {}
     for f in findings:
         seen.setdefault((f.callable, f.severity, f.member), f)
     order = {"dangerous": 0, "suspicious": 1, "innocuous": 2}

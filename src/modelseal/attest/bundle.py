@@ -17,8 +17,6 @@ production root shipped inside the sigstore package is used.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -27,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from modelseal._util.json import canonical_json  # the bytes we sign, as we store JSON
 from modelseal._util.json import loads_object as load_json_object
-from modelseal._util.limits import MAX_BUNDLE_BYTES, MAX_SIGNATURES_PER_ENVELOPE
-from modelseal.attest.statement import check_statement
+from modelseal._util.limits import MAX_BUNDLE_BYTES
+from modelseal.attest.dsse import Envelope, b64decode
+from modelseal.attest.dsse import verify as dsse_verify
+from modelseal.attest.payload import Statement, check_statement
 from modelseal.errors import InputError, SigningError, VerificationError
 from modelseal.formats import BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPES, IN_TOTO_PAYLOAD_TYPE
 
@@ -42,12 +42,6 @@ _OID_ISSUER_V2 = "1.3.6.1.4.1.57264.1.8"
 _OID_ISSUER_V1 = "1.3.6.1.4.1.57264.1.1"
 PRODUCTION_TUF_URL = "https://tuf-repo-cdn.sigstore.dev"
 STAGING_TUF_URL = "https://tuf-repo-cdn.sigstage.dev"
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding: ``DSSEv1 SP len(type) SP type SP len(body) SP body``."""
-    t = payload_type.encode()
-    return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
 
 
 @dataclass(frozen=True)
@@ -79,20 +73,34 @@ class ParsedBundle:
     def keyless(self) -> bool:
         return self.certificate_der is not None
 
+    def _payload_object(self) -> dict[str, Any] | None:
+        if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            return None
+        try:
+            return load_json_object(self.payload, what="DSSE payload", max_bytes=MAX_BUNDLE_BYTES)
+        except InputError:
+            return None
+
     @property
     def statement(self) -> dict[str, Any] | None:
         """The in-toto Statement, when the payload is one (not verified!)."""
-        if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
-            return None
         # Only a well-formed Statement: callers read its fields before any signature is
         # checked, so a malformed unsigned one must look like no Statement at all.
+        obj = self._payload_object()
         try:
-            obj = load_json_object(self.payload, what="DSSE payload",
-                                   max_bytes=MAX_BUNDLE_BYTES)
             check_statement(obj)
         except InputError:
             return None
         return obj
+
+    @property
+    def parsed_statement(self) -> Statement | None:
+        """:attr:`statement` as the typed :class:`~modelseal.attest.payload.Statement`."""
+        obj = self._payload_object()
+        try:
+            return Statement.from_dict(obj)
+        except InputError:
+            return None
 
     @property
     def predicate_type(self) -> str | None:
@@ -148,22 +156,6 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(s: Any, what: str) -> bytes:
-    if not isinstance(s, str):
-        raise InputError(f"bundle: {what} is not a base64 string")
-    try:
-        return base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError):
-        try:  # some producers write URL-safe base64
-            return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-        except (binascii.Error, ValueError) as e:
-            raise InputError(f"bundle: {what} is not valid base64") from e
-
-
 def sign_statement(statement: Mapping[str, Any], signer: Signer,
                    tsa: TSAClient | None = None) -> bytes:
     """Sign an in-toto Statement; the Sigstore bundle v0.3 (DSSE) as JSON bytes.
@@ -172,7 +164,7 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer,
     that RFC 3161 Time-Stamp Authority (``verificationMaterial.timestampVerificationData``).
     Keyless bundles already carry the transparency log's signed integration time and are
     left as sigstore made them."""
-    from modelseal.attest.signers import is_keyless, sign_bytes, signer_description
+    from modelseal.attest.signers import is_keyless, signer_description
 
     check_statement(statement)
     payload = canonical_json(statement)
@@ -185,16 +177,12 @@ def sign_statement(statement: Mapping[str, Any], signer: Signer,
         except Exception as e:
             raise SigningError(f"keyless signing as {signer_description(signer)} failed: "
                                f"{e or type(e).__name__}") from e
-    sig = sign_bytes(signer, pae(IN_TOTO_PAYLOAD_TYPE, payload), what="statement")
-    key_id = str(signer.public_key.keyid)
+    envelope = Envelope(payload, IN_TOTO_PAYLOAD_TYPE)
+    key_id = envelope.sign(signer, what="statement").keyid
     bundle = {
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": {"publicKey": {"hint": key_id}, "tlogEntries": []},
-        "dsseEnvelope": {
-            "payload": _b64(payload),
-            "payloadType": IN_TOTO_PAYLOAD_TYPE,
-            "signatures": [{"sig": _b64(bytes.fromhex(sig.signature)), "keyid": key_id}],
-        },
+        "dsseEnvelope": envelope.to_dict(),
     }
     out = json.dumps(bundle, separators=(",", ":")).encode()
     if tsa is None:
@@ -222,25 +210,9 @@ def parse_bundle(data: bytes) -> ParsedBundle:
     if not isinstance(env, dict):
         kind = "a message signature" if "messageSignature" in raw else "no DSSE envelope"
         raise InputError(f"the bundle holds {kind}, not a DSSE envelope with a Statement")
-    payload_type = env.get("payloadType")
-    if not isinstance(payload_type, str):
-        raise InputError("bundle: dsseEnvelope.payloadType missing")
-    payload = _unb64(env.get("payload"), "dsseEnvelope.payload")
-    sigs_raw = env.get("signatures")
-    if not isinstance(sigs_raw, list) or not sigs_raw:
+    envelope = Envelope.from_dict(env, what="bundle: the DSSE envelope")
+    if not envelope.signatures:
         raise InputError("bundle: the DSSE envelope has no signatures")
-    if len(sigs_raw) > MAX_SIGNATURES_PER_ENVELOPE:
-        # refused before any is decoded or checked: the work per envelope is bounded
-        raise InputError(f"bundle: the DSSE envelope carries {len(sigs_raw)} signatures, "
-                         f"more than the {MAX_SIGNATURES_PER_ENVELOPE} modelseal checks")
-    sigs = []
-    for s in sigs_raw:
-        if not isinstance(s, dict):
-            raise InputError("bundle: malformed DSSE signature")
-        keyid = s.get("keyid")
-        if keyid is not None and not isinstance(keyid, str):
-            raise InputError("bundle: a DSSE signature's keyid is not a string")
-        sigs.append((keyid or "", _unb64(s.get("sig"), "DSSE signature")))
     vm = raw.get("verificationMaterial")
     if not isinstance(vm, dict):
         raise InputError("bundle: verificationMaterial missing")
@@ -250,17 +222,17 @@ def parse_bundle(data: bytes) -> ParsedBundle:
         hint = pk["hint"]
     cert_der = None
     if isinstance(vm.get("certificate"), dict):
-        cert_der = _unb64(vm["certificate"].get("rawBytes"), "certificate")
+        cert_der = b64decode(vm["certificate"].get("rawBytes"), "bundle: certificate")
     elif isinstance(vm.get("x509CertificateChain"), dict):
         certs = vm["x509CertificateChain"].get("certificates") or []
         if isinstance(certs, list) and certs and isinstance(certs[0], dict):
-            cert_der = _unb64(certs[0].get("rawBytes"), "certificate")
+            cert_der = b64decode(certs[0].get("rawBytes"), "bundle: certificate")
     tlog = vm.get("tlogEntries")
     return ParsedBundle(
         media_type=str(media_type),
-        payload_type=payload_type,
-        payload=payload,
-        signatures=sigs,
+        payload_type=envelope.payload_type,
+        payload=envelope.payload,
+        signatures=[(sig.keyid, sig.sig) for sig in envelope.signatures],
         hint=hint,
         certificate_der=cert_der,
         tlog_entries=len(tlog) if isinstance(tlog, list) else 0,
@@ -351,12 +323,6 @@ def _statement_of(payload_type: str, payload: bytes) -> dict[str, Any]:
 
 
 def _verify_keyed(pb: ParsedBundle, keys: Mapping[str, Key]) -> str:
-    from modelseal.attest.signers import sslib_signer
-
-    Signature = sslib_signer().Signature
-    from securesystemslib.exceptions import UnverifiedSignatureError
-    from securesystemslib.exceptions import VerificationError as SslibVerificationError
-
     claimed = pb.hint or pb.signatures[0][0] or "(none)"
     if not keys:
         raise VerificationError(f"bundle signed by key {claimed}, and no key is trusted",
@@ -365,13 +331,8 @@ def _verify_keyed(pb: ParsedBundle, keys: Mapping[str, Key]) -> str:
     wanted = [k for k in (pb.hint, *(s[0] for s in pb.signatures)) if k]
     order = [keys[k] for k in dict.fromkeys(wanted) if k in keys]
     order += [k for k in keys.values() if k not in order]
-    msg = pae(pb.payload_type, pb.payload)
     for key in order:
-        for _, sig in pb.signatures:
-            try:
-                key.verify_signature(Signature(key.keyid, sig.hex()), msg)
-            except (UnverifiedSignatureError, SslibVerificationError):
-                continue
+        if any(dsse_verify(key, pb.payload_type, pb.payload, sig) for _, sig in pb.signatures):
             return str(key.keyid)
     trusted = ", ".join(sorted(k[:16] for k in keys))
     if pb.hint and pb.hint in keys:

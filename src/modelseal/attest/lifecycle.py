@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from modelseal._util.json import canonical_json
 from modelseal.errors import InputError
@@ -60,6 +60,8 @@ class LifecycleRecord:
     ``stage`` is the model's stage *after* this record (a deprecation keeps the stage, a
     retirement sets ``retired``); ``time`` is what the signer claims (signed, but only a TSA
     timestamp makes it trusted time)."""
+
+    PREDICATE_TYPES: ClassVar[tuple[str, ...]] = (LIFECYCLE_PREDICATE,)
 
     action: str
     stage: str
@@ -162,12 +164,14 @@ class LifecycleRecord:
 
 def record_of_statement(st: Mapping[str, Any]) -> LifecycleRecord:
     """The record a lifecycle Statement carries; its subject must be the record's model."""
-    if st.get("predicateType") != LIFECYCLE_PREDICATE:
-        raise InputError(f"not a lifecycle Statement ({st.get('predicateType')!r})")
-    rec = LifecycleRecord.from_dict(st.get("predicate") or {})
+    from modelseal.attest.payload import Statement
+
+    parsed = Statement.from_dict(st)
+    if parsed.predicate_type != LIFECYCLE_PREDICATE:
+        raise InputError(f"not a lifecycle Statement ({parsed.predicate_type!r})")
+    rec = LifecycleRecord.from_dict(parsed.predicate or {})
     hexd = rec.digest.partition(":")[2]
-    subjects = [s for s in st.get("subject") or [] if isinstance(s, Mapping)]
-    if not subjects or any((s.get("digest") or {}).get("sha256") != hexd for s in subjects):
+    if not parsed.subject or any(s.sha256 != hexd for s in parsed.subject):
         raise InputError("lifecycle record: its subject is not the model it names "
                          f"({rec.digest[:23]}...)")
     return rec

@@ -37,8 +37,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelseal._util.fs import safe_relpath
+from modelseal.attest.payload import ResourceDescriptor, Statement
+from modelseal.attest.predicates import ModelSigning, ModelSigningResource
 from modelseal.errors import InputError, SigningError
-from modelseal.formats import MODEL_SIGNING_PREDICATE, STATEMENT_TYPE
+from modelseal.formats import MODEL_SIGNING_PREDICATE
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Key, Signer
@@ -95,47 +97,43 @@ def model_signing_statement(
         if not _ignored(name, ignore):
             seen[name] = hexd
     names = sorted(seen, key=_sort_key)
-    resources = [{"name": n, "algorithm": "sha256", "digest": seen[n]} for n in names]
     serialization: dict[str, Any] = {"method": "files", "hash_type": "sha256",
                                      "allow_symlinks": allow_symlinks}
     if ignore:
         serialization["ignore_paths"] = ignore
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": model_name or "model",
-                     "digest": {"sha256": root_digest(seen[n] for n in names)}}],
-        "predicateType": MODEL_SIGNING_PREDICATE,
-        "predicate": {"serialization": serialization, "resources": resources},
-    }
+    predicate = ModelSigning(serialization,
+                             [ModelSigningResource(n, "sha256", seen[n]) for n in names])
+    return Statement([ResourceDescriptor(name=model_name or "model",
+                                         digest={"sha256": root_digest(seen[n] for n in names)})],
+                     MODEL_SIGNING_PREDICATE, predicate.to_dict()).to_dict()
 
 
-def statement_files(statement: Mapping[str, Any]) -> dict[str, str]:
+def statement_files(statement: Mapping[str, Any] | Statement) -> dict[str, str]:
     """{path: sha256 hex} signed by a model_signing v1.0 Statement, after checking that the
     subject digest matches the resources (as ``model_signing verify`` does)."""
-    try:
-        if statement["predicateType"] != MODEL_SIGNING_PREDICATE:
-            raise InputError(f"not a model_signing signature: predicateType "
-                             f"{statement['predicateType']!r}")
-        ser = statement["predicate"]["serialization"]
-        if ser.get("method") != "files" or ser.get("hash_type") != "sha256":
-            raise InputError(f"model_signing serialization {ser.get('method')!r}/"
-                             f"{ser.get('hash_type')!r} is not supported (only files/sha256)")
-        subjects = statement["subject"]
-        if len(subjects) != 1:
-            raise InputError(f"model_signing Statement has {len(subjects)} subjects, not 1")
-        expected = subjects[0]["digest"]["sha256"]
-        out: dict[str, str] = {}
-        order = []
-        for r in statement["predicate"]["resources"]:
-            if r["algorithm"] != "sha256":
-                raise InputError(f"resource {r['name']!r}: algorithm {r['algorithm']!r}")
-            name = safe_relpath(r["name"], "model_signing resource")
-            if name in out:
-                raise InputError(f"model_signing resource {name!r} is listed twice")
-            out[name] = str(r["digest"]).lower()
-            order.append(out[name])
-    except (KeyError, TypeError, AttributeError) as e:
-        raise InputError(f"malformed model_signing Statement: missing or wrong field {e}") from e
+    st = statement if isinstance(statement, Statement) else Statement.from_dict(statement)
+    if st.predicate_type != MODEL_SIGNING_PREDICATE:
+        raise InputError(f"not a model_signing signature: predicateType {st.predicate_type!r}")
+    pred = st.predicate_as(ModelSigning)
+    ser = pred.serialization
+    if ser.get("method") != "files" or ser.get("hash_type") != "sha256":
+        raise InputError(f"model_signing serialization {ser.get('method')!r}/"
+                         f"{ser.get('hash_type')!r} is not supported (only files/sha256)")
+    if len(st.subject) != 1:
+        raise InputError(f"model_signing Statement has {len(st.subject)} subjects, not 1")
+    expected = st.subject[0].sha256
+    if expected is None:
+        raise InputError("model_signing Statement: its subject has no sha256 digest")
+    out: dict[str, str] = {}
+    order = []
+    for r in pred.resources:
+        if r.algorithm != "sha256":
+            raise InputError(f"resource {r.name!r}: algorithm {r.algorithm!r}")
+        name = safe_relpath(r.name, "model_signing resource")
+        if name in out:
+            raise InputError(f"model_signing resource {name!r} is listed twice")
+        out[name] = r.digest.lower()
+        order.append(out[name])
     try:
         got = root_digest(order)
     except ValueError as e:

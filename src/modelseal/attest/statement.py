@@ -1,10 +1,14 @@
-"""in-toto Statement v1 and the predicates an ML pipeline signs, as plain JSON-ready dicts.
+"""The Statements an ML pipeline signs, built as JSON-ready dicts through the typed payload
+classes (:mod:`modelseal.attest.payload`, :mod:`modelseal.attest.predicates`):
 
 - link ``https://in-toto.io/attestation/link/v0.3``: one step (name, command, materials,
   byproducts, environment); subjects are the products;
 - SLSA provenance ``https://slsa.dev/provenance/v1`` for training;
 - test result ``https://in-toto.io/attestation/test-result/v0.1`` for evaluation, plus the
   metrics and the declared thresholds.
+
+And back: :func:`statement_to_link` turns a link Statement into in-toto's ``Link`` for
+verifylib's rules; :func:`evaluate` checks metrics against declared thresholds.
 """
 
 from __future__ import annotations
@@ -18,36 +22,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from modelseal.errors import InputError, UsageError
-from modelseal.formats import (
-    BUILD_TYPE,
-    LINK_PREDICATE,
-    STATEMENT_TYPE,
-    STATEMENT_TYPES,
+from modelseal.attest.payload import ResourceDescriptor, Statement, Subject, sha256_hex
+from modelseal.attest.predicates import (
+    BuildDefinition,
+    Builder,
+    LinkPredicate,
+    Provenance,
+    RunDetails,
+    TestResult,
 )
+from modelseal.errors import InputError, UsageError
+from modelseal.formats import BUILD_TYPE, LINK_PREDICATE
 
 if TYPE_CHECKING:
     from in_toto.models.link import Link
 
-
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-Subject = tuple[str, str]
-"""(name, sha256 hex)."""
-
-
-def _hex(digest: str, what: str) -> str:
-    d = digest.removeprefix("sha256:").lower()
-    if not _HEX64.match(d):
-        raise InputError(f"{what}: {digest!r} is not a sha256 digest")
-    return d
 
 
 def resource_descriptor(name: str, sha256: str, **extra: Any) -> dict[str, Any]:
     """An in-toto ResourceDescriptor with a name and a sha256 digest (and e.g. uri)."""
-    rd: dict[str, Any] = {"name": name, "digest": {"sha256": _hex(sha256, name)}}
-    rd.update({k: v for k, v in extra.items() if v is not None})
-    return rd
+    return ResourceDescriptor.of(name, sha256, **extra).to_dict()
 
 
 def statement(subjects: Iterable[Subject], predicate_type: str,
@@ -55,30 +50,8 @@ def statement(subjects: Iterable[Subject], predicate_type: str,
     """An in-toto Statement v1 about the given (name, sha256) subjects."""
     if not predicate_type:
         raise UsageError("a Statement needs a predicate type URI")
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": [resource_descriptor(n, d) for n, d in subjects],
-        "predicateType": predicate_type,
-        "predicate": dict(predicate),
-    }
-
-
-def check_statement(st: Any) -> None:
-    """Raise InputError unless ``st`` has the shape of an in-toto Statement."""
-    if not isinstance(st, Mapping):
-        raise InputError("a Statement must be a JSON object")
-    if st.get("_type") not in STATEMENT_TYPES:
-        raise InputError(f"_type is {st.get('_type')!r}, not {STATEMENT_TYPE}")
-    subjects = st.get("subject")
-    if not isinstance(subjects, list):
-        raise InputError("a Statement's subject must be a list")
-    for s in subjects:
-        if not isinstance(s, Mapping) or not isinstance(s.get("digest"), Mapping):
-            raise InputError("each subject needs a digest")
-    if not isinstance(st.get("predicateType"), str) or not st["predicateType"]:
-        raise InputError("a Statement needs a predicateType")
-    if "predicate" in st and not isinstance(st["predicate"], Mapping):
-        raise InputError("a Statement's predicate must be a JSON object")
+    return Statement([ResourceDescriptor.of(n, d) for n, d in subjects], predicate_type,
+                     dict(predicate)).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,13 +66,13 @@ def link_predicate(
     environment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The link v0.3 predicate for one step."""
-    return {
-        "name": name,
-        "command": list(command),
-        "materials": [resource_descriptor(n, d) for n, d in materials],
-        "byproducts": dict(byproducts or {}),
-        "environment": dict(environment or {}),
-    }
+    return LinkPredicate(
+        name=name,
+        command=list(command),
+        materials=[ResourceDescriptor.of(n, d) for n, d in materials],
+        byproducts=dict(byproducts or {}),
+        environment=dict(environment or {}),
+    ).to_dict()
 
 
 MATERIALS_SUBJECT = "modelseal:materials"
@@ -114,7 +87,7 @@ def materials_digest(materials: Iterable[Subject]) -> str:
 
     from modelseal._util.json import canonical_json
 
-    items = sorted((n, _hex(d, n)) for n, d in materials)
+    items = sorted((n, sha256_hex(d, n)) for n, d in materials)
     listing = canonical_json([{"name": n, "sha256": d} for n, d in items])
     return hashlib.sha256(_MATERIALS_DOMAIN + listing).hexdigest()
 
@@ -137,50 +110,43 @@ def link_statement(name: str, command: Sequence[str], materials: Iterable[Subjec
                      link_predicate(name, command, mats, byproducts, environment))
 
 
-def _digest_map(rds: Any, what: str) -> dict[str, dict[str, str]]:
+def _digest_map(rds: Sequence[ResourceDescriptor], what: str) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
-    if not isinstance(rds, list):
-        raise InputError(f"link {what} must be a list")
     for rd in rds:
-        if not isinstance(rd, Mapping) or not isinstance(rd.get("digest"), Mapping):
+        if rd.digest is None:
             raise InputError(f"link {what}: each entry needs a name and a digest")
-        name = rd.get("name") or rd.get("uri")
-        if not isinstance(name, str):
+        if rd.label is None:
             raise InputError(f"link {what}: an entry has no name")
-        out[name] = {str(k): str(v) for k, v in rd["digest"].items()}
+        out[rd.label] = dict(rd.digest)
     return out
 
 
-def statement_to_link(st: Mapping[str, Any]) -> Link:
+def statement_to_link(st: Mapping[str, Any] | Statement) -> Link:
     """An ``in_toto.models.link.Link`` from a link-predicate Statement, for verifylib's rules."""
     from in_toto.models.link import Link
 
-    check_statement(st)
-    if st.get("predicateType") != LINK_PREDICATE:
-        raise InputError(f"not a link Statement: predicateType {st.get('predicateType')!r}")
-    pred = st.get("predicate") or {}
-    name = pred.get("name")
-    if not isinstance(name, str) or not name:
+    parsed = st if isinstance(st, Statement) else Statement.from_dict(st)
+    if parsed.predicate_type != LINK_PREDICATE:
+        raise InputError(f"not a link Statement: predicateType {parsed.predicate_type!r}")
+    pred = parsed.predicate_as(LinkPredicate)
+    if not pred.name:
         raise InputError("link Statement without a step name")
-    command = pred.get("command") or []
-    if isinstance(command, str):
-        command = command.split()
-    materials = _digest_map(pred.get("materials") or [], "materials")
-    products = _digest_map(st.get("subject") or [], "subjects")
+    materials = _digest_map(pred.materials or [], "materials")
+    products = _digest_map(parsed.subject, "subjects")
     if set(products) == {MATERIALS_SUBJECT}:
         # a step without products names its materials as its subject (link_statement);
         # only the digest recomputed from the signed materials makes it so
-        shas = [(n, str(d.get("sha256", ""))) for n, d in materials.items()]
+        shas = [(n, d.get("sha256", "")) for n, d in materials.items()]
         if all(_HEX64.match(d) for _, d in shas) and (
                 products[MATERIALS_SUBJECT].get("sha256") == materials_digest(shas)):
             products = {}
     return Link(
-        name=name,
+        name=pred.name,
         materials=materials,
         products=products,
-        byproducts=dict(pred.get("byproducts") or {}),
-        command=[str(c) for c in command],
-        environment=dict(pred.get("environment") or {}),
+        byproducts=dict(pred.byproducts or {}),
+        command=list(pred.command or []),
+        environment=dict(pred.environment or {}),
     )
 
 
@@ -259,29 +225,21 @@ def provenance_predicate(
     ci = ci or CIContext()
     repo = code_repository or ci.repository
     commit = code_commit or ci.commit
-    deps: list[dict[str, Any]] = []
+    deps: list[ResourceDescriptor] = []
     if repo or commit:
-        code: dict[str, Any] = {"name": "code"}
+        uri = None
         if repo:
-            code["uri"] = f"git+{repo}" if "://" in repo and not repo.startswith("git+") else repo
-        if commit:
-            code["digest"] = {"gitCommit": commit}
-        deps.append(code)
+            uri = f"git+{repo}" if "://" in repo and not repo.startswith("git+") else repo
+        deps.append(ResourceDescriptor(name="code", uri=uri,
+                                       digest={"gitCommit": commit} if commit else None))
     for kind, items in (("dataset", datasets), ("base-model", base_models)):
-        for rd in items:
-            if not isinstance(rd.get("digest"), Mapping) or not rd["digest"]:
-                raise InputError(f"{kind} {rd.get('name') or rd.get('uri')!r} has no digest")
-            d = dict(rd)
-            d.setdefault("annotations", {})
-            d["annotations"] = {**d["annotations"], "kind": kind}
-            deps.append(d)
-    build_def: dict[str, Any] = {
-        "buildType": build_type,
-        "externalParameters": {"hyperparameters": dict(hyperparameters or {})},
-        "resolvedDependencies": deps,
-    }
-    if internal_parameters:
-        build_def["internalParameters"] = dict(internal_parameters)
+        for item in items:
+            rd = ResourceDescriptor.from_dict(item, kind)
+            if not rd.digest:
+                raise InputError(f"{kind} {rd.label!r} has no digest")
+            deps.append(ResourceDescriptor(rd.name, rd.digest, rd.uri,
+                                           {**(rd.annotations or {}), "kind": kind},
+                                           rd.unrecognized))
     metadata: dict[str, Any] = {}
     inv = invocation_id or ci.invocation_id
     if inv:
@@ -290,10 +248,11 @@ def provenance_predicate(
         ts = _timestamp(t)
         if ts:
             metadata[key] = ts
-    run: dict[str, Any] = {"builder": {"id": builder_id or ci.builder_id or "local"}}
-    if metadata:
-        run["metadata"] = metadata
-    return {"buildDefinition": build_def, "runDetails": run}
+    return Provenance(
+        BuildDefinition(build_type, {"hyperparameters": dict(hyperparameters or {})},
+                        dict(internal_parameters) if internal_parameters else None, deps),
+        RunDetails(Builder(builder_id or ci.builder_id or "local"), metadata or None),
+    ).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,17 +333,15 @@ def evaluation_predicate(
 ) -> dict[str, Any]:
     """test-result v0.1: PASSED when every threshold holds, with the metrics themselves."""
     passed, failed = evaluate(metrics, thresholds)
-    pred: dict[str, Any] = {
-        "result": "FAILED" if failed else "PASSED",
-        "configuration": [dict(c) for c in configuration],
-        "passedTests": passed,
-        "warnedTests": [],
-        "failedTests": failed,
-        "metrics": dict(metrics),
-        "thresholds": [t.to_dict() for t in thresholds],
-    }
-    if url:
-        pred["url"] = url
-    return pred
+    return TestResult(
+        result="FAILED" if failed else "PASSED",
+        configuration=[ResourceDescriptor.from_dict(c, "configuration") for c in configuration],
+        url=url or None,
+        passed_tests=passed,
+        warned_tests=[],
+        failed_tests=failed,
+        metrics=dict(metrics),
+        thresholds=[t.to_dict() for t in thresholds],
+    ).to_dict()
 
 

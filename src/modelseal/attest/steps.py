@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from modelseal._util.fs import PathExcluder, atomic_write, exclude_patterns, walk_files
-from modelseal.attest.statement import Subject, link_statement, resource_descriptor
+from modelseal.attest.payload import Subject
+from modelseal.attest.statement import link_statement, resource_descriptor
 from modelseal.digest import DIR_DIGEST_SCHEME, DigestCache, hash_dir, hash_files
 from modelseal.errors import InputError, UsageError
 
@@ -51,7 +52,7 @@ class StepRecord(NamedTuple):
 
 
 @dataclass
-class StepOutcome:
+class SignedStep:
     """A recorded, signed step."""
 
     returncode: int
@@ -303,7 +304,7 @@ def run_step(
     products: Sequence[str | os.PathLike[str]] = (),
     attestations_dir: str | os.PathLike[str] | None = None,
     **record_kw: Any,
-) -> StepOutcome:
+) -> SignedStep:
     """Record a step and sign its link; the signed bundle is written to ``attestations_dir``.
 
     The signer must be loaded first (see ``load_signer``), so a bad key fails before the
@@ -321,4 +322,4 @@ def run_step(
         base / DEFAULT_ATTESTATIONS_DIR)
     path = write_attestation(data, out_dir / attestation_filename(
         name, kid or str(signer.public_key.keyid)))
-    return StepOutcome(rc, st, path, kid)
+    return SignedStep(rc, st, path, kid)

@@ -132,16 +132,12 @@ class TSAClient:
 
 
 def _signatures(raw: Mapping[str, Any]) -> list[bytes]:
-    env = raw.get("dsseEnvelope")
-    sigs = env.get("signatures") if isinstance(env, Mapping) else None
-    out = []
-    for s in sigs if isinstance(sigs, list) else []:
-        if isinstance(s, Mapping) and isinstance(s.get("sig"), str):
-            try:
-                out.append(base64.b64decode(s["sig"], validate=True))
-            except (binascii.Error, ValueError):
-                continue
-    return out
+    from modelseal.attest.dsse import Envelope
+
+    try:
+        return [s.sig for s in Envelope.from_dict(raw.get("dsseEnvelope")).signatures]
+    except InputError:
+        return []
 
 
 def add_timestamp(bundle: bytes, client: TSAClient) -> bytes:

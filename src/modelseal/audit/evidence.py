@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modelseal._util.fs import atomic_write
-from modelseal.audit.report import decode_statement, short_predicate
+from modelseal.audit.report import decode_statement, link_name, short_predicate
 from modelseal.formats import LINK_PREDICATE as LINK
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -45,17 +45,14 @@ def download(infos: Sequence[Any], out: Path) -> list[dict[str, Any]]:
     decoded = [(i, decode_statement(i.bundle) if i.bundle else None) for i in infos]
     steps_by_signer: dict[str, set[str]] = {}
     for info, st in decoded:
-        if st and info.predicate_type == LINK:
-            name = (st.get("predicate") or {}).get("name")
-            if isinstance(name, str) and name:
-                steps_by_signer.setdefault(info.signer or "", set()).add(name)
+        name = link_name(st) if info.predicate_type == LINK else None
+        if name:
+            steps_by_signer.setdefault(info.signer or "", set()).add(name)
     used: set[str] = set()
     index = []
     for info, st in decoded:
-        step = None
-        if st and info.predicate_type == LINK:
-            step = (st.get("predicate") or {}).get("name")
-        if not isinstance(step, str) or not step:
+        step = link_name(st) if info.predicate_type == LINK else None
+        if not step:
             candidates = steps_by_signer.get(info.signer or "", set())
             step = next(iter(candidates)) if len(candidates) == 1 else "model"
         base = f"{_safe(step)}.{short_predicate(info.predicate_type)}.{signer_label(info.signer)}"
@@ -78,7 +75,8 @@ def show(bundle: bytes) -> dict[str, Any]:
     from modelseal.attest.bundle import parse_bundle
 
     pb = parse_bundle(bundle)
-    st = decode_statement(bundle) or {}
+    decoded = decode_statement(bundle)
+    st = decoded.to_dict() if decoded is not None else {}
     ident, issuer = pb.certificate_identity()
     return {"bundleDigest": pb.bundle_digest, "mediaType": pb.media_type,
             "payloadType": pb.payload_type, "keyless": pb.keyless,

@@ -14,13 +14,22 @@ promotions) come from lifecycle attestations.
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from modelseal._util.json import loads_object as load_json_object
+from modelseal.attest.payload import P, ResourceDescriptor, Statement
+from modelseal.attest.predicates import (
+    LinkPredicate,
+    ModelSafety,
+    Provenance,
+    TestResult,
+    VerificationSummary,
+)
+from modelseal.errors import InputError
 from modelseal.formats import (
     BOM_PREDICATE,
     LIFECYCLE_PREDICATE,
@@ -53,19 +62,36 @@ def short_predicate(predicate_type: str | None) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "unknown"
 
 
-def decode_statement(bundle: bytes) -> dict[str, Any] | None:
+def decode_statement(bundle: bytes) -> Statement | None:
     """The in-toto Statement inside a Sigstore bundle (not verified); None if unreadable."""
+    from modelseal.attest.dsse import Envelope
+
     try:
-        doc = json.loads(bundle)
-        payload = base64.b64decode(doc["dsseEnvelope"]["payload"], validate=True)
-        st = json.loads(payload)
-    except (ValueError, KeyError, TypeError):
+        doc = load_json_object(bundle, what="the bundle")
+        envelope = Envelope.from_dict(doc.get("dsseEnvelope"))
+        return Statement.from_dict(load_json_object(envelope.payload, what="the payload"))
+    except InputError:
         return None
-    return st if isinstance(st, dict) else None
+
+
+def _typed(st: Statement | None, cls: type[P]) -> P | None:
+    """The predicate of ``st`` as ``cls``, or None when it is another or malformed."""
+    if st is None:
+        return None
+    try:
+        return st.predicate_as(cls)
+    except InputError:
+        return None
+
+
+def link_name(st: Statement | None) -> str | None:
+    """The step a link Statement names (claimed, not verified)."""
+    link = _typed(st, LinkPredicate)
+    return link.name or None if link is not None else None
 
 
 @dataclass
-class Evidence:
+class ClaimedAttestation:
     """One attestation as it claims itself to be."""
 
     digest: str
@@ -73,37 +99,38 @@ class Evidence:
     signer: str  # claimed (or, with a verdict, the verified signer's name)
     created: str | None
     step: str | None = None
-    statement: dict[str, Any] | None = field(default=None, repr=False)
+    statement: Statement | None = field(default=None, repr=False)
     bundle: bytes | None = field(default=None, repr=False)
     counted: bool = False  # the verdict counted it towards a step
 
     @property
-    def predicate(self) -> Mapping[str, Any]:
-        p = (self.statement or {}).get("predicate")
-        return p if isinstance(p, Mapping) else {}
+    def predicate(self) -> dict[str, Any]:
+        """The predicate as JSON (empty when there is none)."""
+        return (self.statement.predicate if self.statement else None) or {}
 
     def summary(self) -> str:
         """One line saying what it claims."""
+        st = self.statement
+        if (link := _typed(st, LinkPredicate)) is not None:
+            return "ran: " + " ".join(link.command or [])
+        if (prov := _typed(st, Provenance)) is not None:
+            return f"built by {prov.run_details.builder.id}"
+        if (test := _typed(st, TestResult)) is not None:
+            return f"result: {test.result}"
+        if (scan := _typed(st, ModelSafety)) is not None:
+            return f"result: {scan.result or '?'}"
+        if (vsa := _typed(st, VerificationSummary)) is not None:
+            return f"verification: {vsa.verification_result}"
         p = self.predicate
-        if self.predicate_type == LINK_PREDICATE:
-            cmd = p.get("command") or []
-            return "ran: " + (" ".join(str(c) for c in cmd) if isinstance(cmd, list) else str(cmd))
-        if self.predicate_type == SLSA_PROVENANCE_PREDICATE:
-            rd = (p.get("runDetails") or {}).get("builder") or {}
-            return f"built by {rd.get('id', '?')}"
-        if self.predicate_type in (TEST_RESULT_PREDICATE, SAFETY_PREDICATE):
-            return f"result: {p.get('result', '?')}"
         if self.predicate_type == LIFECYCLE_PREDICATE:
             return f"stage: {p.get('stage', '?')} ({p.get('reason', '')})".rstrip(" ()")
-        if self.predicate_type == VSA_PREDICATE:
-            return f"verification: {p.get('verificationResult', '?')}"
         return ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"digest": self.digest, "predicateType": self.predicate_type,
                 "signer": self.signer, "created": self.created, "step": self.step,
                 "counted": self.counted, "summary": self.summary(),
-                "subjects": len((self.statement or {}).get("subject") or [])}
+                "subjects": len(self.statement.subject) if self.statement else 0}
 
 
 @dataclass
@@ -134,7 +161,7 @@ class AuditReport:
     created: str | None
     annotations: dict[str, str]
     files: list[dict[str, Any]]
-    evidence: list[Evidence]
+    evidence: list[ClaimedAttestation]
     steps: list[StepView]
     graph: dict[str, Any]
     stages: list[dict[str, Any]]
@@ -161,14 +188,16 @@ class AuditReport:
                 "findings": self.findings, "generated": self.generated}
 
 
-def _names(rds: Any) -> list[str]:
-    out = []
-    for rd in rds if isinstance(rds, list) else []:
-        if isinstance(rd, Mapping):
-            n = rd.get("name") or rd.get("uri")
-            if isinstance(n, str):
-                out.append(n)
-    return out
+def _names(rds: Sequence[ResourceDescriptor] | None) -> list[str]:
+    return [rd.label for rd in rds or [] if rd.label is not None]
+
+
+def _link_view(st: Statement | None) -> tuple[list[str], list[str], list[str]]:
+    """(materials, products, command) a link Statement names."""
+    link = _typed(st, LinkPredicate)
+    if st is None or link is None:
+        return [], [], []
+    return _names(link.materials), _names(st.subject), list(link.command or [])
 
 
 def _top(name: str) -> str:
@@ -244,13 +273,11 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
     evidence = []
     for info in infos:
         st = decode_statement(info.bundle) if info.bundle else None
-        step = None
-        if st and info.predicate_type == LINK_PREDICATE:
-            step = str((st.get("predicate") or {}).get("name") or "") or None
+        step = link_name(st) if info.predicate_type == LINK_PREDICATE else None
         signer = info.signer or "?"
         if len(signer) == 64 and all(c in "0123456789abcdef" for c in signer):
             signer = f"key {signer[:16]}"
-        evidence.append(Evidence(info.descriptor.digest, info.predicate_type, signer,
+        evidence.append(ClaimedAttestation(info.descriptor.digest, info.predicate_type, signer,
                                  info.created, step, st, info.bundle))
 
     verification = None
@@ -296,23 +323,17 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
         for s in result.steps:
             ev = [e for e in evidence if e.step == s.name]
             links = [e for e in ev if e.predicate_type == LINK_PREDICATE]
-            st = links[0].statement if links else None
             steps.append(StepView(
                 s.name, s.passed, list(s.signers),
                 sorted({e.created for e in ev if e.created}), [e.digest for e in ev],
-                _names((st or {}).get("predicate", {}).get("materials")),
-                _names((st or {}).get("subject")),
-                [str(c) for c in (st or {}).get("predicate", {}).get("command") or []]))
+                *_link_view(links[0].statement if links else None)))
     else:
         for e in evidence:
             if e.predicate_type != LINK_PREDICATE or not e.step:
                 continue
-            p = e.predicate
             steps.append(StepView(e.step, None, [e.signer + " (claimed)"],
                                   [e.created] if e.created else [], [e.digest],
-                                  _names(p.get("materials")),
-                                  _names((e.statement or {}).get("subject")),
-                                  [str(c) for c in p.get("command") or []]))
+                                  *_link_view(e.statement)))
 
     stages = [{"stage": e.predicate.get("stage"), "reason": e.predicate.get("reason"),
                "signer": e.signer, "created": e.created, "attestation": e.digest}
@@ -335,18 +356,16 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
 
     safety = None
     for e in evidence:
-        if e.predicate_type == SAFETY_PREDICATE:
-            p = e.predicate
-            unsafe = [f for f in p.get("files") or []
-                      if isinstance(f, Mapping) and f.get("verdict") in ("unsafe", "suspicious")]
-            safety = {"result": p.get("result"), "summary": p.get("summary") or {},
-                      "scanner": (p.get("scanner") or {}).get("name"),
-                      "scannedAt": p.get("scannedAt"), "attestation": e.digest,
-                      "flagged": [{"path": f.get("path"), "verdict": f.get("verdict")}
-                                  for f in unsafe]}
-            if p.get("result") != "PASSED":
+        scan = _typed(e.statement, ModelSafety)
+        if scan is not None:
+            safety = {"result": scan.result, "summary": scan.summary or {},
+                      "scanner": (scan.scanner or {}).get("name"),
+                      "scannedAt": scan.scanned_at, "attestation": e.digest,
+                      "flagged": [{"path": f.path, "verdict": f.verdict} for f in scan.files
+                                  if f.verdict in ("unsafe", "suspicious")]}
+            if scan.result != "PASSED":
                 findings.append({"severity": "warning", "message": "the model-safety scan "
-                                 f"says {p.get('result')}", "where": f"attestation={e.digest}"})
+                                 f"says {scan.result}", "where": f"attestation={e.digest}"})
     if safety is None and bom and (bom.get("safety") or {}).get("result"):
         safety = {"result": bom["safety"]["result"], "scanner": bom["safety"].get("scanner"),
                   "flagged": [{"path": f, "verdict": "unsafe"}

@@ -88,7 +88,7 @@ _TASK_TYPES = (("prep", "build"), ("data", "build"), ("train", "build"), ("fine"
                ("deploy", "deploy"))
 
 
-def _task_type(name: str) -> str:
+def task_type(name: str) -> str:
     low = name.lower()
     return next((t for word, t in _TASK_TYPES if word in low), "other")
 
@@ -342,7 +342,7 @@ def _add_unmodeled(doc: dict[str, Any], *, card: dict[str, Any], datasets: list[
         tasks = []
         for i, st in enumerate(steps):
             t: dict[str, Any] = {"bom-ref": _ref_id("task", f"{i}-{st.name}"), "uid": st.name,
-                                 "name": st.name, "taskTypes": [_task_type(st.name)]}
+                                 "name": st.name, "taskTypes": [task_type(st.name)]}
             outputs = []
             for a in st.attestations():
                 er: dict[str, Any] = {

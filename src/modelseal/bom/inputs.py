@@ -22,7 +22,9 @@ from modelseal.errors import InputError
 
 
 @dataclass(frozen=True)
-class ModelFile:
+class HashedModelFile:
+    """A model file as the BOM lists it: its path in the model, sha256 and size."""
+
     path: str  # relative, '/'-separated
     sha256: str  # hex
     size: int
@@ -35,7 +37,7 @@ class ModelInfo:
 
     name: str
     version: str | None = None
-    files: list[ModelFile] = field(default_factory=list)
+    files: list[HashedModelFile] = field(default_factory=list)
     manifest_digest: str | None = None
     repository: str | None = None
     description: str | None = None
@@ -132,7 +134,7 @@ def model_info_from_dir(root: Path, name: str, version: str | None = None) -> Mo
         raise InputError(f"model directory {root} does not exist or is not a directory")
     found = hash_dir(root)
     return ModelInfo(name=name, version=version,
-                     files=[ModelFile(f.relpath, f.sha256, f.size) for f in found.files])
+                     files=[HashedModelFile(f.relpath, f.sha256, f.size) for f in found.files])
 
 
 def dataset_from_path(path: Path, name: str | None = None, **meta: Any) -> DatasetInfo:

@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from modelseal._util.json import loads as load_json
+from modelseal.attest.payload import P, ResourceDescriptor, Statement
+from modelseal.attest.predicates import LinkPredicate, ModelSafety, TestResult
 from modelseal.attest.statement import MATERIALS_SUBJECT
-from modelseal.bom.build import _task_type, build_bom, serialize_bom
+from modelseal.bom.build import task_type, build_bom, serialize_bom
 from modelseal.bom.inputs import (
     AttestationRef,
     DatasetInfo,
+    HashedModelFile,
     Metric,
-    ModelFile,
     ModelInfo,
     StepRef,
 )
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from modelseal.safety import SafetyReport
 
 
-# Attestations that are not links, and the kind of step they belong to (by _task_type).
+# Attestations that are not links, and the kind of step they belong to (by task_type).
 _PREDICATE_STEP: dict[str, tuple[str, str]] = {
     "https://slsa.dev/provenance/v1": ("build", "provenance"),
     "https://in-toto.io/attestation/test-result/v0.1": ("test", "evaluation"),
@@ -87,7 +89,7 @@ def model_info_from_manifest(ref: Ref, manifest: ModelManifest,
                   or (ref.repository.rsplit("/", 1)[-1] if ref.repository
                       else Path(ref.location).name) or "model")
     model_version = version or desc.get("version") or anns.get(ANN_VERSION)
-    files = [ModelFile(la.filepath, la.digest.partition(":")[2], la.size)
+    files = [HashedModelFile(la.filepath, la.digest.partition(":")[2], la.size)
              for la in manifest.layers]
     return ModelInfo(
         name=str(model_name), version=None if model_version is None else str(model_version),
@@ -109,28 +111,31 @@ def manifest_files(manifest: ModelManifest) -> dict[str, str]:
 @dataclass
 class _Found:
     info: AttestationInfo
-    statement: dict[str, Any] | None
+    statement: Statement | None
 
 
-def _statement(info: AttestationInfo) -> dict[str, Any] | None:
+def _statement(info: AttestationInfo) -> Statement | None:
     from modelseal.attest.bundle import parse_bundle
 
     if info.bundle is None:
         return None
     try:
-        return parse_bundle(info.bundle).statement
-    except Exception:  # a malformed bundle is listed, not trusted; verify names the problem
+        return parse_bundle(info.bundle).parsed_statement
+    except InputError:  # a malformed bundle is listed, not trusted; verify names the problem
         return None
 
 
-def _digests(rds: Any) -> set[str]:
-    out: set[str] = set()
-    for rd in rds if isinstance(rds, list) else []:
-        if isinstance(rd, Mapping) and isinstance(rd.get("digest"), Mapping):
-            d = rd["digest"].get("sha256")
-            if isinstance(d, str):
-                out.add(d)
-    return out
+def _predicate(st: Statement | None, cls: type[P]) -> P | None:
+    if st is None:
+        return None
+    try:
+        return st.predicate_as(cls)
+    except InputError:
+        return None
+
+
+def _digests(rds: Sequence[ResourceDescriptor] | None) -> set[str]:
+    return {rd.sha256 for rd in rds or [] if rd.sha256}
 
 
 def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
@@ -142,21 +147,18 @@ def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
     """
     prods, mats = [], []
     for _, f in links:
-        st = f.statement or {}
-        pred = st.get("predicate") if isinstance(st.get("predicate"), Mapping) else {}
-        m = _digests((pred or {}).get("materials"))
+        link = _predicate(f.statement, LinkPredicate)
+        m = _digests(link.materials if link else None)
         mats.append(m)
-        subj = st.get("subject")
-        subjects: list[Any] = subj if isinstance(subj, list) else []
+        subjects = f.statement.subject if f.statement else []
         # a product-less step's subject names its materials: not something it wrote
-        prods.append(_digests([s for s in subjects if not isinstance(s, Mapping)
-                               or s.get("name") != MATERIALS_SUBJECT]) - m)
+        prods.append(_digests([s for s in subjects if s.name != MATERIALS_SUBJECT]) - m)
     n = len(links)
     after = {i: {j for j in range(n) if j != i and prods[j] & mats[i]} for i in range(n)}
 
     def key(i: int) -> tuple[int, str, str]:
         name, f = links[i]
-        return (_RANK.get(_task_type(name), _RANK["other"]), f.info.created or "", name)
+        return (_RANK.get(task_type(name), _RANK["other"]), f.info.created or "", name)
 
     done: list[int] = []
     left = set(range(n))
@@ -181,10 +183,9 @@ def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[
         if info.predicate_type == BOM_PREDICATE:
             continue
         f = _Found(info, _statement(info))
-        pred = (f.statement or {}).get("predicate")
-        if info.predicate_type == LINK_PREDICATE and isinstance(pred, Mapping) and \
-                isinstance(pred.get("name"), str) and pred["name"]:
-            links.append((str(pred["name"]), f))
+        link = _predicate(f.statement, LinkPredicate)
+        if info.predicate_type == LINK_PREDICATE and link is not None and link.name:
+            links.append((link.name, f))
         else:
             others.append(f)
     ordered = _order_links(links)
@@ -199,7 +200,7 @@ def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[
         ptype = f.info.predicate_type or ""
         kind, label = _PREDICATE_STEP.get(ptype, ("other", ptype.rstrip("/").rsplit("/", 2)[-2]
                                                   if ptype.count("/") >= 3 else "attestation"))
-        cands = [i for i, (name, _) in enumerate(ordered) if _task_type(name) == kind]
+        cands = [i for i, (name, _) in enumerate(ordered) if task_type(name) == kind]
         if kind == "build":
             cands = [i for i in cands if "train" in ordered[i][0].lower()] or cands
         if cands:
@@ -210,7 +211,7 @@ def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[
     steps: list[tuple[int, StepRef]] = []
     for i, (name, f) in enumerate(ordered):
         a = aref(f)
-        steps.append((_RANK.get(_task_type(name), _RANK["other"]),
+        steps.append((_RANK.get(task_type(name), _RANK["other"]),
                       StepRef(name, a.digest, a.ref, a.predicate_type,
                               tuple(extra.get(i, ())))))
     for label, kind, f in sorted(own, key=lambda x: (x[0], x[2].info.created or "")):
@@ -260,11 +261,10 @@ def safety_from_attestations(found: Sequence[AttestationInfo],
         if info.predicate_type != SAFETY_PREDICATE:
             continue
         st = _statement(info)
-        pred = (st or {}).get("predicate")
-        if not isinstance(pred, dict):
+        if st is None or _predicate(st, ModelSafety) is None:
             continue
         try:
-            report = report_from_predicate(pred)
+            report = report_from_predicate(st.predicate or {})
         except InputError:
             continue
         have = {f.path: f.sha256 for f in report.files}
@@ -282,9 +282,9 @@ def metrics_from_attestations(found: Sequence[AttestationInfo]) -> tuple[list[Me
                        reverse=True):
         if info.predicate_type != TEST_RESULT_PREDICATE:
             continue
-        pred = (_statement(info) or {}).get("predicate")
-        mets = pred.get("metrics") if isinstance(pred, Mapping) else None
-        if not isinstance(mets, dict) or not mets:
+        result = _predicate(_statement(info), TestResult)
+        mets = result.metrics if result is not None else None
+        if not mets:
             continue
         try:
             return metrics_from_obj(mets, f"evaluation attestation {info.descriptor.digest}"), \
@@ -419,7 +419,7 @@ def find_attached_bom(store: Store, digest: str) -> AttachedBom | None:
     for info in reversed(list_attestations(store, digest, predicate_type=BOM_PREDICATE,
                                            fetch=True)):
         st = _statement(info)
-        pred = (st or {}).get("predicate")
-        if isinstance(pred, dict) and pred.get("bomFormat") == "CycloneDX":
+        pred = st.predicate if st is not None else None
+        if pred is not None and pred.get("bomFormat") == "CycloneDX":
             return AttachedBom(pred, "attestation", info.descriptor.digest)
     return None

@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelseal.attest.payload import ResourceDescriptor, Statement
+from modelseal.attest.predicates import LinkPredicate, Provenance, TestResult
 from modelseal.digest import DIR_DIGEST_SCHEME
+from modelseal.errors import InputError
 from modelseal.formats import (
     BOM_PREDICATE,
     LINK_PREDICATE,
@@ -48,51 +51,52 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
-def _rd_digest(rd: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    d = rd.get("digest")
-    if not isinstance(d, Mapping):
-        return None, None
+def _statement(statement: Mapping[str, Any] | Statement) -> Statement | None:
+    if isinstance(statement, Statement):
+        return statement
+    try:
+        return Statement.from_dict(statement)
+    except InputError:
+        return None
+
+
+def _rd_digest(rd: ResourceDescriptor) -> tuple[str | None, str | None]:
+    d = rd.digest or {}
     sha = _text(d.get("sha256"))
     if sha:
-        ann = rd.get("annotations")
+        ann = rd.annotations or {}
         scheme = SCHEME_FILE
-        if isinstance(ann, Mapping):
-            if _text(ann.get("hashScheme")):
-                scheme = str(ann["hashScheme"])
-            elif ann.get("digestOf") is not None:
-                scheme = SCHEME_LISTING
+        if _text(ann.get("hashScheme")):
+            scheme = str(ann["hashScheme"])
+        elif ann.get("digestOf") is not None:
+            scheme = SCHEME_LISTING
         return f"sha256:{sha.lower()}", scheme
     commit = _text(d.get("gitCommit"))
     if commit:
         return f"gitCommit:{commit.lower()}", "gitCommit"
     for alg, val in sorted(d.items()):
-        if isinstance(val, str):
-            return f"{alg}:{val.lower()}", str(alg)
+        return f"{alg}:{val.lower()}", alg
     return None, None
 
 
-def _descriptor(rd: Any, kind: str, role: str) -> Dependency | None:
-    if not isinstance(rd, Mapping):
-        return None
+def _kind(rd: ResourceDescriptor) -> str | None:
+    return _text((rd.annotations or {}).get("kind"))
+
+
+def _descriptor(rd: ResourceDescriptor, kind: str, role: str) -> Dependency | None:
     digest, scheme = _rd_digest(rd)
-    name, uri = _text(rd.get("name")), _text(rd.get("uri"))
+    name, uri = rd.name or None, rd.uri or None
     if digest is None and name is None and uri is None:
         return None
     return Dependency(kind, role, digest, scheme, name, uri)
 
 
-def _provenance(pred: Mapping[str, Any]) -> list[Dependency]:
-    bd = pred.get("buildDefinition")
-    deps = bd.get("resolvedDependencies") if isinstance(bd, Mapping) else None
+def _provenance(pred: Provenance) -> list[Dependency]:
     out = []
-    for rd in deps if isinstance(deps, list) else []:
-        if not isinstance(rd, Mapping):
-            continue
-        ann = rd.get("annotations")
-        kind = _text(ann.get("kind")) if isinstance(ann, Mapping) else None
-        dg = rd.get("digest")
+    for rd in pred.build_definition.resolved_dependencies or []:
+        kind = _kind(rd)
         if kind is None:
-            is_code = rd.get("name") == "code" or (isinstance(dg, Mapping) and "gitCommit" in dg)
+            is_code = rd.name == "code" or "gitCommit" in (rd.digest or {})
             kind = "code" if is_code else "other"
         if kind not in ("dataset", "base-model", "code"):
             kind = "other"
@@ -102,14 +106,11 @@ def _provenance(pred: Mapping[str, Any]) -> list[Dependency]:
     return out
 
 
-def _evaluation(pred: Mapping[str, Any]) -> list[Dependency]:
+def _evaluation(pred: TestResult) -> list[Dependency]:
     # modelseal writes the metrics file first, then the datasets (attest evaluation --dataset)
-    config = pred.get("configuration")
-    items = config if isinstance(config, list) else []
     out = []
-    for i, rd in enumerate(items):
-        ann = rd.get("annotations") if isinstance(rd, Mapping) else None
-        kind = _text(ann.get("kind")) if isinstance(ann, Mapping) else None
+    for i, rd in enumerate(pred.configuration or []):
+        kind = _kind(rd)
         if kind is None:
             kind = "other" if i == 0 else "dataset"
         d = _descriptor(rd, "dataset" if kind == "dataset" else "other", "evaluate")
@@ -141,37 +142,39 @@ def _bom(pred: Mapping[str, Any]) -> list[Dependency]:
     return out
 
 
-def dependencies(statement: Mapping[str, Any]) -> list[Dependency]:
-    """Datasets, code and base models a Statement names, sorted (one order for every engine)."""
-    ptype = statement.get("predicateType")
-    pred = statement.get("predicate")
-    if not isinstance(pred, Mapping):
+def dependencies(statement: Mapping[str, Any] | Statement) -> list[Dependency]:
+    """Datasets, code and base models a Statement names, sorted (one order for every engine).
+    A malformed Statement or predicate names none."""
+    st = _statement(statement)
+    if st is None or st.predicate is None:
         return []
-    if ptype == SLSA_PROVENANCE_PREDICATE:
-        found = _provenance(pred)
-    elif ptype == TEST_RESULT_PREDICATE:
-        found = _evaluation(pred)
-    elif ptype == BOM_PREDICATE:
-        found = _bom(pred)
-    else:
+    try:
+        if st.predicate_type == SLSA_PROVENANCE_PREDICATE:
+            found = _provenance(st.predicate_as(Provenance))
+        elif st.predicate_type == TEST_RESULT_PREDICATE:
+            found = _evaluation(st.predicate_as(TestResult))
+        elif st.predicate_type == BOM_PREDICATE:
+            found = _bom(st.predicate)
+        else:
+            return []
+    except InputError:
         return []
     return sorted(set(found), key=lambda d: tuple(x or "" for x in (
         d.kind, d.role, d.digest, d.scheme, d.name, d.uri)))
 
 
-def link_step(statement: Mapping[str, Any]) -> str | None:
+def link_step(statement: Mapping[str, Any] | Statement) -> str | None:
     """The step a link predicate names."""
-    pred = statement.get("predicate")
-    if statement.get("predicateType") == LINK_PREDICATE and isinstance(pred, Mapping):
-        return _text(pred.get("name"))
-    return None
+    st = _statement(statement)
+    if st is None or st.predicate_type != LINK_PREDICATE:
+        return None
+    try:
+        return st.predicate_as(LinkPredicate).name or None
+    except InputError:
+        return None
 
 
-def subject_hexes(statement: Mapping[str, Any]) -> set[str]:
+def subject_hexes(statement: Mapping[str, Any] | Statement) -> set[str]:
     """The sha256 hex digests of a Statement's subjects."""
-    out = set()
-    for s in statement.get("subject") or []:
-        d = s.get("digest") if isinstance(s, Mapping) else None
-        if isinstance(d, Mapping) and isinstance(d.get("sha256"), str):
-            out.add(d["sha256"].lower())
-    return out
+    st = _statement(statement)
+    return {sha.lower() for _, sha in st.subjects} if st is not None else set()

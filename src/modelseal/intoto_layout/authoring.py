@@ -146,21 +146,17 @@ def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, K
 
 def sign_layout(doc_or_signed: Mapping[str, Any], signer: Signer) -> dict[str, Any]:
     """Sign a layout document (or add a signature to a signed one): the DSSE envelope dict."""
-    from securesystemslib.dsse import Envelope
-
-    from modelseal.attest.signers import signer_description
+    from modelseal.attest.dsse import Envelope
 
     if "payload" in doc_or_signed:
+        env = Envelope.from_dict(dict(doc_or_signed), what="the layout envelope")
         try:
-            env = Envelope.from_dict(copy.deepcopy(dict(doc_or_signed)))
             doc = json.loads(env.payload)
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"the layout envelope cannot be read: {e or type(e).__name__}"
-                             ) from e
+        except ValueError as e:
+            raise InputError(f"the layout envelope cannot be read: {e}") from e
     else:
         doc = payload_of(doc_or_signed) if "signed" in doc_or_signed else dict(doc_or_signed)
-        env = Envelope(payload=canonical_json(doc), payload_type=IN_TOTO_PAYLOAD_TYPE,
-                       signatures={})
+        env = Envelope(canonical_json(doc), IN_TOTO_PAYLOAD_TYPE)
     if not isinstance(doc, dict):
         raise InputError("the layout is not a JSON object")
     to_in_toto(doc)
@@ -170,12 +166,5 @@ def sign_layout(doc_or_signed: Mapping[str, Any], signer: Signer) -> dict[str, A
         raise UsageError("the layout has errors and was not signed: "
                          + "; ".join(f"[{f.code}] {f.message}" for f in errors),
                          hint="run `modelseal layout check` and fix them")
-    try:
-        env.sign(signer)
-    except Exception as e:
-        from modelseal.errors import SigningError
-
-        raise SigningError(f"signing the layout with {signer_description(signer)} failed: "
-                           f"{e or type(e).__name__}") from e
-    out: dict[str, Any] = env.to_dict()
-    return out
+    env.sign(signer, what="layout")
+    return env.to_dict()
