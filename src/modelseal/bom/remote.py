@@ -19,7 +19,7 @@ from modelseal._util.json import loads as load_json
 from modelseal.attest.payload import P, ResourceDescriptor, Statement
 from modelseal.attest.predicates import LinkPredicate, ModelSafety, TestResult
 from modelseal.attest.statement import MATERIALS_SUBJECT
-from modelseal.bom.build import task_type, build_bom, serialize_bom
+from modelseal.bom.build import build_bom, serialize_bom, task_type
 from modelseal.bom.inputs import (
     AttestationRef,
     DatasetInfo,
