@@ -829,16 +829,15 @@ def _attach_published(out: PublishResult, store: Store, ref: Ref, signer: Signer
     if plan is None or signer is None:
         return
     for name, st in plan.statements.items():
+        # the model-signing signature keeps the name model_signing expects
+        path = bundle_path("package", signer, directory=signed_dir,
+                           filename=SIGNATURE_FILE if name == SIGNATURE_FILE else None)
         there = existing.signed_by(st, signer)
         if there is not None:  # signed and attached by this signer before: not again
-            out.attached.append(AttachOutcome(there.digest, None, name, True))
+            out.attached.append(AttachOutcome(there.digest, None, path.name, True))
             continue
         data = sign_planned(name, st, signer)
-        # the model-signing signature keeps the name model_signing expects
-        path = write_file(data, bundle_path(
-            "package", signer, directory=signed_dir,
-            filename=SIGNATURE_FILE if name == SIGNATURE_FILE else None))
-        out.written.append(path)
+        out.written.append(write_file(data, path))
         a = attach_bundle(store, subject, data, path.name)
         existing.add(a.descriptor, data)
         out.attached.append(AttachOutcome(a.descriptor.digest, a.tag, path.name, False))

@@ -60,9 +60,9 @@ def _is_ref(text: str) -> bool:
 
 
 def _write_output(data: bytes, output: Path) -> None:
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(output)
+    from modelseal.attest.output import write_file
+
+    write_file(data, output)  # atomic, like every file modelseal writes
 
 
 @click.command()
