@@ -56,21 +56,10 @@ def vsa_statement(result: VerificationResult, ref: Ref, policy: Policy) -> dict[
     return statement([(ref.base, result.subject)], VSA_PREDICATE, predicate)
 
 
-def attach_vsa(store: Store, ref: Ref, result: VerificationResult, policy: Policy,
-               signer: Signer) -> str | None:
-    """Sign the VSA and attach it to the verified manifest; the referrer's digest.
-
-    A refusal is not attached (None): a FAILED summary next to the model would be one more
-    attestation of the VSA type for a policy, or another tool, to mistake for a pass. Write
-    it to a file (:func:`publish_vsa` with ``output``) to keep a record."""
-    from modelseal.attest.output import sign
-
-    if not result.verified:
-        return None
-    return _attach(store, result, sign(vsa_statement(result, ref, policy), signer))
-
-
 def _attach(store: Store, result: VerificationResult, bundle: bytes) -> str:
+    """Attach a VSA bundle to the verified manifest. Only a pass gets here: a FAILED summary
+    next to the model would be one more attestation of the VSA type for a policy, or another
+    tool, to mistake for a pass."""
     from modelseal.attestations import attach_bundle, subject_of
 
     subject = subject_of(store, result.subject)
@@ -95,14 +84,14 @@ def publish_vsa(store: Store, ref: Ref, result: VerificationResult, policy: Poli
     ``output`` (a FAILED summary too). What ``verify --vsa-signer`` does."""
     from modelseal.attest.output import sign, write_file
 
+    if attach and not result.verified:
+        result.warnings.append("the verification summary was not attached: a refused "
+                               "model gets no VSA next to it (use --vsa-output to keep "
+                               "the FAILED summary)")
+    attach = attach and result.verified
+    if not attach and output is None:
+        return VsaOutcome(None, None)  # nothing to sign for
     bundle = sign(vsa_statement(result, ref, policy), signer)
-    attached = None
-    if attach:
-        if result.verified:
-            attached = _attach(store, result, bundle)
-        else:
-            result.warnings.append("the verification summary was not attached: a refused "
-                                   "model gets no VSA next to it (use --vsa-output to keep "
-                                   "the FAILED summary)")
+    attached = _attach(store, result, bundle) if attach else None
     written = write_file(bundle, output) if output is not None else None
     return VsaOutcome(attached, written)
