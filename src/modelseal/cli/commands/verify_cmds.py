@@ -21,7 +21,9 @@ def _write_json(doc: Any, output: str | None) -> None:
     if output in (None, "-"):
         click.echo(text, nl=False)
     else:
-        Path(str(output)).write_text(text)
+        from modelseal.attest.output import write_file
+
+        write_file(text.encode(), output)  # atomic; an unwritable place is an InputError
 
 
 @click.group()
