@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelseal._util.json import canonical_json
 from modelseal.attest import dsse
 from modelseal.attest.payload import ResourceDescriptor, Statement
 from modelseal.attest.predicates import (
@@ -37,7 +38,6 @@ from modelseal.formats import (
     TEST_RESULT_PREDICATE,
     VSA_PREDICATE,
 )
-from modelseal.oci.store import canonical_json
 
 HEX = st.text("0123456789abcdef", min_size=64, max_size=64)
 TEXT = st.text(max_size=12)

@@ -99,7 +99,9 @@ def test_push_honours_modelseal_signer(registry: RegistryServer, tmp_path: Path)
              env={"MODELSEAL_SIGNER": "keys/packager.key"})
     assert p.returncode == 0, p.stderr
     assert len(json.loads(p.stdout)["attached"]) == 2  # package link, model.sig
-    assert (tmp_path / ".modelseal" / "attestations" / "package.link.sigstore.json").is_file()
+    # the package link is named as every signed bundle is: <step>.<keyid8>.intoto.sigstore.json
+    assert len(list((tmp_path / ".modelseal" / "attestations").glob(
+        "package.*.intoto.sigstore.json"))) == 1
 
 
 def test_push_packages_exactly_what_run_recorded(registry: RegistryServer,
@@ -146,7 +148,7 @@ def test_push_with_a_key_model_signing_cannot_use_signs_the_link(
     assert [s["file"] for s in out["skipped"]] == ["model.sig"]
     assert len(out["attached"]) == 1
     atts = tmp_path / ".modelseal" / "attestations"
-    assert (atts / "package.link.sigstore.json").is_file()
+    assert len(list(atts.glob("package.*.intoto.sigstore.json"))) == 1
     assert not (atts / "model.sig").exists()
     r = parse_ref(ref)
     store = open_store(r)

@@ -241,9 +241,11 @@ def test_signal_death_is_reported_like_a_shell(tmp_path: Path) -> None:
 
 
 def test_write_attestation_is_atomic(tmp_path: Path) -> None:
+    from modelseal.attest.output import write_file
+
     target = tmp_path / "atts" / "x.intoto.sigstore.json"
-    steps.write_attestation(b"first", target)
-    steps.write_attestation(b"second", target)
+    write_file(b"first", target)
+    write_file(b"second", target)
     assert target.read_bytes() == b"second"
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no temp files
 

@@ -1723,3 +1723,19 @@ def unsafe_findings(predicate: dict[str, Any], *, include_suspicious: bool = Fal
     Fails closed: a malformed predicate yields a message rather than an empty list.
     """
     return list(_iter_unsafe(predicate, include_suspicious, include_unknown))
+
+
+def sign_scan(report: SafetyReport, signer: Any, *,
+              attestations_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Sign ``report`` as an in-toto Statement (predicate :data:`SAFETY_PREDICATE`, subjects
+    = the scanned files named as ``push`` names them) and write it by the naming rule of
+    :mod:`modelseal.attest.output` (``scan.<keyid8>.intoto.sigstore.json``), where
+    ``push --attestations`` picks it up. A FAILED result is signed too: it is evidence.
+    What ``modelseal scan --signer`` does; returns the file written."""
+    from modelseal.attest.output import sign_and_write
+    from modelseal.attest.statement import statement
+    from modelseal.formats import SAFETY_PREDICATE
+
+    subjects = [(s["name"], s["digest"]["sha256"]) for s in safety_subjects(report)]
+    st = statement(subjects, SAFETY_PREDICATE, safety_predicate(report))
+    return sign_and_write(st, signer, "scan", directory=attestations_dir).path

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelseal._util import network
 from modelseal._util.fs import (
@@ -61,6 +61,11 @@ from modelseal.modelpack import (
 from modelseal.oci.image_layout import LayoutStore
 from modelseal.oci.store import Descriptor, Store
 from modelseal.refs import Ref
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Signer
+
+    from modelseal.attestations import AttachOutcome
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -708,3 +713,127 @@ def _check_target_again(target: Path, overwrite: bool) -> None:
     if not overwrite and any(target.iterdir()):
         raise InputError(f"files appeared in the pull target {target} while pulling: refused",
                          hint="pass --overwrite to replace them")
+
+
+# ---------------------------------------------------------------------------------------------
+# publish: push, sign the package step, attach
+
+
+@dataclass
+class PublishResult:
+    """A push, and the attestations attached with it (``AttachOutcome``s), the signed bundles
+    written, and what the signer cannot sign (file -> reason, known before the upload)."""
+
+    push: PushResult
+    attached: list[AttachOutcome] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return self.push.digest
+
+    def newly_attached(self) -> list[str]:
+        """Referrer digests attached by this call (each once)."""
+        return list(dict.fromkeys(o.digest for o in self.attached if not o.already_attached))
+
+    def already_attached(self) -> list[str]:
+        """Referrer digests that were attached before (a retry adds nothing)."""
+        return list(dict.fromkeys(o.digest for o in self.attached if o.already_attached))
+
+    def to_dict(self) -> dict[str, object]:
+        return {**self.push.to_dict(), "attached": self.newly_attached(),
+                "alreadyAttached": self.already_attached(),
+                "skipped": [{"file": k, "reason": v} for k, v in self.skipped.items()]}
+
+
+def publish(model_dir: str | os.PathLike[str], store: Store, ref: Ref,
+            metadata: ModelMetadata, *, signer: Signer | None = None,
+            attestations: Sequence[str | os.PathLike[str]] = (),
+            signed_dir: str | os.PathLike[str] | None = None,
+            command: Sequence[str] | None = None,
+            exclude: Sequence[str] = DEFAULT_EXCLUDES, **push_kw: Any) -> PublishResult:
+    """Push ``model_dir`` (see :func:`push`), then attach the bundles in ``attestations``
+    (files or directories) and, with a ``signer``, sign the package step (an in-toto link and
+    an OpenSSF model-signing signature, where the signer can make one) and attach it too:
+    what ``modelseal push --signer --attestations`` does.
+
+    Everything that can fail early does so before any upload: the bundles are read and
+    checked, what the signer cannot sign is known. Each attestation is attached only when it
+    is not attached already (the same Statement signed by the same key), so a retry adds
+    nothing. The package step's bundles are written to ``signed_dir`` (default
+    ``.modelseal/attestations``) by the naming rule of :mod:`modelseal.attest.output`. The
+    model is named after its directory unless ``metadata`` names it.
+    """
+    from modelseal.attestations import bundle_files, package_step_capabilities, read_bundles
+
+    if "name" not in metadata.descriptor:
+        metadata = ModelMetadata({**metadata.descriptor, "name": Path(model_dir).resolve().name},
+                                 dict(metadata.config), dict(metadata.annotations))
+    skipped = package_step_capabilities(signer) if signer is not None else {}
+    bundles = read_bundles(bundle_files([Path(a) for a in attestations])) if attestations else []
+    pushed = push(model_dir, store, ref, metadata, exclude=exclude, **push_kw)
+    out = PublishResult(pushed, skipped=skipped)
+    if signer is None and not bundles:
+        return out
+    _attach_published(out, store, ref, signer, bundles, model_dir, metadata, signed_dir,
+                      command or ["modelseal", "push", str(model_dir), str(ref)], exclude)
+    return out
+
+
+def _attach_published(out: PublishResult, store: Store, ref: Ref, signer: Signer | None,
+                      bundles: list[tuple[str, bytes]], model_dir: str | os.PathLike[str],
+                      metadata: ModelMetadata, signed_dir: str | os.PathLike[str] | None,
+                      command: Sequence[str], exclude: Sequence[str]) -> None:
+    from modelseal.attest.bundle import parse_bundle
+    from modelseal.attest.model_signing import SIGNATURE_FILE
+    from modelseal.attest.output import bundle_path, write_file
+    from modelseal.attestations import (
+        AttachedBundles,
+        AttachOutcome,
+        attach_bundle,
+        attach_bundles_once,
+        excluded_paths,
+        plan_package_step,
+        sign_planned,
+        subject_of,
+    )
+
+    result = out.push
+    subject = subject_of(store, result.digest)
+    plan = None
+    if signer is not None:
+        if result.unchanged or result.manifest is None:
+            # sign what is in the store, not what we would have written
+            files = fetch_model_manifest(store, ref.with_digest(result.digest)).layers
+        else:
+            files = result.manifest.layers
+        # model_signing verify of MODEL_DIR itself must skip what push left out
+        plan = plan_package_step(files, signer, command=command,
+                                 model_name=str(metadata.descriptor.get("name", "model")),
+                                 ignore_paths=excluded_paths(Path(model_dir), exclude))
+    types: list[str | None] = []
+    for _source, data in bundles:
+        try:
+            types.append(parse_bundle(data).predicate_type)
+        except Exception:  # attach_bundles_once names the file
+            types.append(None)
+    if plan is not None:
+        types += [st.get("predicateType") for st in plan.statements.values()]
+    existing = AttachedBundles(store, subject.digest, types)
+    out.attached += attach_bundles_once(store, subject, bundles, existing)
+    if plan is None or signer is None:
+        return
+    for name, st in plan.statements.items():
+        # the model-signing signature keeps the name model_signing expects
+        path = bundle_path("package", signer, directory=signed_dir,
+                           filename=SIGNATURE_FILE if name == SIGNATURE_FILE else None)
+        there = existing.signed_by(st, signer)
+        if there is not None:  # signed and attached by this signer before: not again
+            out.attached.append(AttachOutcome(there.digest, None, path.name, True))
+            continue
+        data = sign_planned(name, st, signer)
+        out.written.append(write_file(data, path))
+        a = attach_bundle(store, subject, data, path.name)
+        existing.add(a.descriptor, data)
+        out.attached.append(AttachOutcome(a.descriptor.digest, a.tag, path.name, False))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from modelseal._util.fs import PathExcluder, atomic_write, exclude_patterns, walk_files
+from modelseal._util.fs import PathExcluder, exclude_patterns, walk_files
 from modelseal.attest.payload import Subject
 from modelseal.attest.statement import link_statement, resource_descriptor
 from modelseal.digest import DIR_DIGEST_SCHEME, DigestCache, hash_dir, hash_files
@@ -28,8 +28,6 @@ from modelseal.errors import InputError, UsageError
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
-DEFAULT_ATTESTATIONS_DIR = Path(".modelseal") / "attestations"
-ATTESTATION_SUFFIX = ".intoto.sigstore.json"
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_STREAM = 1024 * 1024  # bytes of stdout/stderr kept in the attestation
 
@@ -277,24 +275,6 @@ def record_step(
     return StepRecord(rc, link_statement(name, command, mats, prods, byproducts, environment))
 
 
-def attestation_filename(step: str, signer_keyid: str | None) -> str:
-    """``<step>.<first 8 hex of keyid>.intoto.sigstore.json``, as in-toto names links."""
-    check_step_name(step)
-    short = (signer_keyid or "keyless")[:8]
-    return f"{step}.{short}{ATTESTATION_SUFFIX}"
-
-
-def write_attestation(data: bytes, path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` to ``path`` atomically (``_util.fs.atomic_write``: temp file in the same
-    directory, fsync, rename, fsync the directory)."""
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write(target, data, tmp_prefix=f".{target.name}.")
-    except OSError as e:
-        raise InputError(f"cannot write {target}: {e.strerror or e}") from e
-
-
 def run_step(
     name: str,
     command: Sequence[str],
@@ -310,16 +290,13 @@ def run_step(
     The signer must be loaded first (see ``load_signer``), so a bad key fails before the
     command runs. A command that is not found raises CommandNotFoundError and writes nothing.
     """
-    from modelseal.attest.bundle import sign_statement
+    from modelseal.attest.output import DEFAULT_ATTESTATIONS_DIR, sign_and_write
     from modelseal.attest.signers import is_keyless
 
     check_step_name(name)
     rc, st = record_step(name, command, materials, products, **record_kw)
-    data = sign_statement(st, signer)
     kid = None if is_keyless(signer) else str(signer.public_key.keyid)
     base = Path(record_kw.get("base_dir") or Path.cwd())
     out_dir = Path(attestations_dir) if attestations_dir is not None else (
         base / DEFAULT_ATTESTATIONS_DIR)
-    path = write_attestation(data, out_dir / attestation_filename(
-        name, kid or str(signer.public_key.keyid)))
-    return SignedStep(rc, st, path, kid)
+    return SignedStep(rc, st, sign_and_write(st, signer, name, directory=out_dir).path, kid)

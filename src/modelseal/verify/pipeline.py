@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelseal._util.json import loads_object as load_json_object
 from modelseal.errors import InputError, NotFoundError
-from modelseal.formats import ANN_PREDICATE_TYPE, VSA_PREDICATE
+from modelseal.formats import ANN_PREDICATE_TYPE
 from modelseal.oci.store import Store
 from modelseal.refs import Ref
 from modelseal.verify.decision import ModelView, Verifier
@@ -22,13 +22,9 @@ from modelseal.verify.policy import Policy
 from modelseal.verify.result import Ignored, VerificationResult
 
 if TYPE_CHECKING:
-    from securesystemslib.signer import Signer
-
     from modelseal.modelpack import ModelManifest
     from modelseal.transfer import PullResult
     from modelseal.verify.lifecycle_requirement import LifecycleMemory
-
-VERIFIER_ID = "https://modelseal.dev/verifier/v1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,61 +111,3 @@ def pull_verified(store: Store, ref: Ref, target_dir: str | os.PathLike[str], po
     pulled = pull(store, ref.with_digest(manifest.digest), target_dir, manifest=manifest,
                   **pull_kw)
     return result, pulled
-
-
-# ---------------------------------------------------------------------------------------------
-# SLSA verification summary
-
-
-def vsa_statement(result: VerificationResult, ref: Ref, policy: Policy) -> dict[str, Any]:
-    """A SLSA VSA v1 Statement about the model manifest, saying what was verified."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from modelseal.attest.statement import statement
-
-    try:
-        ver = version("modelseal")
-    except PackageNotFoundError:
-        ver = "unknown"
-    policy_digest = {"sha256": policy.digest.partition(":")[2]} if policy.digest else {}
-    inputs = []
-    for step in result.steps:
-        for att in step.attestations:
-            inputs.append({"uri": f"{ref.base}@{att}", "digest": {"sha256": att.partition(":")[2]}})
-    policy_doc: dict[str, Any] = {"uri": policy.source.removeprefix("policy "),
-                                  "digest": policy_digest}
-    if result.layout_digest:
-        policy_doc["layout"] = {"uri": result.layout,
-                                "digest": {"sha256": result.layout_digest.partition(":")[2]}}
-    predicate = {
-        "verifier": {"id": VERIFIER_ID, "version": {"modelseal": ver}},
-        "timeVerified": result.verified_at,
-        "resourceUri": f"{ref.base}@{result.subject}",
-        "policy": policy_doc,
-        "inputAttestations": inputs,
-        "verificationResult": "PASSED" if result.verified else "FAILED",
-        "verifiedLevels": ["MODELSEAL_LAYOUT_VERIFIED"] if result.verified else ["FAILED"],
-        "dependencyLevels": {},
-        "slsaVersion": "1.0",
-    }
-    return statement([(ref.base, result.subject)], VSA_PREDICATE, predicate)
-
-
-def attach_vsa(store: Store, ref: Ref, result: VerificationResult, policy: Policy,
-               signer: Signer) -> str | None:
-    """Sign the VSA and attach it to the verified manifest; the referrer's digest.
-
-    A refusal is not attached (None): a FAILED summary next to the model would be one more
-    attestation of the VSA type for a policy, or another tool, to mistake for a pass. Write
-    it to a file (``vsa_statement`` + ``sign_statement``) to keep a record."""
-    from modelseal.attest.bundle import sign_statement
-    from modelseal.attestations import attach_bundle, subject_of
-
-    if not result.verified:
-        return None
-
-    bundle = sign_statement(vsa_statement(result, ref, policy), signer)
-    subject = subject_of(store, result.subject)
-    attached = attach_bundle(store, subject, bundle, "verification summary")
-    result.vsa = attached.descriptor.digest
-    return attached.descriptor.digest

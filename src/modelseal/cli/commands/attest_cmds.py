@@ -15,39 +15,17 @@ from typing import Any, TypeVar
 
 import click
 
-from modelseal.cli import emit_json, errors_to_exit, registry_options, store_kwargs, tsa_option
+from modelseal.cli.options import (
+    load_signer,
+    open_ref,
+    registry_options,
+    signer_options,
+    signer_options_optional,
+    store_kwargs,
+)
+from modelseal.cli.render import emit_json, errors_to_exit, note
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def signer_options(f: F, *, required: bool = True) -> F:
-    """--signer and what some signers need beside it (--tsa for a signed time)."""
-    f = tsa_option(f)
-    f = click.option("--trust-config", metavar="FILE|staging",
-                     help="Sigstore client trust config for keyless signing on a private "
-                          "Sigstore deployment (default: public Sigstore).")(f)
-    f = click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
-                     help="PEM public key of a KMS signer (default: fetched from the KMS).")(f)
-    f = click.option("--signer", required=required, envvar="MODELSEAL_SIGNER", metavar="URI|PATH",
-                     help="PEM private key path, or a signer URI: file2:PATH, hsm:ID?label=L, "
-                          "sigstore:, gcpkms:, awskms:, azurekms:, hv: (env MODELSEAL_SIGNER).")(f)
-    return f
-
-
-def signer_options_optional(f: F) -> F:
-    return signer_options(f, required=False)
-
-
-def _load_signer(kw: dict[str, Any]) -> Any:
-    from modelseal.attest.signers import load_public_key, load_signer
-
-    pub = load_public_key(kw.pop("public_key")) if kw.get("public_key") else None
-    kw.pop("public_key", None)
-    return load_signer(kw.pop("signer"), public_key=pub, trust_config=kw.pop("trust_config"))
-
-
-def _note(msg: str) -> None:
-    click.echo(msg, err=True)
 
 
 # ---- keygen ----------------------------------------------------------------------------------
@@ -131,7 +109,7 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
         from modelseal.digest import DigestCache, default_cache_path
 
         check_step_name(step)
-        signer = _load_signer(kw)
+        signer = load_signer(kw)
         cache = DigestCache(default_cache_path()) if kw["digest_cache"] else None
         streams = kw["record_streams"]
         outcome = run_step(
@@ -156,7 +134,7 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
                        "products": n_products,
                        "predicateType": outcome.statement["predicateType"]})
         else:
-            _note(f"modelseal: step {step!r} exited {rc}; {len(pred['materials'])} materials, "
+            note(f"modelseal: step {step!r} exited {rc}; {len(pred['materials'])} materials, "
                   f"{n_products} products; signed link: "
                   f"{outcome.attestation}")
     sys.exit(rc)
@@ -181,7 +159,6 @@ def _subjects(kw: dict[str, Any]) -> list[tuple[str, str]]:
     refs = kw.pop("subject_ref", ())
     if refs:
         from modelseal.attestations import subject_of
-        from modelseal.cli import open_ref
 
         opts = store_kwargs(kw)
         for text in refs:
@@ -221,38 +198,25 @@ def output_options(f: F) -> F:
 
 def _sign_and_write(st: dict[str, Any], signer: Any, default_name: str,
                     kw: dict[str, Any], extra: dict[str, Any] | None = None) -> Path | None:
-    from modelseal.attest.bundle import sign_statement
-    from modelseal.attest.signers import is_keyless
-    from modelseal.attest.steps import (
-        DEFAULT_ATTESTATIONS_DIR,
-        attestation_filename,
-        write_attestation,
-    )
+    """Sign and write by the one naming rule (attest.output); ``-o -`` prints the bundle."""
+    from modelseal.attest import output
 
-    data = sign_statement(st, signer)
     out = kw.get("output")
     path: Path | None
     if out == "-":
-        sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.buffer.write(output.sign(st, signer) + b"\n")
         sys.stdout.flush()
-        path = None
-    else:
-        if out:
-            target = Path(out)
-        else:
-            # --base-dir only says how subjects are named; outputs go where the user is.
-            base = Path(kw.get("attestations_dir") or DEFAULT_ATTESTATIONS_DIR)
-            kid = None if is_keyless(signer) else str(signer.public_key.keyid)
-            target = base / attestation_filename(kw.get("att_name") or default_name,
-                                                 kid or str(signer.public_key.keyid))
-        path = write_attestation(data, target)
-    summary = {"attestation": str(path) if path else "-", "predicateType": st["predicateType"],
+        return None
+    # --base-dir only says how subjects are named; outputs go where the user is.
+    path = output.sign_and_write(st, signer, kw.get("att_name") or default_name,
+                                 directory=kw.get("attestations_dir"), path=out or None).path
+    summary = {"attestation": str(path), "predicateType": st["predicateType"],
                "subjects": len(st["subject"]), **(extra or {})}
-    if kw.get("json_mode") and out != "-":
+    if kw.get("json_mode"):
         emit_json(summary)
-    elif out != "-":
-        _note(f"modelseal: signed {st['predicateType']} about {len(st['subject'])} subject(s): "
-              f"{path}")
+    else:
+        note(f"modelseal: signed {st['predicateType']} about {len(st['subject'])} subject(s): "
+             f"{path}")
     return path
 
 
@@ -271,7 +235,7 @@ def _attest_custom(predicate_type: str | None, predicate: str | None, kw: dict[s
         raise InputError(f"cannot read predicate {predicate}: {e}") from e
     if not isinstance(pred, dict):
         raise InputError(f"predicate {predicate} must be a JSON object")
-    signer = _load_signer(kw)
+    signer = load_signer(kw)
     st = statement(_subjects(kw), predicate_type, pred)
     _sign_and_write(st, signer, "attestation", kw)
 
@@ -370,7 +334,7 @@ def attest_provenance(**kw: Any) -> None:
                 hp[k] = json.loads(v)
             except ValueError:
                 hp[k] = v
-        signer = _load_signer(kw)
+        signer = load_signer(kw)
         base = None  # datasets and base models are paths as the user typed them
         pred = provenance_predicate(
             hyperparameters=hp,
@@ -413,7 +377,7 @@ def attest_evaluation(**kw: Any) -> None:
             raise InputError(f"cannot read metrics {kw['metrics']}: {e}") from e
         if not isinstance(metrics, dict):
             raise InputError(f"metrics {kw['metrics']} must be a JSON object")
-        signer = _load_signer(kw)
+        signer = load_signer(kw)
         base = None  # metrics and datasets are paths as the user typed them
         metrics_rd = _descriptor_arg(kw["metrics"], "metrics", base)
         config = [metrics_rd, *(_descriptor_arg(d, "dataset", base) for d in kw["datasets"])]
@@ -424,7 +388,7 @@ def attest_evaluation(**kw: Any) -> None:
                         extra={"result": pred["result"], "failedTests": failed,
                                "passedTests": pred["passedTests"]})
         if failed and not kw.get("json_mode"):
-            _note("modelseal: evaluation FAILED: " + ", ".join(failed))
+            note("modelseal: evaluation FAILED: " + ", ".join(failed))
     if failed:
         sys.exit(1)
 

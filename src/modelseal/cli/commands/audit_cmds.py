@@ -9,15 +9,8 @@ from typing import Any
 
 import click
 
-from modelseal.cli import (
-    console,
-    emit_json,
-    errors_to_exit,
-    human_size,
-    make_progress,
-    registry_options,
-    store_kwargs,
-)
+from modelseal.cli.options import registry_options, store_kwargs
+from modelseal.cli.render import console, emit_json, errors_to_exit, human_size, make_progress
 
 
 @contextlib.contextmanager
@@ -220,9 +213,9 @@ def audit(ref: str, policy_file: str | None, html_file: str | None, json_mode: b
         r = parse_ref(ref)
         report = build_report(open_store(r, **opts), r, policy=policy, registry_options=opts)
         if html_file:
-            from modelseal.attest.steps import write_attestation
+            from modelseal.attest.output import write_file
 
-            write_attestation(render_html(report).encode(), html_file)  # atomic write
+            write_file(render_html(report).encode(), html_file)  # atomic write
         if json_mode:
             emit_json(report.to_dict())
             return

@@ -13,16 +13,14 @@ from typing import Any
 
 import click
 
-from modelseal.cli import (
-    console,
-    emit_json,
-    errors_to_exit,
-    escape,
+from modelseal.cli.options import (
+    load_signer,
     open_ref,
     registry_options,
+    signer_options_optional,
     store_kwargs,
 )
-from modelseal.cli.commands.attest_cmds import _load_signer, signer_options_optional
+from modelseal.cli.render import console, emit_json, errors_to_exit, escape, note
 
 
 def _parse_dataset(arg: str) -> tuple[Path, str | None]:
@@ -62,9 +60,9 @@ def _is_ref(text: str) -> bool:
 
 
 def _write_output(data: bytes, output: Path) -> None:
-    from modelseal._util.fs import atomic_write
+    from modelseal.attest.output import write_file
 
-    atomic_write(output, data)
+    write_file(data, output)  # atomic, like every file modelseal writes
 
 
 @click.command()
@@ -120,9 +118,8 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
     or attached.
     """
     with errors_to_exit(json_mode):
-        from modelseal.bom.build import build_bom, serialize_bom
-        from modelseal.bom.environment import site_packages_of
-        from modelseal.bom.inputs import dataset_from_path, load_metrics, load_model_card
+        from modelseal.bom.build import serialize_bom
+        from modelseal.bom.flow import BomInputs, bom_of_directory, publish_bom
         from modelseal.errors import InputError, UsageError
 
         if fmt == "xml":
@@ -133,120 +130,48 @@ def bom(model: str, name: str | None, model_version: str | None, model_card: Pat
                              hint="give a directory, HOST[:PORT]/REPO[:TAG] or oci:PATH[:TAG]")
         if attach and not is_ref:
             raise UsageError("--attach needs a REF (a pushed model), not a directory")
-        if scan_dir is not None and not is_ref:
-            raise UsageError("--scan DIR is for a REF: a model directory is scanned itself")
         if scan_dir is not None and no_scan:
             raise UsageError("--scan DIR and --no-scan contradict each other")
-        if is_ref and steps:
-            raise UsageError("--step is for a directory; a REF's steps come from the "
-                             "attestations attached to it")
-        # every input first: nothing is signed, written or attached unless all of it is good
-        card = load_model_card(model_card) if model_card else None
-        ds = [dataset_from_path(p, n) for p, n in map(_parse_dataset, datasets)]
-        mets = load_metrics(metrics) if metrics else None
-        if environment is not None:
-            site_packages_of(environment)
-        if scan_dir is not None and not scan_dir.is_dir():
-            raise InputError(f"--scan {scan_dir}: not a directory")
-        signer = _load_signer(kw) if kw.get("signer") else None
-        if not kw.get("signer"):
-            for k in ("signer", "public_key", "trust_config"):
-                kw.pop(k, None)
-        model_name = name or (card or {}).get("name")
-
+        inputs = BomInputs(name=name, version=model_version, model_card=model_card,
+                           datasets=[_parse_dataset(d) for d in datasets], metrics=metrics,
+                           environment=environment, environment_files=env_files,
+                           steps=[_parse_step(s) for s in steps], scan=not no_scan,
+                           scan_dir=scan_dir, spec_version=spec)
+        signer = load_signer(kw)
         if not is_ref:
-            from modelseal.bom.inputs import model_info_from_dir
-
-            model_dir = Path(model)
-            step_refs = [_parse_step(s) for s in steps]
-            info = model_info_from_dir(model_dir, model_name or model_dir.resolve().name,
-                                       model_version)
-            report = None
-            if not no_scan:
-                from modelseal.safety import scan_model
-
-                report = scan_model(model_dir)
-            doc = build_bom(info, model_card=card, datasets=ds, metrics=mets,
-                            environment=environment, steps=step_refs, safety=report,
-                            spec_version=spec, environment_files=env_files)
-            data = serialize_bom(doc, fmt)
-            if signer is not None:
-                from modelseal.attest.bundle import sign_statement
-                from modelseal.bom.remote import bom_statement
-
-                st = bom_statement(doc, [(f.path, f.sha256) for f in info.files])
-                path = _write_bundle(sign_statement(st, signer), signer, kw)
-                click.echo(f"signed: {path}", err=True)
-            _emit_bom(data, output, doc, spec)
+            done = bom_of_directory(model, inputs, signer=signer,
+                                    attestations_dir=kw.get("attestations_dir"))
+            if done.signed is not None:
+                note(f"signed: {done.signed}")
+            _emit_bom(serialize_bom(done.document, fmt), output, done.document, spec)
             return
 
-        from modelseal.bom.remote import attach_bom, bom_for_ref, bom_statement, bom_subjects
-
         r, store = open_ref(model, store_kwargs(kw))
-        built = bom_for_ref(store, r, model_card=card, datasets=ds, metrics=mets,
-                            environment=environment, scan_dir=scan_dir,
-                            use_attached_safety=not no_scan, name=model_name,
-                            version=model_version, spec_version=spec,
-                            environment_files=env_files)
-        doc = built.document
-        data = serialize_bom(doc, fmt)
-        bundle_path = None
-        bundle = None
-        if signer is not None:
-            from modelseal.attest.bundle import sign_statement
-
-            st = bom_statement(doc, bom_subjects(built.manifest, built.ref))
-            bundle = sign_statement(st, signer)
-            bundle_path = _write_bundle(bundle, signer, kw)
+        done = publish_bom(store, r, inputs, signer=signer, attach=attach,
+                           attestations_dir=kw.get("attestations_dir"))
+        data = serialize_bom(done.document, fmt)
         if output is not None:
             _write_output(data, output)
-        summary: dict[str, Any] = {
-            "ref": str(built.ref), "digest": built.manifest.digest, "specVersion": spec,
-            "components": len(doc.get("components", [])),
-            "steps": [s.name for s in built.steps], "safety": built.safety_source,
-            "metrics": built.metrics_source,
-            "signed": str(bundle_path) if bundle_path else None, "attached": {}}
-        if attach:
-            from modelseal.attestations import subject_of
-
-            subject = subject_of(store, built.manifest.digest)
-            done = attach_bom(store, subject, doc, bundle)
-            summary["attached"] = {"bom": done.plain.descriptor.digest,
-                                   "attestation": done.signed.descriptor.digest
-                                   if done.signed else None}
+        summary = done.summary()
         if json_mode:
             emit_json(summary)
             return
         if output is None and not attach:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
-        note = (f"ML-BOM of {built.ref.base}@{built.manifest.digest}: CycloneDX {spec}, "
-                f"{summary['components']} components, validated; steps: "
-                f"{', '.join(summary['steps']) or 'none found'}; safety: "
-                f"{built.safety_source or 'none'}; metrics: {built.metrics_source or 'none'}")
-        click.echo(note, err=True)
+        ref_text = f"{done.ref.base}@{done.digest}" if done.ref else model
+        note(f"ML-BOM of {ref_text}: CycloneDX {spec}, "
+             f"{summary['components']} components, validated; steps: "
+             f"{', '.join(summary['steps']) or 'none found'}; safety: "
+             f"{done.safety_source or 'none'}; metrics: {done.metrics_source or 'none'}")
         if output is not None:
-            click.echo(f"wrote {output}", err=True)
-        if bundle_path:
-            click.echo(f"signed: {bundle_path}", err=True)
+            note(f"wrote {output}")
+        if done.signed:
+            note(f"signed: {done.signed}")
         if attach:
-            click.echo(f"attached: CycloneDX referrer {summary['attached']['bom']}"
-                       + (f", signed attestation {summary['attached']['attestation']}"
-                          if bundle else " (no --signer: no signed attestation)"), err=True)
-
-
-def _write_bundle(bundle: bytes, signer: Any, kw: dict[str, Any], step: str = "bom") -> Path:
-    """Write a signed bundle atomically to the attestations directory."""
-    from modelseal.attest.signers import is_keyless
-    from modelseal.attest.steps import (
-        DEFAULT_ATTESTATIONS_DIR,
-        attestation_filename,
-        write_attestation,
-    )
-
-    base = Path(kw.get("attestations_dir") or DEFAULT_ATTESTATIONS_DIR)
-    kid = None if is_keyless(signer) else str(signer.public_key.keyid)
-    return write_attestation(bundle, base / attestation_filename(step, kid))
+            note(f"attached: CycloneDX referrer {done.attached['bom']}"
+                 + (f", signed attestation {done.attached['attestation']}"
+                    if done.bundle else " (no --signer: no signed attestation)"))
 
 
 def _emit_bom(data: bytes, output: Path | None, doc: dict[str, Any], spec: str) -> None:
@@ -285,20 +210,14 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, refuse_unknown: bool,
     """
     with errors_to_exit(json_mode):
         from modelseal.errors import VerificationError
-        from modelseal.formats import SAFETY_PREDICATE
-        from modelseal.safety import safety_predicate, safety_subjects, scan_model, unsafe_findings
+        from modelseal.safety import safety_predicate, scan_model, sign_scan, unsafe_findings
 
-        signer = _load_signer(kw) if kw.get("signer") else None  # a bad key fails first
+        signer = load_signer(kw)  # a bad key fails first
         report = scan_model(model_dir)
         pred = safety_predicate(report)
         signed = None
         if signer is not None:
-            from modelseal.attest.bundle import sign_statement
-            from modelseal.attest.statement import statement
-
-            subjects = [(s["name"], s["digest"]["sha256"]) for s in safety_subjects(report)]
-            signed = _write_bundle(sign_statement(statement(subjects, SAFETY_PREDICATE, pred),
-                                                  signer), signer, kw, "scan")
+            signed = sign_scan(report, signer, attestations_dir=kw.get("attestations_dir"))
         if json_mode:
             emit_json(pred)
         else:
@@ -331,62 +250,3 @@ def scan(model_dir: Path, json_mode: bool, strict: bool, refuse_unknown: bool,
             console(stderr=True).print(
                 f"no unsafe files ({c['safe']} safe pickles, {c['no-code-format']} no-code "
                 f"formats, {c['suspicious']} suspicious, {c['unknown']} unknown)")
-
-
-def print_bom_summary(summary: dict[str, Any], *, source: str, referrer: str) -> None:
-    """Print :func:`modelseal.bom.summarize_bom` for a person (used by ``inspect --bom``)."""
-    from rich.table import Table
-
-    c = console()
-    m = summary["model"]
-    c.print(f"[bold]ML-BOM[/] (CycloneDX {summary.get('spec_version')}, from the {source} "
-            f"{referrer}; signature not checked here: `modelseal verify` checks it)",
-            soft_wrap=True)
-    c.print(f"model: {escape(str(m.get('name')))} {escape(str(m.get('version') or ''))}  "
-            f"{m.get('files')} files  license: {escape(str(m.get('license') or 'unknown'))}",
-            soft_wrap=True)
-    if m.get("purl"):
-        c.print(f"purl: {escape(str(m['purl']))}", soft_wrap=True)
-    for k in ("task", "architecture"):
-        if summary.get(k):
-            c.print(f"{k}: {escape(str(summary[k]))}")
-    if summary["datasets"]:
-        t = Table(title="datasets", box=None, title_justify="left")
-        for col in ("name", "sha256", "license", "source"):
-            t.add_column(col, overflow="fold")
-        for d in summary["datasets"]:
-            t.add_row(*(escape(str(d.get(k) or "-")) for k in ("name", "sha256", "license",
-                                                                "source")))
-        c.print(t)
-    else:
-        c.print("datasets: none recorded")
-    if summary["metrics"]:
-        t = Table(title="metrics", box=None, title_justify="left")
-        for col in ("metric", "value", "slice", "confidence interval"):
-            t.add_column(col)
-        for x in summary["metrics"]:
-            ci = x.get("confidenceInterval") or {}
-            t.add_row(escape(str(x.get("type"))), escape(str(x.get("value"))),
-                      escape(str(x.get("slice") or "-")),
-                      f"{ci.get('lowerBound')}..{ci.get('upperBound')}" if ci else "-")
-        c.print(t)
-    else:
-        c.print("metrics: none recorded")
-    libs = summary["libraries"]
-    lic = ", ".join(f"{escape(k)} ({v})" for k, v in list(libs["licenses"].items())[:12])
-    c.print(f"libraries: {libs['count']}" + (f"; licenses: {lic}" if lic else ""),
-            soft_wrap=True)
-    cons = summary.get("considerations") or {}
-    for k, v in cons.items():
-        items = [x.get("name", str(x)) if isinstance(x, dict) else str(x) for x in v]
-        c.print(f"{k}: " + "; ".join(escape(i) for i in items), soft_wrap=True)
-    sf = summary["safety"]
-    if sf.get("result"):
-        c.print(f"safety: {sf['result']} ({escape(str(sf.get('scanner')))})"
-                + (f"; unsafe: {', '.join(map(str, sf['unsafe_files']))}"
-                   if sf.get("unsafe_files") else ""), soft_wrap=True)
-    else:
-        c.print("safety: not recorded")
-    if summary.get("steps"):
-        c.print("pipeline: " + " -> ".join(escape(str(s)) for s in summary["steps"]),
-                soft_wrap=True)

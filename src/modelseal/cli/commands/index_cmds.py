@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from modelseal.cli import console, emit_json, errors_to_exit, registry_options, store_kwargs
+from modelseal.cli.options import registry_options, store_kwargs
+from modelseal.cli.render import console, emit_json, errors_to_exit
 
 DB_HELP = ("Index database: sqlite:///PATH, a path, or postgresql://USER@HOST:PORT/DB "
            "(env MODELSEAL_DB; default: a SQLite file in the user's data directory).")

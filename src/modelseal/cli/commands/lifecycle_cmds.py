@@ -11,14 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from modelseal.cli import (
-    console,
-    emit_json,
-    errors_to_exit,
-    open_ref,
-    registry_options,
-    store_kwargs,
-)
+from modelseal.cli.options import open_ref, registry_options, store_kwargs
+from modelseal.cli.render import console, emit_json, errors_to_exit
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,15 +7,8 @@ from typing import Any
 
 import click
 
-from modelseal.cli import (
-    console,
-    emit_json,
-    errors_to_exit,
-    escape,
-    open_ref,
-    registry_options,
-    store_kwargs,
-)
+from modelseal.cli.options import open_ref, registry_options, store_kwargs
+from modelseal.cli.render import console, emit_json, errors_to_exit, escape
 
 
 @click.command()

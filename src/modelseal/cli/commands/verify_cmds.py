@@ -9,16 +9,8 @@ from typing import Any
 
 import click
 
-from modelseal.cli import (
-    console,
-    emit_json,
-    errors_to_exit,
-    escape,
-    open_ref,
-    registry_options,
-    store_kwargs,
-    tsa_option,
-)
+from modelseal.cli.options import open_ref, registry_options, store_kwargs, tsa_option
+from modelseal.cli.render import console, emit_json, errors_to_exit, escape
 
 EXIT_REFUSED = 10
 EXIT_CHECK_FAILED = 1
@@ -29,9 +21,9 @@ def _write_json(doc: Any, output: str | None) -> None:
     if output in (None, "-"):
         click.echo(text, nl=False)
     else:
-        from modelseal._util.fs import atomic_write
+        from modelseal.attest.output import write_file
 
-        atomic_write(str(output), text.encode())
+        write_file(text.encode(), output)  # atomic; an unwritable place is an InputError
 
 
 @click.group()
@@ -234,7 +226,7 @@ def verify(ref: str, policy_file: str, vsa_signer: str | None, attach: bool,
     """
     with errors_to_exit(json_mode):
         from modelseal.errors import UsageError
-        from modelseal.verify.pipeline import attach_vsa, verify_model, vsa_statement
+        from modelseal.verify.pipeline import verify_model
         from modelseal.verify.policy import load_policy
 
         if (attach or vsa_output) and not vsa_signer:
@@ -259,15 +251,9 @@ def verify(ref: str, policy_file: str, vsa_signer: str | None, attach: bool,
         r, store = open_ref(ref, opts)
         result = verify_model(store, r, policy, registry_options=opts, now=now, state=state)
         if signer is not None:
-            if attach and attach_vsa(store, r, result, policy, signer) is None:
-                result.warnings.append("the verification summary was not attached: a refused "
-                                       "model gets no VSA next to it (use --vsa-output to keep "
-                                       "the FAILED summary)")
-            if vsa_output:
-                from modelseal._util.fs import atomic_write
-                from modelseal.attest.bundle import sign_statement
+            from modelseal.verify.vsa import publish_vsa
 
-                atomic_write(vsa_output, sign_statement(vsa_statement(result, r, policy), signer))
+            publish_vsa(store, r, result, policy, signer, attach=attach, output=vsa_output)
         if json_mode:
             emit_json(result.to_dict())
         else:
