@@ -48,7 +48,7 @@ TARGET_WALL_S = 5.0
 
 def hostile_set(p: Any, n: int) -> list[str]:
     from hostile_fixtures import attach_blobs, hostile_blobs
-    from modelseal.attestations import subject_of
+    from modelseal.attest.attachments import subject_of
 
     kinds = list(hostile_blobs(p.digest).values())
     # distinct bytes per referrer (a trailing space keeps JSON valid), as distinct pushes
@@ -62,7 +62,7 @@ def hostile_set(p: Any, n: int) -> list[str]:
 
 def big_set(p: Any, work: Path, n: int, size: int) -> list[str]:
     from hostile_fixtures import attach_raw, big_blob, index_add
-    from modelseal.attestations import subject_of
+    from modelseal.attest.attachments import subject_of
 
     subject = subject_of(p.store, p.digest)
     big = big_blob(p.store, work / "big.bin", size)
@@ -75,8 +75,8 @@ def big_set(p: Any, work: Path, n: int, size: int) -> list[str]:
 
 def sigs_set(p: Any) -> tuple[list[str], float]:
     from hostile_fixtures import attach_blobs, bundle, link_statement
+    from modelseal.attest.attachments import subject_of
     from modelseal.attest.bundle import parse_bundle
-    from modelseal.attestations import subject_of
     from modelseal.errors import InputError
 
     data = bundle(link_statement(p.digest, None), signatures=100_000, sig=b"\x01", hint="k")

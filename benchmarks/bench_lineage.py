@@ -87,9 +87,9 @@ class BatchLayout(LayoutStore):
 def generate(root: Path, n: int) -> dict[str, Any]:
     """N model versions with their attestations; returns what the queries need."""
     from index_fixtures import build_world_keys, evaluation, provenance
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.statement import resource_descriptor
-    from modelseal.attestations import attach_bundle, subject_of
     from modelseal.index.crawler import PolicyContext
     from modelseal.lifecycle.service import transition
     from modelseal.modelpack import ModelMetadata

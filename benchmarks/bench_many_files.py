@@ -74,9 +74,9 @@ def setup_evidence(work: Path, ref_text: str) -> Path:
     """Five signed links over the model's files, attached; the layout and a policy."""
     from bench_verify import pipeline_statements
 
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.signers import keygen, load_public_key, load_signer
-    from modelseal.attestations import attach_bundle, subject_of
     from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
     from modelseal.oci import open_store
     from modelseal.refs import parse_ref
@@ -94,8 +94,8 @@ def setup_evidence(work: Path, ref_text: str) -> Path:
     store = open_store(ref)
     manifest = fetch_model_manifest(store, ref)
     subject = subject_of(store, manifest.digest)
+    import modelseal.attest.attachments as att_mod
     import modelseal.attest.bundle as bundle_mod
-    import modelseal.attestations as att_mod
 
     with _raised_bounds(bundle_mod, att_mod):
         for step, st in pipeline_statements(manifest.files).items():
@@ -131,8 +131,8 @@ class _raised_bounds:
 
 def verify_child(ref_text: str, policy: str) -> int:
     """``--raise-bounds`` child: verify in-process with the attestation bounds raised."""
+    import modelseal.attest.attachments as att_mod
     import modelseal.attest.bundle as bundle_mod
-    import modelseal.attestations as att_mod
     import modelseal.verify.evidence as evidence_mod
     from modelseal.oci import open_store
     from modelseal.refs import parse_ref

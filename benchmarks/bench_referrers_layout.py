@@ -70,9 +70,9 @@ def attach_pipeline(store: Any, subject: Any, files: dict[str, str],
     """The five signed pipeline links and a signed BOM, attached; their descriptors."""
     from bench_verify import pipeline_statements
 
+    from modelseal.attest.attachments import attach_bundle
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.statement import statement
-    from modelseal.attestations import attach_bundle
 
     descs = [attach_bundle(store, subject, sign_statement(st, signer[step])).descriptor
              for step, st in pipeline_statements(files).items()]
@@ -124,7 +124,7 @@ def build(work: Path, n: int) -> dict[str, str]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     from modelseal._util.json import canonical_json
-    from modelseal.attestations import subject_of
+    from modelseal.attest.attachments import subject_of
     from modelseal.formats import INDEX_V1
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci.image_layout import REF_NAME, LayoutStore

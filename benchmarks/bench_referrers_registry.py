@@ -61,7 +61,7 @@ def build(work: Path, server: RegistryServer, n: int, threads: int) -> dict[str,
     done = work / "done.json"
     if done.exists() and json.loads(done.read_text()).get("n") == n:
         return dict(json.loads(done.read_text())["paths"])
-    from modelseal.attestations import subject_of
+    from modelseal.attest.attachments import subject_of
     from modelseal.modelpack import ModelMetadata
     from modelseal.oci.referrers import add_to_index
     from modelseal.oci.registry import RegistryStore

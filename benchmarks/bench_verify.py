@@ -99,11 +99,11 @@ def pipeline_statements(files: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 def setup(root: Path, model: Path, registry: Any, extra_referrers: int) -> dict[str, Any]:
     from modelseal._util.json import canonical_json
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.model_signing import sign_model_signing
     from modelseal.attest.signers import keygen, load_public_key, load_signer
     from modelseal.attest.statement import statement
-    from modelseal.attestations import attach_bundle, subject_of
     from modelseal.bom.build import build_bom
     from modelseal.bom.inputs import HashedModelFile, ModelInfo
     from modelseal.digest import DigestCache

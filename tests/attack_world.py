@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from malicious_store import MaliciousStore
-from modelseal.attestations import attach_bundle, subject_of
+from modelseal.attest.attachments import attach_bundle, subject_of
 from modelseal.formats import ANN_BLOB
 from modelseal.intoto_layout.authoring import load_template, new_layout
 from modelseal.intoto_layout.model import key_dict, key_identity

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from modelseal.attest.attachments import attach_bundle, subject_of
 from modelseal.attest.bundle import sign_statement
 from modelseal.attest.statement import (
     evaluation_predicate,
@@ -19,7 +20,6 @@ from modelseal.attest.statement import (
     resource_descriptor,
     statement,
 )
-from modelseal.attestations import attach_bundle, subject_of
 from modelseal.formats import LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE, TEST_RESULT_PREDICATE
 from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
 from modelseal.lifecycle.layout import add_lifecycle_rules

@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 from typing import BinaryIO
 
-from modelseal.attestations import subject_of
+from modelseal.attest.attachments import subject_of
 from modelseal.errors import DigestMismatchError, NotFoundError, StoreError
 from modelseal.formats import (
     ANN_BUNDLE_CONTENT,

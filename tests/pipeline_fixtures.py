@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
+from modelseal.attest.attachments import attach_bundle, subject_of
 from modelseal.attest.bundle import sign_statement
 from modelseal.attest.signers import keygen, load_public_key, load_signer
 from modelseal.attest.steps import record_step
-from modelseal.attestations import attach_bundle, subject_of
 from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
 from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store

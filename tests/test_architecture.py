@@ -28,15 +28,13 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parent.parent / "src"
 ROOT = "modelseal"
 
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"cli"}),
-    frozenset({"transfer", "verify", "bom", "attest", "attestations", "intoto_layout",
-               "safety", "audit", "index", "lifecycle", "copy"}),
+    frozenset({"transfer", "verify", "bom", "attest", "intoto_layout", "safety", "audit",
+               "index", "lifecycle", "copy"}),
     frozenset({"modelpack", "oci", "tarlayers"}),
     frozenset({"digest", "refs", "formats", "_util"}),
     frozenset({"errors"}),
@@ -44,8 +42,8 @@ LAYERS: tuple[frozenset[str], ...] = (
 """DESIGN.md section 4, top to bottom: "cli -> (transfer, verify, bom, attest, intoto_layout,
 safety, audit, index, lifecycle, copy) -> (modelpack, oci) -> (digest, refs, formats, _util)
 -> errors". A module may import its own layer and the layers below, never one above.
-``attestations`` (attaching bundles to a model) sits with ``attest``; ``tarlayers`` (the tar
-layers of many-file models) with ``modelpack``, whose layers it packs."""
+``tarlayers`` (the tar layers of many-file models) sits with ``modelpack``, whose layers it
+packs."""
 
 DECISION = f"{ROOT}.verify.decision"
 IO_MODULES = (f"{ROOT}.oci", f"{ROOT}.transfer", f"{ROOT}.copy", "requests", "urllib3", "http")
@@ -255,11 +253,6 @@ def test_the_analysis_sees_every_kind_of_import() -> None:
 # contracts
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "being fixed on other branches: cli <-> cli.commands.attest_cmds/bom_cmds (the shared CLI "
-    "helpers live in cli/__init__, which imports the command modules; bom_cmds imports "
-    "attest_cmds) and oci.registry <-> modelpack (oci imports modelpack, which imports "
-    "oci.store); remove this mark once merged"))
 def test_no_import_cycle_between_modules() -> None:
     found = cycles(module_graph(("module", "lazy")))
     assert not found, _explain(found, packages=False)
@@ -277,9 +270,6 @@ def test_nothing_below_the_cli_imports_it() -> None:
     assert not bad, "the library imports the CLI:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "being fixed on another branch: cli.commands.bom_cmds imports cli.commands.attest_cmds; "
-    "remove this mark once merged"))
 def test_cli_command_modules_never_import_each_other() -> None:
     prefix = f"{ROOT}.cli.commands."
     bad = list(dict.fromkeys(str(i) for i in internal(("module", "lazy", "typing"))

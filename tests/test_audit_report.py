@@ -150,9 +150,9 @@ def test_refused_model_report_lists_every_reason(tmp_path: Path,
 
 def test_report_escapes_hostile_attestation_text(tmp_path: Path,
                                                  registry: RegistryServer) -> None:
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.statement import link_statement
-    from modelseal.attestations import attach_bundle, subject_of
 
     p = honest_pipeline(tmp_path, registry.host)
     evil = link_statement("x<script>alert(1)</script>", ["<img src=x onerror=alert(1)>"],
@@ -167,9 +167,9 @@ def test_report_escapes_hostile_attestation_text(tmp_path: Path,
 
 def test_attestations_download_names_files_by_step_predicate_and_signer(
         tmp_path: Path, registry: RegistryServer) -> None:
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.statement import statement
-    from modelseal.attestations import attach_bundle, subject_of
 
     p = honest_pipeline(tmp_path, registry.host)
     trainer = p.functionaries["trainer"]

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from modelseal.attest.attachments import list_attestations
 from modelseal.attest.bundle import verify_bundle
 from modelseal.attest.signers import keygen, load_public_key
-from modelseal.attestations import list_attestations
 from modelseal.formats import BOM_MEDIA_TYPE, BOM_PREDICATE, BUNDLE_MEDIA_TYPE, SAFETY_PREDICATE
 from modelseal.oci import open_store
 from modelseal.oci.referrers import fetch_referrer_blob, list_referrers
@@ -205,7 +205,7 @@ def test_inspect_bom_shows_datasets_metrics_libraries_and_safety(
 
 def test_inspect_bom_reads_the_attestation_when_there_is_no_plain_referrer(
         work: Path, registry: RegistryServer) -> None:
-    from modelseal.attestations import attach_bundle, subject_of
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.bom.remote import find_attached_bom
 
     ref = _pushed(work, registry, scan=False)
@@ -285,10 +285,10 @@ def test_formulation_follows_the_pipeline_data_flow(tmp_path: Path,
 
 def test_metrics_come_from_the_attached_evaluation_when_not_given(
         work: Path, registry: RegistryServer) -> None:
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.attest.bundle import sign_statement
     from modelseal.attest.signers import load_signer
     from modelseal.attest.statement import evaluation_predicate, parse_threshold, statement
-    from modelseal.attestations import attach_bundle, subject_of
     from modelseal.formats import TEST_RESULT_PREDICATE
 
     ref = _pushed(work, registry, scan=False)

@@ -18,9 +18,9 @@ import pytest
 
 from modelseal import transfer
 from modelseal._util.json import canonical_json as cj
+from modelseal.attest.attachments import subject_of
 from modelseal.attest.bundle import sign_statement
 from modelseal.attest.signers import keygen, load_signer
-from modelseal.attestations import subject_of
 from modelseal.errors import StoreError, TagConflictError
 from modelseal.formats import (
     ANN_CREATED,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from modelseal.attest.attachments import attach_bundle, subject_of
 from modelseal.attest.bundle import sign_statement
 from modelseal.attest.statement import statement
-from modelseal.attestations import attach_bundle, subject_of
 from modelseal.copy import copy
 from modelseal.errors import DigestMismatchError, TagConflictError
 from modelseal.oci import open_store

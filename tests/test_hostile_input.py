@@ -30,8 +30,8 @@ from modelseal._util.limits import (
     MAX_SIGNATURES_PER_ENVELOPE,
 )
 from modelseal._util.time import parse_time
+from modelseal.attest.attachments import subject_of
 from modelseal.attest.bundle import parse_bundle
-from modelseal.attestations import subject_of
 from modelseal.errors import InputError, UnsafePathError, UsageError
 from modelseal.formats import INDEX_V1, MANIFEST_V1
 from modelseal.modelpack import ModelMetadata, parse_model_manifest

@@ -16,8 +16,8 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from modelseal.attest.attachments import attach_bundle, list_attestations, subject_of
 from modelseal.attest.lifecycle import LifecycleRecord, record_digest
-from modelseal.attestations import attach_bundle, list_attestations, subject_of
 from modelseal.cli import main
 from modelseal.errors import InputError
 from modelseal.formats import LIFECYCLE_PREDICATE

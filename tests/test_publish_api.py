@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from modelseal.attest.attachments import list_attestations
 from modelseal.attest.bundle import parse_bundle
-from modelseal.attestations import list_attestations
 from modelseal.formats import BOM_PREDICATE, LINK_PREDICATE, MODEL_SIGNING_PREDICATE
 from modelseal.modelpack import ModelMetadata
 from modelseal.transfer import publish

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from modelseal.attestations import list_attestations
+from modelseal.attest.attachments import list_attestations
 from modelseal.oci import open_store
 from modelseal.refs import parse_ref
 from registry_server import RegistryServer

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelseal.attestations import subject_of
+from modelseal.attest.attachments import subject_of
 from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
 from modelseal.oci.referrers import attach, fallback_tag, fetch_referrer_blob, list_referrers
@@ -206,7 +206,7 @@ CLI = [sys.executable, "-m", "modelseal.cli"]
 
 def test_attach_json_says_whether_the_fallback_index_lists_the_referrer(
         registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelseal.attestations import attach_bundles
+    from modelseal.attest.attachments import attach_bundles
     from modelseal.oci import referrers
 
     store, digest = _model(tmp_path, f"{registry.host}/models/indexed:v1")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelseal.attest import bundle, signers, statement, steps
+from modelseal.attest import bundle, output, signers, statement, steps
 from modelseal.errors import InputError, UsageError
 
 MODELSEAL = [sys.executable, "-m", "modelseal.cli"]
@@ -231,7 +231,7 @@ def test_materials_subject_with_another_digest_stays_a_product(tmp_path: Path) -
 def test_bad_step_names_are_refused() -> None:
     for name in ("../evil", "a/b", ".hidden", "", "a..b"):
         with pytest.raises(UsageError):
-            steps.check_step_name(name)
+            output.check_step_name(name)
 
 
 def test_signal_death_is_reported_like_a_shell(tmp_path: Path) -> None:

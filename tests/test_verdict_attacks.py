@@ -290,7 +290,7 @@ def test_layout_may_declare_other_return_values_as_done(world: World, tmp_path: 
 
 
 def test_verify_attach_does_not_publish_a_failed_vsa(world: World, tmp_path: Path) -> None:
-    from modelseal.attestations import list_attestations
+    from modelseal.attest.attachments import list_attestations
 
     p = world.p
     pol = write_policy(tmp_path / "policy.yaml", str(p.layout_path),

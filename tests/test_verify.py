@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from modelseal.attest.attachments import attach_bundle, subject_of
 from modelseal.attest.bundle import sign_statement, verify_bundle
 from modelseal.attest.statement import statement
-from modelseal.attestations import attach_bundle, subject_of
 from modelseal.cli import main
 from modelseal.errors import UsageError
 from modelseal.formats import VSA_PREDICATE
@@ -174,7 +174,7 @@ def test_cli_verify_exit_codes(tmp_path: Path, registry: RegistryServer) -> None
 
 def test_cli_verify_attaches_a_signed_verification_summary(tmp_path: Path,
                                                           registry: RegistryServer) -> None:
-    from modelseal.attestations import list_attestations
+    from modelseal.attest.attachments import list_attestations
 
     p = honest_pipeline(tmp_path, registry.host)
     key = p.functionaries["approver"].key_path.with_suffix(".key")

@@ -65,7 +65,7 @@ from modelseal.refs import Ref
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
-    from modelseal.attestations import AttachOutcome
+    from modelseal.attest.attachments import AttachOutcome
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -765,7 +765,7 @@ def publish(model_dir: str | os.PathLike[str], store: Store, ref: Ref,
     ``.modelseal/attestations``) by the naming rule of :mod:`modelseal.attest.output`. The
     model is named after its directory unless ``metadata`` names it.
     """
-    from modelseal.attestations import bundle_files, package_step_capabilities, read_bundles
+    from modelseal.attest.attachments import bundle_files, package_step_capabilities, read_bundles
 
     if "name" not in metadata.descriptor:
         metadata = ModelMetadata({**metadata.descriptor, "name": Path(model_dir).resolve().name},
@@ -785,10 +785,7 @@ def _attach_published(out: PublishResult, store: Store, ref: Ref, signer: Signer
                       bundles: list[tuple[str, bytes]], model_dir: str | os.PathLike[str],
                       metadata: ModelMetadata, signed_dir: str | os.PathLike[str] | None,
                       command: Sequence[str], exclude: Sequence[str]) -> None:
-    from modelseal.attest.bundle import parse_bundle
-    from modelseal.attest.model_signing import SIGNATURE_FILE
-    from modelseal.attest.output import bundle_path, write_file
-    from modelseal.attestations import (
+    from modelseal.attest.attachments import (
         AttachedBundles,
         AttachOutcome,
         attach_bundle,
@@ -798,6 +795,9 @@ def _attach_published(out: PublishResult, store: Store, ref: Ref, signer: Signer
         sign_planned,
         subject_of,
     )
+    from modelseal.attest.bundle import parse_bundle
+    from modelseal.attest.model_signing import SIGNATURE_FILE
+    from modelseal.attest.output import bundle_path, write_file
 
     result = out.push
     subject = subject_of(store, result.digest)

@@ -13,12 +13,13 @@ as ``model.sig``: the name model_signing tools expect and skip inside a model di
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelseal.errors import InputError
+from modelseal.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
@@ -42,6 +43,17 @@ class SignedOutput:
     attached: Attached | None = None
 
 
+_STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_step_name(name: str) -> str:
+    """Step names become file names: letters, digits, ``.``, ``_``, ``-``."""
+    if not _STEP_NAME.match(name) or ".." in name:
+        raise UsageError(f"step name {name!r} is not allowed",
+                         hint="use letters, digits, '.', '_' and '-' (e.g. train, eval-1)")
+    return name
+
+
 def signer_keyid(signer: Signer) -> str:
     """The keyid a bundle file is named after (keyless signers have one for their identity)."""
     return str(signer.public_key.keyid)
@@ -50,8 +62,6 @@ def signer_keyid(signer: Signer) -> str:
 def attestation_filename(name: str, signer: Signer | str) -> str:
     """``<name>.<first 8 hex of keyid>.intoto.sigstore.json``, as in-toto names links.
     ``signer`` is a signer or its keyid."""
-    from modelseal.attest.steps import check_step_name
-
     check_step_name(name)
     kid = signer if isinstance(signer, str) else signer_keyid(signer)
     return f"{name}.{kid[:8]}{ATTESTATION_SUFFIX}"
@@ -90,7 +100,7 @@ def write_signed(bundle: bytes, signer: Signer, name: str, *,
                                              filename=filename))
     attached = None
     if store is not None and subject is not None:
-        from modelseal.attestations import attach_bundle
+        from modelseal.attest.attachments import attach_bundle
 
         attached = attach_bundle(store, subject, bundle, written.name)
     return SignedOutput(bundle, written, attached)

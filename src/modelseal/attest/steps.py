@@ -9,7 +9,6 @@ are gitignore-style, as in-toto-run's ``--exclude``. Attestation files are writt
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from modelseal._util.fs import PathExcluder, exclude_patterns, walk_files
+from modelseal.attest.output import DEFAULT_ATTESTATIONS_DIR, check_step_name, sign_and_write
 from modelseal.attest.payload import Subject
 from modelseal.attest.statement import link_statement, resource_descriptor
 from modelseal.digest import DIR_DIGEST_SCHEME, DigestCache, hash_dir, hash_files
@@ -28,7 +28,6 @@ from modelseal.errors import InputError, UsageError
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
 
-_STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_STREAM = 1024 * 1024  # bytes of stdout/stderr kept in the attestation
 
 
@@ -57,14 +56,6 @@ class SignedStep:
     statement: dict[str, Any]
     attestation: Path
     keyid: str | None
-
-
-def check_step_name(name: str) -> str:
-    """Step names become file names: letters, digits, ``.``, ``_``, ``-``."""
-    if not _STEP_NAME.match(name) or ".." in name:
-        raise UsageError(f"step name {name!r} is not allowed",
-                         hint="use letters, digits, '.', '_' and '-' (e.g. train, eval-1)")
-    return name
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -290,7 +281,6 @@ def run_step(
     The signer must be loaded first (see ``load_signer``), so a bad key fails before the
     command runs. A command that is not found raises CommandNotFoundError and writes nothing.
     """
-    from modelseal.attest.output import DEFAULT_ATTESTATIONS_DIR, sign_and_write
     from modelseal.attest.signers import is_keyless
 
     check_step_name(name)

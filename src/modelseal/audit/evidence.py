@@ -89,7 +89,7 @@ def show(bundle: bytes) -> dict[str, Any]:
 def load_bundle(store: Any, subject_digest: str, what: str) -> bytes:
     """A bundle by referrer digest (or a unique prefix of one) attached to ``subject_digest``,
     or read from the file ``what``."""
-    from modelseal.attestations import list_attestations
+    from modelseal.attest.attachments import list_attestations
     from modelseal.errors import InputError, NotFoundError
 
     p = Path(what)

@@ -250,7 +250,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
                  now: datetime | None = None) -> AuditReport:
     """Gather the report for the model at ``ref`` (``policy``: a loaded Policy, or None)."""
     from modelseal._util.time import created_time, rfc3339
-    from modelseal.attestations import list_attestations
+    from modelseal.attest.attachments import list_attestations
     from modelseal.formats import ROLE_BY_MEDIA_TYPE
     from modelseal.transfer import fetch_model_manifest
 

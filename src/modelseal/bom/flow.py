@@ -170,7 +170,7 @@ def publish_bom(store: Store, ref: Ref, inputs: BomInputs, *, signer: Signer | N
         signed = sign_and_write(st, signer, "bom", directory=attestations_dir)
         out.signed, out.bundle = signed.path, signed.bundle
     if attach:
-        from modelseal.attestations import subject_of
+        from modelseal.attest.attachments import subject_of
 
         subject = subject_of(store, built.manifest.digest)
         done = attach_bom(store, subject, doc, out.bundle)

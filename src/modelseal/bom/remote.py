@@ -37,7 +37,7 @@ from modelseal.formats import (
 )
 
 if TYPE_CHECKING:
-    from modelseal.attestations import AttestationInfo
+    from modelseal.attest.attachments import AttestationInfo
     from modelseal.modelpack import ModelManifest
     from modelseal.oci.referrers import Attached
     from modelseal.oci.store import Descriptor, Store
@@ -321,7 +321,7 @@ def bom_for_ref(store: Store, ref: Ref, *, model_card: dict[str, Any] | None = N
     steps from its attestations, safety from ``scan_dir`` (checked against the manifest) or
     from its model-safety attestation, metrics as given or else from its evaluation
     attestation. Reads only manifests and attestations: no weights."""
-    from modelseal.attestations import list_attestations
+    from modelseal.attest.attachments import list_attestations
     from modelseal.transfer import fetch_model_manifest
 
     manifest = fetch_model_manifest(store, ref)
@@ -378,7 +378,7 @@ def attach_bom(store: Store, subject: Descriptor, doc: Mapping[str, Any],
                bundle: bytes | None = None) -> BomAttachment:
     """Attach the BOM twice: the signed bundle (when given) for policy, and the plain CycloneDX
     JSON (artifactType and layer ``application/vnd.cyclonedx+json``) for SBOM tools."""
-    from modelseal.attestations import attach_bundle
+    from modelseal.attest.attachments import attach_bundle
     from modelseal.oci.referrers import attach
 
     signed = attach_bundle(store, subject, bundle, "signed ML-BOM") if bundle else None
@@ -404,7 +404,7 @@ class AttachedBom:
 def find_attached_bom(store: Store, digest: str) -> AttachedBom | None:
     """The newest ML-BOM attached to the model manifest ``digest``: the plain CycloneDX
     referrer, else the predicate of a BOM attestation; None when there is neither."""
-    from modelseal.attestations import list_attestations
+    from modelseal.attest.attachments import list_attestations
     from modelseal.errors import StoreError
     from modelseal.oci.referrers import fetch_referrer_blob, list_referrers
 

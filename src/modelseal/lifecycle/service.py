@@ -178,8 +178,8 @@ def transition(
     (an approval) instead of starting a competing record. With ``layout`` (from the
     deployer's policy) the chain's head is chosen among verified, approved records; without
     it, from the records' links alone (signatures unchecked)."""
+    from modelseal.attest.attachments import attach_bundle, subject_of
     from modelseal.attest.bundle import sign_statement
-    from modelseal.attestations import attach_bundle, subject_of
 
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     if action not in LIFECYCLE_ACTIONS:
@@ -321,9 +321,9 @@ def history(store: Store, ref: Ref, *, layout: TrustedLayout | None = None,
     With ``layout`` every signature is verified against the layout's keys and signers are
     named by key material; without it, what the bundles claim is shown, marked unverified."""
     from modelseal._util.time import parse_time
+    from modelseal.attest.attachments import subject_of
     from modelseal.attest.bundle import parse_bundle, verify_bundle
     from modelseal.attest.tsa import verified_times
-    from modelseal.attestations import subject_of
     from modelseal.intoto_layout.model import is_sigstore_key, key_from_dict
 
     now = now or datetime.now(UTC)

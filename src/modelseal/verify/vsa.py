@@ -60,7 +60,7 @@ def _attach(store: Store, result: VerificationResult, bundle: bytes) -> str:
     """Attach a VSA bundle to the verified manifest. Only a pass gets here: a FAILED summary
     next to the model would be one more attestation of the VSA type for a policy, or another
     tool, to mistake for a pass."""
-    from modelseal.attestations import attach_bundle, subject_of
+    from modelseal.attest.attachments import attach_bundle, subject_of
 
     subject = subject_of(store, result.subject)
     attached = attach_bundle(store, subject, bundle, "verification summary")

@@ -105,7 +105,8 @@ def run(step: str, command: tuple[str, ...], json_mode: bool, **kw: Any) -> None
     """
     rc = 0
     with errors_to_exit(json_mode):
-        from modelseal.attest.steps import check_step_name, run_step
+        from modelseal.attest.output import check_step_name
+        from modelseal.attest.steps import run_step
         from modelseal.digest import DigestCache, default_cache_path
 
         check_step_name(step)
@@ -158,7 +159,7 @@ def _subjects(kw: dict[str, Any]) -> list[tuple[str, str]]:
         out.append((name, resource_descriptor(name, digest)["digest"]["sha256"]))
     refs = kw.pop("subject_ref", ())
     if refs:
-        from modelseal.attestations import subject_of
+        from modelseal.attest.attachments import subject_of
 
         opts = store_kwargs(kw)
         for text in refs:

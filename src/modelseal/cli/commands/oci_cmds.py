@@ -22,7 +22,7 @@ def attach(ref: str, files: tuple[str, ...], json_mode: bool, **kw: Any) -> None
     A bundle already attached (the same Statement with the same signatures) is not attached
     again: re-running an attach adds nothing."""
     with errors_to_exit(json_mode):
-        from modelseal.attestations import attach_bundles, bundle_files, subject_of
+        from modelseal.attest.attachments import attach_bundles, bundle_files, subject_of
 
         r, store = open_ref(ref, store_kwargs(kw))
         subject = subject_of(store, r.reference)
@@ -72,7 +72,7 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
     `attestations show REF DIGEST|FILE` decodes one of them.
     """
     with errors_to_exit(json_mode):
-        from modelseal.attestations import list_attestations
+        from modelseal.attest.attachments import list_attestations
 
         r, store = open_ref(ref, store_kwargs(kw))
         digest = store.resolve(r.reference)
