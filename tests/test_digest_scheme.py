@@ -119,7 +119,9 @@ def test_index_reads_old_listing_digests_with_their_scheme() -> None:
            "annotations": {"files": 2, "digestOf": "canonical JSON list of name/sha256",
                            "kind": "dataset"}}
     st = statement([("m", "cd" * 32)], SLSA_PROVENANCE_PREDICATE, {
-        "buildDefinition": {"resolvedDependencies": [old]}})
+        "buildDefinition": {"buildType": "https://modelseal.dev/training/v1",
+                            "externalParameters": {}, "resolvedDependencies": [old]},
+        "runDetails": {"builder": {"id": "https://ci.example/runner"}}})
     (dep,) = dependencies(st)
     assert (dep.kind, dep.scheme) == ("dataset", SCHEME_LISTING)
 
