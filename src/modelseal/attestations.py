@@ -247,7 +247,7 @@ class AttestationInfo:
         return d
 
 
-MAX_LISTED_READS = 500
+MAX_LISTED_READS = 100
 """Bundles ``attestations`` reads by default (the newest) for the signer each claims. The
 rest are listed from their referrer descriptors alone (predicate type as annotated, creation
 time, digest): reading a bundle is a request or two each, and 10,000 of them took 80 s on a

@@ -71,7 +71,7 @@ class _WithShow(click.Command):
 @click.option("--download", type=click.Path(file_okay=False),
               help="Write each bundle into this directory.")
 @click.option("--read-all", is_flag=True,
-              help="Read every bundle for its claimed signer (default: the newest 500; "
+              help="Read every bundle for its claimed signer (default: the newest 100; "
                    "--download reads every one).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
@@ -79,7 +79,7 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, rea
                  json_mode: bool, **kw: Any) -> None:
     """List the attestations attached to the model at REF (signer as claimed, unverified).
 
-    Every one is listed; the newest 500 bundles are read for the signer they claim
+    Every one is listed; the newest 100 bundles are read for the signer they claim
     (--read-all: every one). `attestations show REF DIGEST|FILE` decodes one of them.
     """
     with errors_to_exit(json_mode):
