@@ -256,3 +256,130 @@ def test_attestations_lists_unreadable_referrers_with_a_reason(registry: Registr
                            capture_output=True, text=True)
     assert human.returncode == 0, human.stderr
     assert len(list((tmp_path / "dl").glob("*.sigstore.json"))) == 1
+
+
+def test_full_fallback_index_abridges_modelseal_entries_before_leaving_any_out(
+        registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 referrers with all their annotations (4.8 MiB) do not fit a registry's 4 MiB
+    manifest limit: modelseal's own entries are abridged to the predicate type and creation
+    time, so every referrer stays listed (nothing to describe through its tag), another
+    tool's entry keeps its annotations, and a deleted abridged entry is dropped later."""
+    from modelseal.formats import (
+        ANN_BLOB,
+        ANN_CREATED,
+        ANN_PREDICATE_TYPE,
+        ANN_TRUNCATED,
+        EMPTY_JSON,
+        INDEX_V1,
+        MANIFEST_V1,
+    )
+    from modelseal.oci import referrers
+    from modelseal.oci.store import Descriptor, canonical_json
+
+    store, digest = _model(tmp_path, f"{registry.host}/models/abridged:v1")
+    subject = subject_of(store, digest)
+    empty = store.put_blob_bytes(EMPTY_JSON)
+    layer = store.put_blob_bytes(b"oras note")
+    raw = canonical_json({
+        "schemaVersion": 2, "mediaType": MANIFEST_V1, "artifactType": "application/x-oras",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty,
+                   "size": 2},
+        "layers": [{"mediaType": "text/plain", "digest": layer, "size": 9}],
+        "subject": subject.to_dict(), "annotations": {"note": "x" * 200}})
+    foreign = Descriptor(MANIFEST_V1, store.put_manifest(raw, MANIFEST_V1), len(raw),
+                         {"note": "x" * 200}, "application/x-oras")
+    store.put_manifest(canonical_json({"schemaVersion": 2, "mediaType": INDEX_V1,
+                                       "manifests": [foreign.to_dict()]}),
+                       INDEX_V1, fallback_tag(digest))
+    anns = {ANN_PREDICATE_TYPE: "https://example.com/scan/v1"}
+    made = [attach(store, subject, artifact_type=ART, blob=b'{"n": %d}' % i,
+                   blob_media_type="application/json",
+                   annotations={**anns, ANN_CREATED: f"2026-01-01T00:00:{i:02d}Z"},
+                   update_index=False).descriptor for i in range(12)]
+    full = len(referrers._index_bytes([foreign, *made], False))
+    slim = len(referrers._index_bytes([foreign, *map(referrers._slim, made)], False))
+    assert slim < full - 12 * 100  # the blob digest and more go
+    monkeypatch.setattr(referrers, "MAX_INDEX_BYTES", slim + 100)
+    referrers.add_to_index(store, digest, made)
+    raw_index, _, _ = store.get_manifest(fallback_tag(digest))
+    assert len(raw_index) <= slim + 100
+    index = json.loads(raw_index)
+    assert ANN_TRUNCATED not in index.get("annotations", {})  # all fit, abridged
+    entries = {m["digest"]: m for m in index["manifests"]}
+    assert set(entries) == {foreign.digest} | {d.digest for d in made}
+    assert entries[foreign.digest]["annotations"] == {"note": "x" * 200}
+    for d in made:
+        assert entries[d.digest]["annotations"] == {
+            ANN_PREDICATE_TYPE: "https://example.com/scan/v1",
+            ANN_CREATED: d.annotations[ANN_CREATED]}
+        assert entries[d.digest]["artifactType"] == ART
+    # discovery reads the abridged entries as they are (no manifest fetched per referrer)...
+    found = list_referrers(store, digest, ART)
+    assert [d.digest for d in found] == [d.digest for d in made]  # oldest first
+    assert all(ANN_BLOB not in d.annotations for d in found)
+    # ...and reads the bundle through the manifest
+    assert json.loads(fetch_referrer_blob(store, found[3], digest)[0]) == {"n": 3}
+    # A deleted abridged referrer (no blob annotation to say it is ours) is looked up and
+    # dropped by the next attach; the index stays within its bound.
+    store.delete_manifest(made[0].digest)  # type: ignore[attr-defined]
+    later = attach(store, subject, artifact_type=ART, blob=b'{"n": 99}',
+                   blob_media_type="application/json", annotations=anns)
+    assert later.indexed
+    listed = _index_digests(store, digest)
+    assert made[0].digest not in listed
+    assert listed == ({foreign.digest, later.descriptor.digest}
+                      | {d.digest for d in made[1:]})
+
+
+def test_fallback_index_that_fits_keeps_every_annotation(registry: RegistryServer,
+                                                          tmp_path: Path) -> None:
+    """Under the size bound the index holds each manifest's annotations, as OCI 1.1 asks."""
+    from modelseal.formats import ANN_BLOB
+
+    store, digest = _model(tmp_path, f"{registry.host}/models/unabridged:v1")
+    subject = subject_of(store, digest)
+    a = attach(store, subject, artifact_type=ART, blob=b"{}",
+               blob_media_type="application/json", annotations={"x": "y"})
+    raw, _, _ = store.get_manifest(fallback_tag(digest))
+    [entry] = json.loads(raw)["manifests"]
+    assert entry["annotations"] == a.descriptor.annotations
+    assert ANN_BLOB in entry["annotations"]
+
+
+def test_attestations_lists_every_one_but_reads_only_the_newest_bundles(
+        registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 bundles take 80 s to read from a registry: `attestations` lists every referrer
+    from its descriptor and reads the newest (MAX_LISTED_READS) for their claimed signer;
+    --read-all and --download read every one."""
+    from click.testing import CliRunner
+
+    from modelseal import attestations as att
+    from modelseal.cli import main
+
+    ref = f"{registry.host}/models/bounded:v1"
+    _, digest = _model(tmp_path, ref)
+    proc = subprocess.run([*CLI, "attach", ref, *map(str, _bundles(tmp_path, digest, 3)),
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setattr(att, "MAX_LISTED_READS", 1)
+
+    def run(*extra: str) -> dict[str, object]:
+        res = CliRunner().invoke(main, ["attestations", ref, "--json", *extra],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        doc: dict[str, object] = json.loads(res.output)
+        return doc
+
+    doc = run()
+    listed = doc["attestations"]
+    assert isinstance(listed, list) and len(listed) == 3
+    assert [a["read"] for a in listed] == [False, False, True]  # oldest first: the newest read
+    assert listed[2]["signer"] and listed[0]["signer"] is None
+    assert all(a["predicateType"] for a in listed)  # from the (claimed) annotation
+    assert doc["unread"] == 2
+    for extra in (["--read-all"], ["--download", str(tmp_path / "dl")]):
+        doc = run(*extra)
+        assert doc["unread"] == 0
+        assert all(a["read"] and a["signer"] for a in doc["attestations"])  # type: ignore[attr-defined]
+    human = CliRunner().invoke(main, ["attestations", ref], catch_exceptions=False)
+    assert human.exit_code == 0, human.output

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from modelseal._util import network
 from modelseal._util.fs import (
@@ -566,6 +566,52 @@ def pull(store: Store, ref: Ref, target_dir: str | os.PathLike[str], *,
     return result
 
 
+WRITE_BEHIND_MIN = 64 << 20
+"""Files at least this large are written on a thread of their own (:class:`_WriteBehind`)."""
+WRITE_BEHIND_DEPTH = 2
+"""Chunks (4 MiB each from a registry) queued between the hashing and the writing thread."""
+
+
+class _WriteBehind:
+    """A write target that hands each chunk to a writer thread, so the download thread hashes
+    (and receives) the next chunk while this one is written: on one file, hashing and writing
+    in turn cost their sum; overlapped, mostly the slower of the two (the disk, once the page
+    cache's dirty limit throttles writes). At most ``WRITE_BEHIND_DEPTH`` chunks wait. A write
+    error (a full disk) is raised from the next ``write`` or from ``close``."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        import queue
+
+        self._out = out
+        self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_BEHIND_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelseal-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:  # after an error, drain so the producer never blocks
+                try:
+                    self._out.write(chunk)
+                except BaseException as e:
+                    self._error = e
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:
+        """Queue ``b`` (copied unless it is immutable ``bytes``: the caller may reuse it)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(b if isinstance(b, bytes) else bytes(b))
+        return len(b)
+
+    def close(self, check: bool = True) -> None:
+        """Wait for every queued chunk to be written; with ``check``, raise the writer's
+        error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if check and self._error is not None:
+            raise self._error
+
+
 def _download(store: Store, manifest: ModelManifest, staging: Path, progress: Progress,
               workers: int, prefix: str = ".modelseal-pull-") -> None:
     """Every blob into ``staging``, hashed while written, fsynced; directories fsynced.
@@ -592,7 +638,17 @@ def _download(store: Store, manifest: ModelManifest, staging: Path, progress: Pr
             dest = staging.joinpath(*layer.filepath.split("/"))
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(dest, "xb") as out:
-                store.fetch_blob(layer.digest, layer.size, out, advance)
+                if layer.size >= WRITE_BEHIND_MIN:
+                    behind = _WriteBehind(out)
+                    try:
+                        store.fetch_blob(layer.digest, layer.size, behind,  # type: ignore[arg-type]
+                                         advance)
+                    except BaseException:
+                        behind.close(check=False)  # the writer stopped; this error explains
+                        raise
+                    behind.close()  # every byte written (or the write error raised) first
+                else:
+                    store.fetch_blob(layer.digest, layer.size, out, advance)
                 out.flush()
                 os.fsync(out.fileno())  # data on disk before any rename publishes it
             counted()

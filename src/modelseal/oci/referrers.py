@@ -11,15 +11,19 @@ naming a deleted manifest). Discovery reads the referrers API or the index, plus
 per-referrer tags, so an entry a racing index update lost is still found.
 
 The fallback index stays within registries' manifest size limit (``MAX_INDEX_BYTES``, under
-distribution's 4 MiB): when full it holds every entry of other tools and the newest of
-modelseal's own (by ``org.opencontainers.image.created``), and says so in its annotation
+distribution's 4 MiB). While every entry fits with all its manifest's annotations, it holds
+them so. Past that, modelseal's own entries (those with a per-referrer tag) are **abridged**
+to what discovery filters and sorts on (``SLIM_ANNOTATIONS``: the predicate type and the
+creation time; the rest is in their manifests), so about 11,000 fit instead of 7,800. When
+even those do not all fit it holds every entry of other tools and the newest of modelseal's
+own (by ``org.opencontainers.image.created``), and says so in its annotation
 ``dev.modelseal.referrers.truncated``. Discovery stays complete through the per-referrer tags.
 The index is a cache: failing to update it never fails an attach (``Attached.indexed``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,6 +34,7 @@ from modelseal.errors import InputError, NotFoundError, RegistryTimeoutError, St
 from modelseal.formats import (
     ANN_BLOB,
     ANN_CREATED,
+    ANN_PREDICATE_TYPE,
     ANN_TRUNCATED,
     EMPTY_JSON,
     EMPTY_V1,
@@ -46,7 +51,12 @@ TAG_DIGEST_CHARS = 32
 INDEX_MERGE_ROUNDS = 8
 MAX_INDEX_BYTES = 4_000_000
 """Largest fallback index written: distribution refuses manifests over 4 MiB (4,194,304
-bytes), as do most registries; ~7,800 referrers with modelseal's annotations fit."""
+bytes), as do most registries; ~7,800 referrers with all of modelseal's annotations fit
+(~509 bytes each), ~11,000 abridged (~360 bytes each, ``SLIM_ANNOTATIONS``)."""
+SLIM_ANNOTATIONS = (ANN_CREATED, ANN_PREDICATE_TYPE)
+"""What an abridged entry of modelseal's keeps: what discovery sorts by (creation time) and
+what a verifier filters on without fetching (the claimed predicate type). The rest (the
+bundle's blob digest, its content kind, any other annotation) is read from the manifest."""
 
 
 def fallback_tag(subject_digest: str) -> str:
@@ -120,31 +130,54 @@ def _read_index(store: Store, subject_digest: str, *, strict: bool = False) -> l
         return []
 
 
-def _index_order(d: Descriptor) -> tuple[int, str, str]:
+def _is_ours(d: Descriptor, tagged: Collection[str]) -> bool:
+    """One of modelseal's referrers: it names its blob (a full entry), or it has a per-referrer
+    tag (``tagged``: the tags' referrer parts; an abridged entry names no blob)."""
+    return ANN_BLOB in d.annotations or _short(d.digest) in tagged
+
+
+def _index_order(d: Descriptor, tagged: Collection[str]) -> tuple[int, str, str]:
     """Sort key, most worth keeping first: other tools' entries (found only here), then
     modelseal's newest (also found through their tags)."""
-    ours = 1 if ANN_BLOB in d.annotations else 0
+    ours = 1 if _is_ours(d, tagged) else 0
     created = d.annotations.get(ANN_CREATED, "")
     # newest first: invert the timestamp's characters for an ascending sort
     return (ours, "".join(chr(0x10FFFF - ord(c)) for c in created), d.digest)
 
 
-def fit_index(entries: list[Descriptor],
-              max_bytes: int | None = None) -> tuple[list[Descriptor], bool]:
+def _slim(d: Descriptor) -> Descriptor:
+    """``d`` abridged to ``SLIM_ANNOTATIONS``."""
+    anns = {k: d.annotations[k] for k in SLIM_ANNOTATIONS if k in d.annotations}
+    return Descriptor(d.media_type, d.digest, d.size, anns, d.artifact_type)
+
+
+def fit_index(entries: list[Descriptor], max_bytes: int | None = None,
+              tagged: Collection[str] = ()) -> tuple[list[Descriptor], bool]:
     """(entries that fit in one index of at most ``max_bytes``, whether some were left out);
-    deterministic, so concurrent writers agree on what the full index holds."""
+    deterministic, so concurrent writers agree on what the full index holds.
+
+    Every entry as given while all fit; else modelseal's own (``tagged``: the referrer parts
+    of the per-referrer tags) abridged to ``SLIM_ANNOTATIONS``, and of those the newest that
+    fit. Other tools' entries are never abridged: the index is the only place they are
+    listed."""
     limit = MAX_INDEX_BYTES if max_bytes is None else max_bytes
-    ranked = sorted({d.digest: d for d in entries}.values(), key=_index_order)
+    unique = list({d.digest: d for d in entries}.values())
     overhead = len(_index_bytes([], True))
-    size, kept = overhead, []
-    for d in ranked:
-        n = len(canonical_json(d.to_dict())) + 1
-        if size + n > limit:
-            break
-        size += n
-        kept.append(d)
+    sizes = [len(canonical_json(d.to_dict())) + 1 for d in unique]
+    if overhead + sum(sizes) <= limit:
+        kept = unique
+    else:
+        ranked = sorted((_slim(d) if _is_ours(d, tagged) else d for d in unique),
+                        key=lambda d: _index_order(d, tagged))
+        size, kept = overhead, []
+        for d in ranked:
+            n = len(canonical_json(d.to_dict())) + 1
+            if size + n > limit:
+                break
+            size += n
+            kept.append(d)
     kept.sort(key=lambda d: (d.annotations.get(ANN_CREATED, ""), d.digest))
-    return kept, len(kept) < len(ranked)
+    return kept, len(kept) < len(unique)
 
 
 def _index_bytes(entries: list[Descriptor], truncated: bool) -> bytes:
@@ -161,20 +194,26 @@ def _add_to_index(store: Store, subject_digest: str, desc: Descriptor) -> bool:
 
 
 def _live(store: Store, subject_digest: str, entries: list[Descriptor],
-          known: dict[str, bool]) -> set[str]:
+          known: dict[str, bool], tagged: set[str]) -> set[str]:
     """The digests of ``entries`` whose manifest still exists, judged as :func:`list_referrers`
-    does: one of modelseal's (``dev.modelseal.referrer.blob``) lives while its tag does (one
-    tag listing, read after the index, so a concurrent writer's tag is already there); another
-    tool's entry, which has no tag, by a lookup of its digest (remembered in ``known``).
+    does: one with a per-referrer tag lives (``tagged``, filled here from one tag listing, read
+    after the index, so a concurrent writer's tag is already there); one of modelseal's full
+    entries (``dev.modelseal.referrer.blob``) without its tag is gone; any other (another
+    tool's, which has no tag, or an abridged one whose tag is gone) by a lookup of its digest
+    (remembered in ``known``).
 
     Distribution refuses (400 "blob unknown") an index listing a manifest it no longer has, so
     one deleted referrer left in the index would keep every later one out of it."""
-    ours = [d for d in entries if ANN_BLOB in d.annotations and d.digest not in known]
-    if ours:
+    if any(d.digest not in known for d in entries):
         prefix = fallback_tag(subject_digest) + "-"
-        tagged = {t[len(prefix):] for t in store.list_tags() if t.startswith(prefix)}
-        for d in ours:
-            known[d.digest] = _short(d.digest) in tagged
+        tagged.update(t[len(prefix):] for t in store.list_tags() if t.startswith(prefix))
+        for d in entries:
+            if d.digest in known:
+                continue
+            if _short(d.digest) in tagged:
+                known[d.digest] = True
+            elif ANN_BLOB in d.annotations:
+                known[d.digest] = False
     foreign = list({d.digest for d in entries if d.digest not in known})
 
     def exists(digest: str) -> bool:
@@ -200,13 +239,15 @@ def add_to_index(store: Store, subject_digest: str, new: list[Descriptor]) -> se
     (a full index leaves the oldest of modelseal's own out)."""
     wanted = {d.digest: d for d in new}
     known = {d.digest: True for d in new}  # just written by the caller
+    tagged: set[str] = {_short(d.digest) for d in new}
     for _ in range(INDEX_MERGE_ROUNDS):
         current = _read_index(store, subject_digest)
         merged = {d.digest: d for d in current}
         for k, d in wanted.items():
             merged.setdefault(k, d)
-        alive = _live(store, subject_digest, list(merged.values()), known)
-        kept, truncated = fit_index([d for d in merged.values() if d.digest in alive])
+        alive = _live(store, subject_digest, list(merged.values()), known, tagged)
+        kept, truncated = fit_index([d for d in merged.values() if d.digest in alive],
+                                    tagged=tagged)
         keep = {d.digest for d in kept}
         if {d.digest for d in current} == keep:
             return {d.digest for d in new} & keep

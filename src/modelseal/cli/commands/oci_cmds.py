@@ -63,16 +63,20 @@ class _WithShow(click.Command):
 @click.option("--predicate-type", help="Only attestations with this predicate type.")
 @click.option("--download", type=click.Path(file_okay=False),
               help="Write each bundle into this directory.")
+@click.option("--read-all", is_flag=True,
+              help="Read every bundle for its claimed signer (default: the newest 100; "
+                   "--download reads every one).")
 @click.option("--json", "json_mode", is_flag=True, help="Machine-readable output.")
 @registry_options
-def attestations(ref: str, predicate_type: str | None, download: str | None, json_mode: bool,
-                 **kw: Any) -> None:
+def attestations(ref: str, predicate_type: str | None, download: str | None, read_all: bool,
+                 json_mode: bool, **kw: Any) -> None:
     """List the attestations attached to the model at REF (signer as claimed, unverified).
 
-    `attestations show REF DIGEST|FILE` decodes one of them.
+    Every one is listed; the newest 100 bundles are read for the signer they claim
+    (--read-all: every one). `attestations show REF DIGEST|FILE` decodes one of them.
     """
     with errors_to_exit(json_mode):
-        from modelseal.attest.attachments import list_attestations
+        from modelseal.attest.attachments import MAX_LISTED_READS, list_attestations
 
         r, store = open_ref(ref, store_kwargs(kw))
         digest = store.resolve(r.reference)
@@ -82,8 +86,10 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
             raise NotFoundError(f"{r} does not exist")
         # an unreadable referrer (deleted, altered, malformed) is listed with its reason
         infos = list_attestations(store, digest, predicate_type=predicate_type, fetch=True,
-                                  keep_unreadable=True)
+                                  keep_unreadable=True,
+                                  read_limit=None if read_all or download else MAX_LISTED_READS)
         unreadable = sum(1 for i in infos if i.error is not None)
+        not_read = sum(1 for i in infos if not i.read)
         paths: dict[str, dict[str, Any]] = {}
         if download:
             from modelseal.audit.evidence import download as write_evidence
@@ -92,7 +98,7 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
             paths = {e["digest"]: e for e in write_evidence(
                 [i for i in infos if i.bundle is not None], Path(download))}
         if json_mode:
-            emit_json({"subject": digest, "attestations": [
+            emit_json({"subject": digest, "unread": not_read, "attestations": [
                 {**i.to_dict(), **({"path": paths[i.descriptor.digest]["path"],
                                     "step": paths[i.descriptor.digest]["step"]}
                                    if i.descriptor.digest in paths else {})}
@@ -104,7 +110,7 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
         for col in ("predicate type", "signer (claimed)", "created", "digest"):
             t.add_column(col, overflow="fold", no_wrap=col in ("digest", "created"))
         for i in infos:
-            signer = i.signer or "?"
+            signer = i.signer or ("?" if i.read else "(not read)")
             if i.error is not None:
                 signer = f"unreadable: {i.error}"
             if len(signer) == 64 and all(ch in "0123456789abcdef" for ch in signer):
@@ -117,6 +123,8 @@ def attestations(ref: str, predicate_type: str | None, download: str | None, jso
         c.print(t)
         c.print(escape(f"{len(infos)} attestations"
                        + (f", {unreadable} unreadable" if unreadable else "")
+                       + (f", {not_read} older ones not read (--read-all reads them)"
+                          if not_read else "")
                        + (f", written to {download}" if download else "")))
 
 
