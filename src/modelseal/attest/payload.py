@@ -260,6 +260,14 @@ class Statement:
                              f"{self.predicate_type!r}")
         return cls.from_dict(self.predicate or {})
 
+    def predicate_if(self, cls: type[P]) -> P | None:
+        """The predicate as ``cls``, or None when it is another one or malformed (for readers
+        that list what attestations claim and skip what they cannot read)."""
+        try:
+            return self.predicate_as(cls)
+        except InputError:
+            return None
+
 
 class PredicateClass(Protocol):
     """What a typed predicate offers: its predicate types and a symmetric dict mapping."""

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from modelseal._util.json import loads_object as load_json_object
-from modelseal.attest.payload import P, ResourceDescriptor, Statement
+from modelseal.attest.payload import ResourceDescriptor, Statement
 from modelseal.attest.predicates import (
     LinkPredicate,
     ModelSafety,
@@ -74,19 +74,11 @@ def decode_statement(bundle: bytes) -> Statement | None:
         return None
 
 
-def _typed(st: Statement | None, cls: type[P]) -> P | None:
-    """The predicate of ``st`` as ``cls``, or None when it is another or malformed."""
-    if st is None:
-        return None
-    try:
-        return st.predicate_as(cls)
-    except InputError:
-        return None
 
 
 def link_name(st: Statement | None) -> str | None:
     """The step a link Statement names (claimed, not verified)."""
-    link = _typed(st, LinkPredicate)
+    link = st.predicate_if(LinkPredicate) if st else None
     return link.name or None if link is not None else None
 
 
@@ -111,16 +103,17 @@ class ClaimedAttestation:
     def summary(self) -> str:
         """One line saying what it claims."""
         st = self.statement
-        if (link := _typed(st, LinkPredicate)) is not None:
-            return "ran: " + " ".join(link.command or [])
-        if (prov := _typed(st, Provenance)) is not None:
-            return f"built by {prov.run_details.builder.id}"
-        if (test := _typed(st, TestResult)) is not None:
-            return f"result: {test.result}"
-        if (scan := _typed(st, ModelSafety)) is not None:
-            return f"result: {scan.result or '?'}"
-        if (vsa := _typed(st, VerificationSummary)) is not None:
-            return f"verification: {vsa.verification_result}"
+        if st is not None:
+            if (link := st.predicate_if(LinkPredicate)) is not None:
+                return "ran: " + " ".join(link.command or [])
+            if (prov := st.predicate_if(Provenance)) is not None:
+                return f"built by {prov.run_details.builder.id}"
+            if (test := st.predicate_if(TestResult)) is not None:
+                return f"result: {test.result}"
+            if (scan := st.predicate_if(ModelSafety)) is not None:
+                return f"result: {scan.result or '?'}"
+            if (vsa := st.predicate_if(VerificationSummary)) is not None:
+                return f"verification: {vsa.verification_result}"
         p = self.predicate
         if self.predicate_type == LIFECYCLE_PREDICATE:
             return f"stage: {p.get('stage', '?')} ({p.get('reason', '')})".rstrip(" ()")
@@ -194,7 +187,7 @@ def _names(rds: Sequence[ResourceDescriptor] | None) -> list[str]:
 
 def _link_view(st: Statement | None) -> tuple[list[str], list[str], list[str]]:
     """(materials, products, command) a link Statement names."""
-    link = _typed(st, LinkPredicate)
+    link = st.predicate_if(LinkPredicate) if st else None
     if st is None or link is None:
         return [], [], []
     return _names(link.materials), _names(st.subject), list(link.command or [])
@@ -356,7 +349,7 @@ def build_report(store: Store, ref: Ref, *, policy: Any = None,
 
     safety = None
     for e in evidence:
-        scan = _typed(e.statement, ModelSafety)
+        scan = e.statement.predicate_if(ModelSafety) if e.statement else None
         if scan is not None:
             safety = {"result": scan.result, "summary": scan.summary or {},
                       "scanner": (scan.scanner or {}).get("name"),

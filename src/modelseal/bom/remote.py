@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from modelseal._util.json import loads as load_json
-from modelseal.attest.payload import P, ResourceDescriptor, Statement
+from modelseal.attest.payload import ResourceDescriptor, Statement
 from modelseal.attest.predicates import LinkPredicate, ModelSafety, TestResult
 from modelseal.attest.statement import MATERIALS_SUBJECT
 from modelseal.bom.build import build_bom, serialize_bom, task_type
@@ -125,13 +125,6 @@ def _statement(info: AttestationInfo) -> Statement | None:
         return None
 
 
-def _predicate(st: Statement | None, cls: type[P]) -> P | None:
-    if st is None:
-        return None
-    try:
-        return st.predicate_as(cls)
-    except InputError:
-        return None
 
 
 def _digests(rds: Sequence[ResourceDescriptor] | None) -> set[str]:
@@ -147,7 +140,7 @@ def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
     """
     prods, mats = [], []
     for _, f in links:
-        link = _predicate(f.statement, LinkPredicate)
+        link = f.statement.predicate_if(LinkPredicate) if f.statement else None
         m = _digests(link.materials if link else None)
         mats.append(m)
         subjects = f.statement.subject if f.statement else []
@@ -183,7 +176,7 @@ def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[
         if info.predicate_type == BOM_PREDICATE:
             continue
         f = _Found(info, _statement(info))
-        link = _predicate(f.statement, LinkPredicate)
+        link = f.statement.predicate_if(LinkPredicate) if f.statement else None
         if info.predicate_type == LINK_PREDICATE and link is not None and link.name:
             links.append((link.name, f))
         else:
@@ -261,7 +254,7 @@ def safety_from_attestations(found: Sequence[AttestationInfo],
         if info.predicate_type != SAFETY_PREDICATE:
             continue
         st = _statement(info)
-        if st is None or _predicate(st, ModelSafety) is None:
+        if st is None or st.predicate_if(ModelSafety) is None:
             continue
         try:
             report = report_from_predicate(st.predicate or {})
@@ -282,7 +275,8 @@ def metrics_from_attestations(found: Sequence[AttestationInfo]) -> tuple[list[Me
                        reverse=True):
         if info.predicate_type != TEST_RESULT_PREDICATE:
             continue
-        result = _predicate(_statement(info), TestResult)
+        st = _statement(info)
+        result = st.predicate_if(TestResult) if st else None
         mets = result.metrics if result is not None else None
         if not mets:
             continue
