@@ -103,7 +103,7 @@ def write_policy(work: Path, signer: dict[str, Any], pub: dict[str, Any]) -> Pat
     """The signed ml-pipeline layout and a policy requiring the BOM; the policy's path."""
     from bench_verify import STEPS
 
-    from modelseal.intoto_layout.model import load_template, new_layout, sign_layout
+    from modelseal.intoto_layout.authoring import load_template, new_layout, sign_layout
 
     doc = new_layout(load_template("ml-pipeline"), [(s, pub[s]) for s in STEPS])
     (work / "root.layout.json").write_text(json.dumps(sign_layout(doc, signer["owner"])))

@@ -264,6 +264,7 @@ def test_full_fallback_index_abridges_modelseal_entries_before_leaving_any_out(
     manifest limit: modelseal's own entries are abridged to the predicate type and creation
     time, so every referrer stays listed (nothing to describe through its tag), another
     tool's entry keeps its annotations, and a deleted abridged entry is dropped later."""
+    from modelseal._util.json import canonical_json
     from modelseal.formats import (
         ANN_BLOB,
         ANN_CREATED,
@@ -274,7 +275,7 @@ def test_full_fallback_index_abridges_modelseal_entries_before_leaving_any_out(
         MANIFEST_V1,
     )
     from modelseal.oci import referrers
-    from modelseal.oci.store import Descriptor, canonical_json
+    from modelseal.oci.store import Descriptor
 
     store, digest = _model(tmp_path, f"{registry.host}/models/abridged:v1")
     subject = subject_of(store, digest)
@@ -353,7 +354,7 @@ def test_attestations_lists_every_one_but_reads_only_the_newest_bundles(
     --read-all and --download read every one."""
     from click.testing import CliRunner
 
-    from modelseal import attestations as att
+    from modelseal.attest import attachments as att
     from modelseal.cli import main
 
     ref = f"{registry.host}/models/bounded:v1"
