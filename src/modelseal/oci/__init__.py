@@ -1,5 +1,10 @@
 """OCI storage: one Store interface, three backends (registry, image-layout directory,
-image-layout tarball)."""
+image-layout tarball).
+
+``store`` (the protocol, and the base that checks every byte a backend hands out),
+``image_layout`` and ``archive`` (files), ``_transport`` (HTTP: session, TLS, auth, the one
+retry policy) under ``registry`` (the distribution API), ``referrers``, ``parse`` (hostile
+registry answers), ``auth`` (Docker credentials). Nothing here imports modelpack or above."""
 
 from __future__ import annotations
 
