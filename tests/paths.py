@@ -26,6 +26,31 @@ def missing_tool(what: str) -> None:
     pytest.skip(reason=f"{what} not installed (bash scripts/test.sh installs it)")
 
 
+def small_tmpfs(parent: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted under ``parent`` (``options``: ``size=2m,nr_inodes=64``...), for
+    full-disk tests; unmounted afterwards. Root can mount one: elsewhere the tests skip with
+    the reason, and in CI (which runs as root) they fail instead of proving nothing."""
+    import os
+    import subprocess
+
+    import pytest
+
+    mnt = parent / "tiny"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        why = (f"cannot mount a small tmpfs here ({p.stderr.strip() or p.returncode}): "
+               "the full-disk tests need root or CAP_SYS_ADMIN")
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 class _Server(Protocol):
     def start(self) -> None: ...
 

@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from modelseal.verify.lifecycle_chain import RULE_ROLLBACK, RULE_STAGE
 from paths import REPO, missing_tool
 
@@ -60,7 +58,7 @@ def _verify_json(out: Path, env: dict[str, str], ref: str, state: Path) -> Any:
 
 def test_demo_shows_the_main_job_and_refuses_every_attack(tmp_path: Path) -> None:
     if sys.prefix == sys.base_prefix or not (Path(sys.prefix) / "bin" / "modelseal").exists():
-        pytest.skip("the demo needs the virtualenv with modelseal installed that runs pytest")
+        missing_tool("the virtualenv with modelseal installed that runs pytest (the demo needs it)")
     for tool in ("bash", "openssl"):
         if shutil.which(tool) is None:
             missing_tool(tool)

@@ -26,6 +26,7 @@ from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
 from modelseal.refs import parse_ref
 from modelseal.transfer import pull, push, recover
+from paths import small_tmpfs
 
 MD = ModelMetadata({"name": "m", "version": "1"})
 Tree = dict[str, bytes | None]  # relpath -> content (None for a directory)
@@ -249,18 +250,8 @@ def test_racing_pushes_of_different_content_to_one_tag_exactly_one_wins(tmp_path
 
 @pytest.fixture()
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs with 64 inodes (root can mount; others skip with the reason)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,nr_inodes=64", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({p.stderr.strip() or p.returncode}): "
-                    "the full-disk tests need root or CAP_SYS_ADMIN")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    """A 2 MiB tmpfs with 64 inodes."""
+    yield from small_tmpfs(tmp_path, "size=2m,nr_inodes=64")
 
 
 def _pull_cli(ref: str, target: Path) -> subprocess.CompletedProcess[str]:

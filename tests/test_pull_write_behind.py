@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
 from modelseal.refs import parse_ref
 from modelseal.transfer import pull, push
+from paths import small_tmpfs
 from registry_server import RegistryServer, blob_path
 
 MD = ModelMetadata({"name": "m", "version": "1"})
@@ -84,18 +84,8 @@ def test_write_behind_raises_the_writers_disk_full_error() -> None:
 
 @pytest.fixture()
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 12 MiB tmpfs (root can mount; others skip with the reason)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({p.stderr.strip() or p.returncode}): "
-                    "the full-disk tests need root or CAP_SYS_ADMIN")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    """A 12 MiB tmpfs."""
+    yield from small_tmpfs(tmp_path, "size=12m")
 
 
 def test_disk_filling_up_during_a_write_behind_pull_is_a_disk_full_error(
