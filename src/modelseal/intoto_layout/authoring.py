@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from modelseal._util.json import canonical_json
 from modelseal._util.time import rfc3339
 from modelseal.errors import InputError, UsageError
-from modelseal.formats import IN_TOTO_PAYLOAD_TYPE
+from modelseal.formats import IN_TOTO_PAYLOAD_TYPE, LIFECYCLE_ACTIONS
 from modelseal.intoto_layout.lint import check_layout
 from modelseal.intoto_layout.model import (
     EXTENSION,
@@ -84,8 +84,6 @@ def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, K
     encoding) is one functionary: it is listed once. ``names`` (keyid -> functionary name)
     go into the extension's ``functionaries`` so that refusals name people, not key ids.
     """
-    from modelseal.formats import LIFECYCLE_ACTIONS as ACTIONS
-
     doc = copy.deepcopy(dict(template))
     steps = {s["name"]: s for s in doc.get("steps") or []}
     keys: dict[str, Any] = dict(doc.get("keys") or {})
@@ -97,8 +95,8 @@ def new_layout(template: Mapping[str, Any], functionaries: Sequence[tuple[str, K
     lifecycle = ext.setdefault("lifecycle", {}) if isinstance(ext, dict) else {}
 
     def slot(name: str) -> dict[str, Any] | None:
-        if name.partition(":")[0] in ACTIONS and (name.partition(":")[0] == "promote") == (
-                ":" in name):
+        action = name.partition(":")[0]
+        if action in LIFECYCLE_ACTIONS and (action == "promote") == (":" in name):
             return lifecycle.setdefault(name, {"pubkeys": [], "threshold": 1})  # type: ignore[no-any-return]
         return None
 
