@@ -107,11 +107,13 @@ def main() -> int:
     ap.add_argument("--size-gib", type=int, default=0,
                     help="run the large single-file push/pull comparison on a file this big")
     ap.add_argument("--keep", action="store_true", help="keep the large file afterwards")
+    ap.add_argument("--only", choices=("push", "pull"),
+                    help="with --size-gib: run only the push or only the pull comparison")
     args = ap.parse_args()
     root: Path = args.root
     root.mkdir(parents=True, exist_ok=True)
     if args.size_gib:
-        return big_file(root, args.size_gib, args.reps, args.keep)
+        return big_file(root, args.size_gib, args.reps, args.keep, args.only)
 
     model = ensure_model(root)
     files = model_files(model)
@@ -208,7 +210,7 @@ CURL_GET = {
 }
 
 
-def big_file(root: Path, gib: int, reps: int, keep: bool) -> int:
+def big_file(root: Path, gib: int, reps: int, keep: bool, only: str | None = None) -> int:
     """Push and pull of one ``gib`` GiB file: modelseal vs curl (see the module docstring)."""
     cli = which_modelseal()
     if not cli:
@@ -237,7 +239,7 @@ def big_file(root: Path, gib: int, reps: int, keep: bool) -> int:
             drop(s)
         push = Result(f"modelseal push DIR ({gib} GiB file)", size)
         curl = Result("curl -T (POST + streamed monolithic PUT)", size)
-        for rep in range(reps):
+        for rep in range(reps if only != "pull" else 0):
             for res, cmd in [
                 (curl, ["sh", "-c", CURL_SCRIPT, "curl", "{host}", "bench/curl", str(blob),
                         digest]),
@@ -260,7 +262,7 @@ def big_file(root: Path, gib: int, reps: int, keep: bool) -> int:
         try:
             ref = f"{server.host}/bench/big:v1"
             run_measured([cli, "push", str(d), ref], env=env)
-            for rep in range(reps):
+            for rep in range(reps if only != "push" else 0):
                 runs: list[tuple[Result, list[str]]] = [
                     (r, ["bash", "-c", script, "curl", server.host, "bench/big",
                          str(out / "weights.bin"), digest])
@@ -286,12 +288,15 @@ def big_file(root: Path, gib: int, reps: int, keep: bool) -> int:
         if not keep:
             blob.unlink(missing_ok=True)
     print()
-    print(table([curl, push, *gets, *pulls]))
+    shown = ([curl, push] if only != "pull" else []) + ([*gets, *pulls] if only != "push" else [])
+    print(table(shown))
     print(f"# load average (1 min) at the start of each run: "
           f"{min(loads):.2f} to {max(loads):.2f}")
     print()
     ok = True
-    for r, base in [(push, curl), (pulls[0], gets[0]), (pulls[0], gets[1]), (pulls[0], gets[2])]:
+    pairs = ([(push, curl)] if only != "pull" else []) + (
+        [(pulls[0], gets[0]), (pulls[0], gets[1]), (pulls[0], gets[2])] if only != "push" else [])
+    for r, base in pairs:
         ratio = r.wall / base.wall
         best = min(r.walls) / min(base.walls)
         ok &= ratio <= 1.1

@@ -17,6 +17,7 @@ import pytest
 from modelseal._util.json import canonical_json
 from modelseal.errors import DigestMismatchError, NotFoundError
 from modelseal.formats import EMPTY_DIGEST, EMPTY_JSON, EMPTY_V1, MANIFEST_V1
+from modelseal.oci import store as store_module
 from modelseal.oci._transport import RetryPolicy
 from modelseal.oci.archive import ArchiveStore
 from modelseal.oci.image_layout import LayoutStore
@@ -129,7 +130,17 @@ def test_the_base_refuses_a_backend_that_serves_other_bytes() -> None:
     assert honest.get_manifest(_digest(good))[2] == _digest(good)
 
 
-def test_blob_stream_withholds_the_last_piece_of_content_that_is_not_the_blob() -> None:
+@pytest.fixture(params=["inline", "thread"])
+def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a stream is hashed: in the reader's thread, and (large blobs of immutable
+    pieces) on a thread of its own: the checks must not differ."""
+    if request.param == "thread":
+        monkeypatch.setattr(store_module, "PARALLEL_HASH_MIN", 1)
+    return str(request.param)
+
+
+def test_blob_stream_withholds_the_last_piece_of_content_that_is_not_the_blob(
+        hashing: str) -> None:
     data = os.urandom(100)
     wrong = data[:-1] + bytes([data[-1] ^ 1])
     got: list[bytes] = []
@@ -144,15 +155,39 @@ def test_blob_stream_withholds_the_last_piece_of_content_that_is_not_the_blob() 
             got.append(bytes(piece))
     assert b"".join(got) == wrong[:50]
     assert b"".join(BlobStream([data[:3], data[3:]], _digest(data), 100, "blob")) == data
+    # a source that reuses its buffer (a file read into one bytearray) is hashed as read
+    buf = bytearray(50)
+
+    def reused() -> Iterator[memoryview]:
+        for i in (0, 50):
+            buf[:] = data[i:i + 50]
+            yield memoryview(buf)
+
+    assert b"".join(bytes(p) for p in BlobStream(reused(), _digest(data), 100, "b")) == data
 
 
 @pytest.mark.parametrize("pieces", [[b"ab", b"c"], [b"abc", b"more"], [b"abc", b"", b"x"]])
-def test_blob_stream_refuses_content_of_another_size(pieces: list[bytes]) -> None:
+def test_blob_stream_refuses_content_of_another_size(pieces: list[bytes], hashing: str) -> None:
     with pytest.raises(DigestMismatchError):
         b"".join(BlobStream(pieces, _digest(b"abc" if len(b"".join(pieces)) != 3 else b"abd"),
                             3, "blob"))
     with pytest.raises(DigestMismatchError):  # the right bytes but more of them
         b"".join(BlobStream([b"abc", b"d"], _digest(b"abc"), 3, "blob"))
+
+
+def test_a_stream_left_half_read_stops_its_hashing_thread(hashing: str) -> None:
+    """A consumer that stops early (an interrupt, a full disk) leaves no thread behind."""
+    import threading
+
+    data = os.urandom(64)
+    stream = BlobStream([data[i:i + 8] for i in range(0, 64, 8)], _digest(data), 64, "blob")
+    it = iter(stream)
+    next(it)
+    next(it)
+    hashers = [t for t in threading.enumerate() if t.name == "modelseal-hash"]
+    assert len(hashers) == (hashing == "thread")
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "modelseal-hash"]
 
 
 def test_a_checked_stream_is_hashed_once_when_uploaded(registry: RegistryServer,

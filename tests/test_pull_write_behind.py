@@ -1,6 +1,7 @@
-"""Large files are pulled with writing on a thread of its own (transfer._WriteBehind), so
-hashing overlaps the disk: the digest check, the atomic switch and the full-disk error must
-hold exactly as on the plain path."""
+"""Large files are pulled with writing on a thread of its own (transfer._WriteBehind) and
+hashing on another (oci.store._ThreadHasher), so receiving, hashing and the disk overlap, and
+the writer hands its bytes to the disk as it goes: the digest check, the atomic switch and the
+full-disk error must hold exactly as on the plain path."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import modelseal.transfer as transfer
 from modelseal.errors import DigestMismatchError, DiskFullError
 from modelseal.modelpack import ModelMetadata
 from modelseal.oci import open_store
+from modelseal.oci import store as store_module
 from modelseal.refs import parse_ref
 from modelseal.transfer import pull, push
 from paths import small_tmpfs
@@ -25,8 +27,11 @@ MD = ModelMetadata({"name": "m", "version": "1"})
 
 @pytest.fixture()
 def write_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every file takes the write-behind path (not only those of 64 MiB and more)."""
+    """Every file takes the large-file path (not only those of 64 MiB and more): written
+    behind, handed to the disk every MiB, hashed on a thread of its own."""
     monkeypatch.setattr(transfer, "WRITE_BEHIND_MIN", 0)
+    monkeypatch.setattr(transfer, "WRITE_BEHIND_STEP", 1 << 20)
+    monkeypatch.setattr(store_module, "PARALLEL_HASH_MIN", 1)
 
 
 def _model(tmp_path: Path) -> tuple[Path, bytes]:

@@ -569,15 +569,24 @@ def pull(store: Store, ref: Ref, target_dir: str | os.PathLike[str], *,
 WRITE_BEHIND_MIN = 64 << 20
 """Files at least this large are written on a thread of their own (:class:`_WriteBehind`)."""
 WRITE_BEHIND_DEPTH = 2
-"""Chunks (4 MiB each from a registry) queued between the hashing and the writing thread."""
+"""Chunks (4 MiB each from a registry) queued between the downloading and the writing thread."""
+WRITE_BEHIND_STEP = 64 << 20
+"""Every this many bytes the writing thread hands what it wrote to the disk (see
+:class:`_WriteBehind`)."""
 
 
 class _WriteBehind:
-    """A write target that hands each chunk to a writer thread, so the download thread hashes
-    (and receives) the next chunk while this one is written: on one file, hashing and writing
-    in turn cost their sum; overlapped, mostly the slower of the two (the disk, once the page
-    cache's dirty limit throttles writes). At most ``WRITE_BEHIND_DEPTH`` chunks wait. A write
-    error (a full disk) is raised from the next ``write`` or from ``close``."""
+    """A write target that hands each chunk to a writer thread, so the download thread
+    receives the next chunk while this one is written (the blob stream hashes on a third:
+    ``oci.store.PARALLEL_HASH_MIN``). At most ``WRITE_BEHIND_DEPTH`` chunks wait. A write
+    error (a full disk) is raised from the next ``write`` or from ``close``.
+
+    Every ``WRITE_BEHIND_STEP`` bytes the writer asks the kernel (``posix_fadvise``
+    ``DONTNEED``; Linux starts writing the range back at once) to write out what it just wrote
+    and to drop the step before, now clean, from the page cache. Without that, gigabytes wait
+    dirty until the kernel's dirty limit throttles the writer and the closing fsync writes them
+    all: on a 10 GiB file that made the pull 1.25x ``curl -o`` instead of 1.0x. The pulled
+    file is then not in the page cache afterwards (``curl -o`` leaves it there)."""
 
     def __init__(self, out: BinaryIO) -> None:
         import queue
@@ -589,10 +598,21 @@ class _WriteBehind:
         self._thread.start()
 
     def _run(self) -> None:
+        written = mark = before = 0  # bytes written; end of the last step; start of the one before
+        advise = getattr(os, "posix_fadvise", None)
         while (chunk := self._queue.get()) is not None:
             if self._error is None:  # after an error, drain so the producer never blocks
                 try:
                     self._out.write(chunk)
+                    written += len(chunk)
+                    if advise is not None and written - mark >= WRITE_BEHIND_STEP:
+                        self._out.flush()
+                        try:
+                            advise(self._out.fileno(), before, written - before,
+                                   os.POSIX_FADV_DONTNEED)
+                        except OSError:
+                            advise = None  # only a cache hint: go on without it
+                        before, mark = mark, written
                 except BaseException as e:
                     self._error = e
 

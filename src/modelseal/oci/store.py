@@ -155,6 +155,61 @@ def check_bytes(data: bytes, digest: str, what: str) -> bytes:
     return data
 
 
+PARALLEL_HASH_MIN = 64 << 20
+"""Blobs at least this large are hashed on a thread of their own (:class:`_ThreadHasher`)
+when their source hands out immutable pieces: receiving, hashing and writing (the consumer's
+part) then use separate cores. SHA-256 runs at about 1.3 GiB/s per core, as fast as a
+loopback download: inline, it would be the whole difference to ``curl -o``."""
+PARALLEL_HASH_DEPTH = 4
+"""Pieces (4 MiB from a registry) that may wait for the hashing thread."""
+
+
+class _Hasher:
+    """SHA-256 of the pieces, in the caller's thread."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def update(self, piece: Chunk) -> None:
+        self._h.update(piece)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
+class _ThreadHasher:
+    """SHA-256 of immutable pieces on a thread of its own (hashlib releases the GIL), at most
+    ``PARALLEL_HASH_DEPTH`` pieces behind. ``hexdigest`` waits for the last piece."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(PARALLEL_HASH_DEPTH)
+        self._thread = threading.Thread(target=self._run, name="modelseal-hash", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            self._h.update(piece)
+
+    def update(self, piece: Chunk) -> None:
+        self._queue.put(piece if isinstance(piece, bytes) else bytes(piece))
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        """Stop the thread once it hashed what is queued (it never blocks: it only hashes)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+
+
 class BlobStream:
     """Pieces of a blob, checked against its ``digest`` and ``size`` as they pass: the one
     streaming check of modelseal.
@@ -207,31 +262,36 @@ class BlobStream:
     def _sized(self, it: Iterator[Chunk]) -> Iterator[Chunk]:
         size = self.size
         assert size is not None
-        h = hashlib.sha256()
+        h: _Hasher | _ThreadHasher = _Hasher()
         if size == 0:
             self._end(it, h)
             return
-        for chunk in it:
-            piece = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
-            n = len(piece)
-            if not n:
-                continue
-            if self.pos + n > size:
-                raise DigestMismatchError(f"{self.what} is longer than the {size} bytes its "
-                                          "descriptor says")
-            h.update(piece)
-            self.pos += n
-            if self.pos == size:
-                last = bytes(piece)  # the source may reuse its buffer while we look past it
-                self._end(it, h)
-                yield last
-                return
-            yield piece
+        try:
+            for chunk in it:
+                n = len(chunk)
+                if not n:
+                    continue
+                if self.pos + n > size:
+                    raise DigestMismatchError(f"{self.what} is longer than the {size} bytes "
+                                              "its descriptor says")
+                if not self.pos and size >= PARALLEL_HASH_MIN and isinstance(chunk, bytes):
+                    h = _ThreadHasher()  # large, and pieces that are never reused
+                h.update(chunk)
+                self.pos += n
+                if self.pos == size:
+                    # the source may reuse its buffer while we look past it
+                    last = chunk if isinstance(chunk, bytes) else bytes(chunk)
+                    self._end(it, h)
+                    yield last
+                    return
+                yield chunk
+        finally:
+            h.close()
         raise DigestMismatchError(f"{self.what} ended after {self.pos} bytes; its descriptor "
                                   f"says {size}")
 
     def _unsized(self, it: Iterator[Chunk]) -> Iterator[Chunk]:
-        h = hashlib.sha256()
+        h = _Hasher()
         held: bytes | None = None
         for chunk in it:
             if not len(chunk):
@@ -245,7 +305,7 @@ class BlobStream:
         if held is not None:
             yield held
 
-    def _end(self, it: Iterator[Chunk], h: Any) -> None:
+    def _end(self, it: Iterator[Chunk], h: _Hasher | _ThreadHasher) -> None:
         """Check the end: nothing more to come, and the digest."""
         if self.size is not None and any(len(extra) for extra in it):
             raise DigestMismatchError(f"{self.what} is longer than the {self.size} bytes its "
