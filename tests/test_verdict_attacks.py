@@ -430,6 +430,35 @@ def test_passing_scan_does_not_cancel_the_packagers_failing_scan(world: World,
     find(r, rule="model safety", attestation=short, artifact=sorted(w.files)[0])
 
 
+@pytest.mark.parametrize("result", ["FAILED", "ERROR", None, True],
+                         ids=["failed", "error", "missing", "not-a-string"])
+def test_scan_that_does_not_say_it_passed_counts_for_nothing(world: World, tmp_path: Path,
+                                                             result: Any) -> None:
+    """Class 2 for model safety: every file entry says ``safe`` but the scan's own result is
+    FAILED (a scanner that crashed midway, a hand-made predicate), something else, or absent:
+    the scan does not say it passed, so the policy's model-safety requirement is not met."""
+    from modelseal.formats import SAFETY_PREDICATE
+
+    w = world
+    pred: dict[str, Any] = {"files": [
+        {"path": p, "digest": {"sha256": d}, "format": "safetensors", "verdict": "safe",
+         "codeExecuting": False, "findings": []} for p, d in sorted(w.files.items())]}
+    if result is not None:
+        pred["result"] = result
+    store = MaliciousStore(w.p.store)
+    bad = store.add(w.p.digest, sign_statement(about_model(w, SAFETY_PREDICATE, pred),
+                                               signer_of(w, "release")))
+    r = run(w, tmp_path, store, model_safety=True)
+    find(r, rule="model safety", attestation=bad, key=ident(w, "release"))
+    assert not r.verified
+    pred["result"] = "PASSED"  # the same scan saying PASSED is accepted: the test is fair
+    store = MaliciousStore(w.p.store)
+    store.add(w.p.digest, sign_statement(about_model(w, SAFETY_PREDICATE, pred),
+                                         signer_of(w, "release")))
+    r = run(w, tmp_path, store, model_safety=True)
+    assert not [x for x in r.refusals if x.rule == "model safety"], r.refusals
+
+
 # ---- 10. the trust root is given, never sniffed -----------------------------------------
 
 

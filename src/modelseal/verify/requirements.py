@@ -65,7 +65,7 @@ def not_passed(predicate_type: str, statement: Mapping[str, Any],
     - a test result: ``result`` PASSED, no failed tests, and every declared threshold holds
       for the metrics it carries;
     - a VSA: ``verificationResult`` PASSED;
-    - a model-safety scan: ``result`` PASSED (ModelSafety also reads its findings).
+    - a model-safety scan: ``result`` PASSED, present (ModelSafety also reads its findings).
     """
     pred = statement.get("predicate")
     pred = pred if isinstance(pred, Mapping) else {}
@@ -88,7 +88,7 @@ def not_passed(predicate_type: str, statement: Mapping[str, Any],
         if pred.get("verificationResult") != "PASSED":
             return f"its verificationResult is {pred.get('verificationResult')!r}, not PASSED"
         return None
-    if predicate_type == SAFETY_PREDICATE and "result" in pred and pred["result"] != "PASSED":
+    if predicate_type == SAFETY_PREDICATE and pred.get("result") != "PASSED":
         return f"its result is {pred.get('result')!r}, not PASSED"
     return None
 
@@ -405,6 +405,11 @@ class ModelSafety:
             out.extend(Refusal(f"{self.name}: {p}", rule=self.name, step=self.step,
                                attestation=att.id, key=att.who, artifact=p.split(" ")[0])
                        for p in problems)
+            failed = not_passed(att.predicate_type, att.statement)
+            if failed and not problems:  # the scan's own verdict, whatever its files say
+                out.append(Refusal(f"{self.name}: scan {att.id[:19]} by {facts.name(att.who)} "
+                                   f"does not say it passed: {failed}", rule=self.name,
+                                   step=self.step, attestation=att.id, key=att.who))
             return out
 
         # a PASSED scan by one functionary never cancels another's refusal (settle)
