@@ -218,7 +218,8 @@ class BlobStream:
     consumer (a file being written, a registry receiving an upload) never gets all of content
     that is not the blob: DigestMismatchError is raised instead. Too many bytes are refused as
     soon as they arrive. Without a ``size`` the stream reads one piece ahead to check the end
-    before the last piece leaves. Memory: the piece in hand (and the one read ahead).
+    before the last piece leaves. Memory: the piece in hand (and the one read ahead), and for
+    a large blob up to ``PARALLEL_HASH_DEPTH`` pieces waiting for the hashing thread.
     """
 
     def __init__(self, chunks: Iterable[Chunk], digest: str, size: int | None,
