@@ -479,3 +479,49 @@ def test_one_attestation_attached_twice_or_re_signed_counts_once_for_a_threshold
     find(r, rule="threshold", step="train")
     out = next(s for s in r.steps if s.name == "train")
     assert out.identities == [ident(w, "trainer")]
+
+
+# ---- 8. lifecycle records ----------------------------------------------------------------
+
+STAGE = {"required_stage": {"stage": "staging", "step": "approve"}, "check_tag": False}
+
+
+def _promotion(w: World, *, digest: str | None = None, time: Any = None) -> dict[str, Any]:
+    """A first promotion of the model (or of ``digest``) to staging, an hour ago (or at
+    ``time``), as a Statement."""
+    from modelseal.attest.lifecycle import LifecycleRecord
+
+    st = LifecycleRecord("promote", "staging", w.p.ref.base, w.p.digest, 1, None,
+                         at(datetime.now(UTC) - timedelta(hours=1))).statement()
+    if digest is not None:
+        st["predicate"]["digest"] = digest
+        st["subject"][0]["digest"]["sha256"] = digest.partition(":")[2]
+    if time is not None:
+        st["predicate"]["time"] = time
+    return st
+
+
+def test_lifecycle_promotion_by_the_steps_functionary_is_accepted(world: World,
+                                                                  tmp_path: Path) -> None:
+    w = world
+    store, _ = attach(w, _promotion(w), "approver")
+    r = run(w, tmp_path, store, **STAGE)
+    assert r.verified, [x.to_dict() for x in r.refusals]
+
+
+@pytest.mark.parametrize("attack", ["future-time", "unreadable-time", "another-model",
+                                    "another-steps-key"])
+def test_lifecycle_record_attacks_are_refused(world: World, tmp_path: Path,
+                                              attack: str) -> None:
+    w = world
+    st = {"future-time": lambda: _promotion(w, time=at(AHEAD)),
+          "unreadable-time": lambda: _promotion(w, time="tomorrow"),
+          "another-model": lambda: _promotion(w, digest="sha256:" + OTHER),
+          "another-steps-key": lambda: _promotion(w)}[attack]()
+    store, att = attach(w, st, "trainer" if attack == "another-steps-key" else "approver")
+    r = run(w, tmp_path, store, **STAGE)
+    assert not r.verified
+    if attack.endswith("time"):
+        find(r, rule="signed time", attestation=att)
+    else:
+        find(r, rule="lifecycle stage")
