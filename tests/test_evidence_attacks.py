@@ -525,3 +525,24 @@ def test_lifecycle_record_attacks_are_refused(world: World, tmp_path: Path,
         find(r, rule="signed time", attestation=att)
     else:
         find(r, rule="lifecycle stage")
+
+
+def test_lifecycle_promotion_signed_twice_by_one_key_is_one_signer(world: World,
+                                                                    tmp_path: Path) -> None:
+    """promote:production needs two release managers; the approver's record attached, and
+    signed again, is one of them; the packager's signature makes two."""
+    w = world
+    doc = layout_doc(w)
+    keyids = {s["name"]: s["pubkeys"][0] for s in doc["steps"]}
+    doc["modelseal"].setdefault("lifecycle", {})["promote:production"] = {
+        "pubkeys": [keyids["approve"], keyids["package"]], "threshold": 2}
+    st = _promotion(w)
+    st["predicate"]["stage"] = "production"
+    policy = {"required_stage": "production", "check_tag": False}
+    store, _ = attach(w, st, "approver")
+    store, _ = attach(w, st, "approver", store)
+    r = run(w, tmp_path, store, doc, **policy)
+    find(r, rule="lifecycle stage")
+    attach(w, st, "release", store)
+    r = run(w, tmp_path, store, doc, **policy)
+    assert r.verified, [x.to_dict() for x in r.refusals]
