@@ -546,3 +546,25 @@ def test_lifecycle_promotion_signed_twice_by_one_key_is_one_signer(world: World,
     attach(w, st, "release", store)
     r = run(w, tmp_path, store, doc, **policy)
     assert r.verified, [x.to_dict() for x in r.refusals]
+
+
+# ---- the same through a real registry ----------------------------------------------------
+
+
+def test_evidence_about_another_model_is_refused_through_a_real_registry(
+        registry: Any, tmp_path: Path) -> None:
+    """One attack per fixed class against docker-registry: a VSA of another model, a test
+    result whose file names carry each other's bytes, an unreadable signed time."""
+    w = build_world(tmp_path / "world", registry.host)
+    cases = [
+        (vsa(w, resourceUri=f"{w.p.ref.base}@sha256:{OTHER}"), "approver",
+         {"required_predicates": [VSA_PREDICATE]}, VSA_RULE),
+        (statement(_swapped(w), TEST_RESULT_PREDICATE, PASSING_TR), "evaluator",
+         {"required_predicates": TR_REQ}, TR_RULE),
+        (about_model(w, TEST_RESULT_PREDICATE, _tr(timeVerified="yesterday")), "evaluator",
+         {"required_predicates": TR_REQ}, "signed time"),
+    ]
+    for st, who, policy, rule in cases:
+        store, att = attach(w, st, who)
+        r = run(w, tmp_path, store, **policy)
+        find(r, rule=rule, attestation=att, key=ident(w, who))
