@@ -124,12 +124,15 @@ _TIME_FIELDS = ("finishedOn", "startedOn", "timeVerified", "scannedAt", "timesta
 
 
 def _signed_times(st: Mapping[str, Any], bundle_raw: Mapping[str, Any] | None,
-                  keyless: bool) -> tuple[datetime | None, list[tuple[str, datetime]]]:
+                  keyless: bool, unread: list[tuple[str, str]] | None = None
+                  ) -> tuple[datetime | None, list[tuple[str, datetime]]]:
     """(the time the evidence was made, every signed time it carries as (field, time)).
 
     Signed means covered by the signature: the predicate's own timestamps (provenance
     ``runDetails.metadata``, ``timeVerified``, ``scannedAt``...), or (keyless) the
-    transparency log's integrated time. The registry's ``created`` annotation is not."""
+    transparency log's integrated time. The registry's ``created`` annotation is not.
+    A time field that is not an RFC 3339 string is added to ``unread`` as (field, value):
+    a signed time nobody can judge must not leave the evidence ageless."""
     found: list[tuple[str, datetime]] = []
     pred = st.get("predicate")
     if isinstance(pred, Mapping):
@@ -141,11 +144,15 @@ def _signed_times(st: Mapping[str, Any], bundle_raw: Mapping[str, Any] | None,
         for place in places:
             for f in _TIME_FIELDS:
                 v = place.get(f)
-                if isinstance(v, str):
-                    try:
-                        found.append((f, parse_time(v)))
-                    except InputError:
-                        continue
+                if v is None:
+                    continue
+                try:
+                    if not isinstance(v, str):
+                        raise InputError(f"{v!r} is not a string")
+                    found.append((f, parse_time(v)))
+                except InputError:
+                    if unread is not None:
+                        unread.append((f, repr(v)[:60]))
     if keyless and bundle_raw is not None:
         vm = bundle_raw.get("verificationMaterial")
         for e in (vm.get("tlogEntries") if isinstance(vm, Mapping) else None) or []:
@@ -389,13 +396,19 @@ def _verify_one(tl: TrustedLayout, ev: Evidence, pb: Any, keyed: Mapping[str, Ke
     who = ids[kid]
     # the first key id of this key material (one key listed under two ids is one signer)
     kid = next(k for k, i in ids.items() if i == who) if vs.keyid is None else kid
-    made, times = _signed_times(vs.statement, raw, vs.keyid is None)
+    unread: list[tuple[str, str]] = []
+    made, times = _signed_times(vs.statement, raw, vs.keyid is None, unread)
     future = [(f, t) for f, t in times if t > now + CLOCK_SKEW]
-    if future:
-        f, ft = future[0]
-        why = (f"attestation {ev.id[:19]} by {names.get(who, who)} has a signed time in "
-               f"the future ({f} {rfc3339(ft)}, more than {CLOCK_SKEW} after {rfc3339(now)}): "
-               "refused, not believed")
+    if future or unread:
+        if future:
+            f, ft = future[0]
+            why = (f"attestation {ev.id[:19]} by {names.get(who, who)} has a signed time in "
+                   f"the future ({f} {rfc3339(ft)}, more than {CLOCK_SKEW} after "
+                   f"{rfc3339(now)}): refused, not believed")
+        else:
+            f, v = unread[0]
+            why = (f"attestation {ev.id[:19]} by {names.get(who, who)} has a signed time "
+                   f"that is not an RFC 3339 time ({f} {v}): its age cannot be judged")
         out.ignored.append(Ignored(ev.id, why, ptype))
         out.refusals.append(Refusal(
             why, rule="signed time", key=who, attestation=ev.id,

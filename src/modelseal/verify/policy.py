@@ -214,9 +214,11 @@ def compile_policy(data: Mapping[str, Any], *, base_dir: Path | None = None,
         raise UsageError(f"{source}: model_safety is true, false or a mapping")
     age = data.get("max_attestation_age")
     if age is not None:
-        extra = [r for r in reqs if isinstance(r, RequiredPredicate)]
+        # the scans model_safety judges count too: an old scan is no scan of today's risks
+        extra = [r for r in reqs if isinstance(r, (RequiredPredicate, ModelSafety))]
 
-        def counted(facts: Facts, extra: list[RequiredPredicate] = extra) -> list[Attestation]:
+        def counted(facts: Facts, extra: list[RequiredPredicate | ModelSafety] = extra
+                    ) -> list[Attestation]:
             out = []
             for r in extra:
                 out += candidates(facts, r.predicate_type, r.step, r.name)[0]

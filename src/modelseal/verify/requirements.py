@@ -8,14 +8,16 @@ the file that names them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from modelseal.errors import UsageError
+from modelseal.errors import InputError, UsageError
 from modelseal.formats import (
     LINK_PREDICATE,
+    MODEL_SIGNING_PREDICATE,
     SAFETY_PREDICATE,
     TEST_RESULT_PREDICATE,
     VSA_PREDICATE,
@@ -83,19 +85,42 @@ def not_passed(predicate_type: str, statement: Mapping[str, Any],
             return f"its result is {pred.get('result')!r}, not PASSED"
         if pred.get("failedTests"):
             return f"it lists failed tests ({', '.join(map(str, pred['failedTests']))[:200]})"
-        return _thresholds_missed(pred)
+        return _test_result_unread(pred) or _thresholds_missed(pred)
     if predicate_type == VSA_PREDICATE:
         if pred.get("verificationResult") != "PASSED":
             return f"its verificationResult is {pred.get('verificationResult')!r}, not PASSED"
+        levels = pred.get("verifiedLevels")
+        if levels is not None and (not isinstance(levels, list) or "FAILED" in levels
+                                   or not all(isinstance(x, str) for x in levels)):
+            # a PASSED result next to a FAILED level contradicts itself
+            return f"its verifiedLevels {str(levels)[:100]} contradict a PASSED result"
         return None
     if predicate_type == SAFETY_PREDICATE and pred.get("result") != "PASSED":
         return f"its result is {pred.get('result')!r}, not PASSED"
     return None
 
 
+def _test_result_unread(pred: Mapping[str, Any]) -> str | None:
+    """Why a PASSED test result still says nothing passed: a field of the wrong type (read
+    by the predicate's own reader), or lists of tests and thresholds that are there but
+    empty (an evaluation that checked nothing; the bare ``{"result": "PASSED"}`` of
+    test-result v0.1 stays the functionary's word)."""
+    from modelseal.attest.predicates import TestResult
+
+    try:
+        tr = TestResult.from_dict(dict(pred))
+    except InputError as e:
+        return f"it cannot be read ({e.message})"
+    if (tr.passed_tests is not None or tr.thresholds is not None) \
+            and not tr.passed_tests and not tr.thresholds:
+        return "it records no test that passed and declares no threshold"
+    return None
+
+
 def _thresholds_missed(pred: Mapping[str, Any]) -> str | None:
-    """Re-check a test result's declared thresholds against its own metrics."""
-    from modelseal.attest.statement import Threshold, evaluate
+    """Re-check a test result's declared thresholds against its own metrics. A metric or a
+    threshold value that is not a finite number (NaN, infinity) holds nothing."""
+    from modelseal.attest.statement import Threshold, evaluate, metric_value
 
     raw, metrics = pred.get("thresholds"), pred.get("metrics")
     if raw is None:
@@ -104,9 +129,13 @@ def _thresholds_missed(pred: Mapping[str, Any]) -> str | None:
         return "its thresholds or metrics cannot be read"
     try:
         ts = [Threshold(str(t["metric"]), str(t["op"]), float(t["value"])) for t in raw]
+        odd = [str(t) for t in ts if not math.isfinite(t.value)
+               or not math.isfinite(metric_value(metrics, t.metric) or 0.0)]
         failed = evaluate(metrics, ts)[1]
     except (KeyError, TypeError, ValueError):
         return "its thresholds cannot be read"
+    if odd:
+        return f"its thresholds or metrics are not finite numbers: {', '.join(odd)}"
     return f"its metrics miss thresholds: {', '.join(failed)}" if failed else None
 
 
@@ -133,6 +162,8 @@ class Facts:
         manifest, and together they cover it (the manifest digest, or every file). Otherwise
         why not: copied from another model, or about a part of it only (an evaluation of v1
         is no evaluation of a v2 that adds a file)."""
+        if att.predicate_type == MODEL_SIGNING_PREDICATE:
+            return self._signed_files(att)
         subjects = att.subjects
         if not subjects:
             return "it has no sha256 subject"
@@ -142,6 +173,17 @@ class Facts:
             if d != manifest_hex and d not in digests:
                 return (f"its subject {name or '(unnamed)'} sha256:{d[:16]}... is neither a "
                         f"file of this model nor its manifest {self.manifest_digest[:23]}...")
+            if d != manifest_hex and name in self.files and self.files[name] != d:
+                # the right name with another file's bytes: files swapped between names
+                return (f"its subject {name} is sha256:{d[:16]}... but this model's {name} is "
+                        f"sha256:{self.files[name][:16]}...")
+        if att.predicate_type == VSA_PREDICATE:
+            uri = att.predicate.get("resourceUri")
+            if uri is not None and (not isinstance(uri, str)
+                                    or not uri.endswith("@" + self.manifest_digest)):
+                # the summary is of what resourceUri names: a tag can move, a digest is one
+                return (f"its resourceUri {str(uri)[:120]!r} does not name this model's "
+                        f"manifest {self.manifest_digest[:23]}... by digest")
         covered = {d for _, d in subjects}
         if manifest_hex in covered:
             return None
@@ -152,10 +194,43 @@ class Facts:
                     + " not among its subjects")
         return None
 
+    def _signed_files(self, att: Attestation) -> str | None:
+        """A model_signing signature covers this model when the (path, digest) pairs it signs
+        (its subject digest checked against them) are exactly the model's files, as
+        ``model_signing verify`` requires of a directory: none missing, none extra."""
+        from modelseal.attest.model_signing import statement_files
+
+        try:
+            signed = statement_files(att.statement)
+        except InputError as e:
+            return f"it cannot be read as a model_signing signature ({e.message})"
+        for path in sorted(set(signed) | set(self.files)):
+            if signed.get(path) != self.files.get(path):
+                what = ("is not signed" if path not in signed else
+                        "is not a file of this model" if path not in self.files else
+                        f"is signed as sha256:{signed[path][:16]}...")
+                return f"the model file set differs: {path} {what}"
+        return None
+
     def uncovered(self, att: Attestation) -> str | None:
-        """The first model file ``att`` does not cover (for a refusal's artifact)."""
+        """The first model file ``att`` does not cover, or names with other bytes (for a
+        refusal's artifact)."""
+        manifest_hex = self.manifest_digest.partition(":")[2]
+        if att.predicate_type == MODEL_SIGNING_PREDICATE:
+            from modelseal.attest.model_signing import statement_files
+
+            try:
+                signed = statement_files(att.statement)
+            except InputError:
+                return None
+            return next((p for p in sorted(set(signed) | set(self.files))
+                         if signed.get(p) != self.files.get(p)), None)
+        swapped = next((n for n, d in att.subjects if d != manifest_hex and n in self.files
+                        and self.files[n] != d), None)
+        if swapped:
+            return swapped
         covered = {d for _, d in att.subjects}
-        if self.manifest_digest.partition(":")[2] in covered:
+        if manifest_hex in covered:
             return None
         return next((p for p, d in sorted(self.files.items()) if d not in covered), None)
 
@@ -400,6 +475,18 @@ class ModelSafety:
                            f"not cover {', '.join(missing[:5])}", rule=self.name,
                            step=self.step, artifact=missing[0], attestation=att.id,
                            key=att.who)] if missing else []
+            # a verdict for this model's file name over other bytes (files swapped between
+            # names: a loader picks its format by name) is no verdict on the file
+            for e in files if isinstance(files, list) else []:
+                path = e.get("path") if isinstance(e, Mapping) else None
+                dg = e.get("digest") if isinstance(e, Mapping) else None
+                got = dg.get("sha256") if isinstance(dg, Mapping) else None
+                if isinstance(path, str) and path in facts.files and got != facts.files[path]:
+                    out.append(Refusal(
+                        f"{self.name}: scan {att.id[:19]} by {facts.name(att.who)} judged "
+                        f"{path} as sha256:{str(got)[:16]}..., not this model's "
+                        f"sha256:{facts.files[path][:16]}...", rule=self.name, step=self.step,
+                        artifact=path, attestation=att.id, key=att.who))
             problems = fn(dict(att.predicate), include_suspicious=self.include_suspicious,
                           include_unknown=self.include_unknown)
             out.extend(Refusal(f"{self.name}: {p}", rule=self.name, step=self.step,
