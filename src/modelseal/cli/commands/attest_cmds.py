@@ -363,7 +363,8 @@ def attest_evaluation(**kw: Any) -> None:
     """Sign a test-result attestation with the metrics; fail when a threshold is missed.
 
     The FAILED attestation is written and signed all the same (it is evidence too), then the
-    command exits 1.
+    command exits 1. Without any --threshold the result records metrics only: a verifier
+    that requires a test result refuses it (it checked nothing).
     """
     failed: list[str] = []
     with errors_to_exit(kw.get("json_mode", False)):
@@ -390,6 +391,9 @@ def attest_evaluation(**kw: Any) -> None:
                                "passedTests": pred["passedTests"]})
         if failed and not kw.get("json_mode"):
             note("modelseal: evaluation FAILED: " + ", ".join(failed))
+        if not ths:
+            note("modelseal: note: no --threshold: this evaluation checked nothing, and a "
+                 "policy that requires a test result refuses it (docs/threat-model.md)")
     if failed:
         sys.exit(1)
 
