@@ -465,6 +465,48 @@ def test_passed_and_failed_by_two_functionaries_is_a_refusal(world: World, tmp_p
         find(r, rule=rule, attestation=att, key=ident(w, second))
 
 
+def _failed(w: World, kind: str) -> dict[str, Any]:
+    if kind == "test-result":
+        return about_model(w, TEST_RESULT_PREDICATE, _tr(result="FAILED"))
+    if kind == "vsa":
+        return vsa(w, verificationResult="FAILED", verifiedLevels=["FAILED"])
+    return about_model(w, SAFETY_PREDICATE, scan(w.files, result="FAILED"))
+
+
+@pytest.mark.parametrize("kind", ["test-result", "vsa", "scan"])
+def test_failed_verdict_by_a_functionary_is_refused_even_when_the_policy_asks_for_none(
+        world: World, tmp_path: Path, kind: str) -> None:
+    """A functionary's FAILED report about this very model is negative evidence: a policy
+    that does not require that kind of evidence does not make it go away (silence never
+    outweighs it)."""
+    w = world
+    store, att = attach(w, _failed(w, kind), "evaluator")
+    r = run(w, tmp_path, store)
+    find(r, rule="no failed verdict", attestation=att, key=ident(w, "evaluator"))
+    assert not r.verified
+
+
+@pytest.mark.parametrize("kind", ["test-result", "vsa", "scan"])
+def test_failed_verdict_about_another_model_or_by_an_outsider_is_not_this_models(
+        world: World, tmp_path: Path, kind: str) -> None:
+    """The neighbours that must not refuse: the same FAILED report about another model's
+    bytes, or signed by no key of the layout (anyone can attach one)."""
+    from pipeline_fixtures import make_functionaries
+
+    w = world
+    other = copy.deepcopy(_failed(w, kind))
+    for sub in other["subject"]:
+        sub["digest"] = {"sha256": OTHER}
+    store, _ = attach(w, other, "evaluator")
+    r = run(w, tmp_path, store)
+    assert r.verified, [x.to_dict() for x in r.refusals]
+    mallory = make_functionaries(tmp_path, ["mallory"])["mallory"]
+    store = MaliciousStore(w.p.store)
+    store.add(w.p.digest, sign_statement(_failed(w, kind), mallory.signer))
+    r = run(w, tmp_path, store)
+    assert r.verified, [x.to_dict() for x in r.refusals]
+
+
 def test_one_attestation_attached_twice_or_re_signed_counts_once_for_a_threshold(
         world: World, tmp_path: Path) -> None:
     """train needs two signers; the trainer's link attached again, and signed again (another

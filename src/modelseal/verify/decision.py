@@ -55,6 +55,7 @@ from modelseal.verify.requirements import (
     Attestation,
     DistinctSigners,
     Facts,
+    NoFailedVerdict,
     Requirement,
     check_policy_steps,
     not_passed,
@@ -245,12 +246,15 @@ class Verifier:
         return res
 
     def _all_requirements(self, tl: TrustedLayout) -> list[Requirement]:
-        """The policy's requirements, after the layout's own separation of duties."""
+        """The policy's requirements, after the layout's own separation of duties; then no
+        failed verdict among the kinds of evidence they do not judge."""
         reqs: list[Requirement] = [DistinctSigners(a, b) for a, b in tl.separation_of_duties]
         req = self.requirement
         if req is not None:
             reqs += list(req.requirements) if isinstance(req, AllOf) else [req]
-        return reqs
+        judged = frozenset(str(t) for r in reqs
+                           if isinstance(t := getattr(r, "predicate_type", None), str))
+        return [*reqs, NoFailedVerdict(judged)]
 
 
 def _requirements(reqs: Sequence[Requirement], facts: Facts, res: VerificationResult) -> None:

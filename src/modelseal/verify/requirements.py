@@ -326,6 +326,43 @@ class RequiredPredicate:
         return settle(self.name, facts, good, why, self.step)
 
 
+VERDICT_PREDICATES = (TEST_RESULT_PREDICATE, VSA_PREDICATE, SAFETY_PREDICATE)
+"""Evidence that carries a verdict of its own (``not_passed`` reads it)."""
+
+
+@dataclass(frozen=True)
+class NoFailedVerdict:
+    """No attestation about this model signed by a key of the layout says it did not pass
+    (a FAILED test result, VSA or scan), whether or not the policy requires that kind:
+    negative evidence from a functionary is never outweighed by silence, nor by a PASSED
+    report next to it (contradicting evidence is refused, never chosen between). Always
+    checked, after the layout's own rules.
+
+    Evidence about another model, or signed by no key of the layout, is not this model's
+    verdict and stays ignored (``Facts.binding``). ``judged``: predicate types a requirement
+    of the policy already judges (with its own refusal for the same attestation)."""
+
+    judged: frozenset[str] = frozenset()
+
+    @property
+    def name(self) -> str:
+        return "no failed verdict"
+
+    def check(self, facts: Facts) -> list[Refusal]:
+        out = []
+        for att in facts.attestations:
+            if (att.predicate_type not in VERDICT_PREDICATES
+                    or att.predicate_type in self.judged or facts.binding(att)):
+                continue
+            why = not_passed(att.predicate_type, att.statement)
+            if why:
+                out.append(Refusal(f"{self.name}: attestation {att.id[:19]} "
+                                   f"({att.predicate_type}) by {facts.name(att.who)} is about "
+                                   f"this model and does not say it passed: {why}",
+                                   rule=self.name, key=att.who, attestation=att.id))
+        return out
+
+
 @dataclass(frozen=True)
 class DistinctSigners:
     """No key material counted for step ``a`` may be counted for step ``b`` (separation of
