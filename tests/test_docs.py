@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modelseal.digest import hash_dir
 from paths import missing_tool
 from registry_server import RegistryServer
 from tsa_server import TSAServer, tsa
@@ -145,6 +146,8 @@ def test_documented_pages_run_and_the_path_ends_verified(
     built = sorted(str(f.relative_to(work / "model")) for f in (work / "model").rglob("*")
                    if f.is_file())
     assert pulled == built
+    # format.md's coreutils pipeline printed the digest modelseal computes for data/
+    assert f"{hash_dir(work / 'data').sha256}  -" in p.stdout, log
 
 
 def _strings(node: object) -> list[str]:
