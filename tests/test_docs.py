@@ -137,6 +137,7 @@ def test_documented_pages_run_and_the_path_ends_verified(
     p = subprocess.run(["bash", str(tmp_path / "docs.sh")], cwd=work, env=env,
                        capture_output=True, text=True, timeout=300, check=False)
     log = f"stdout:\n{p.stdout}\nstderr (commands traced with set -x):\n{p.stderr}"
+    (tmp_path / "docs.log").write_text(log)
     assert p.returncode == 0, log
     path_out = p.stdout.split("PATH-VERIFIED")[0]
     assert "VERIFIED" in path_out and "REFUSED" not in path_out, log
