@@ -12,6 +12,7 @@ The CI examples under docs/examples/ are checked to follow the same template."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -149,6 +151,51 @@ def test_documented_pages_run_and_the_path_ends_verified(
     assert pulled == built
     # format.md's coreutils pipeline printed the digest modelseal computes for data/
     assert f"{hash_dir(work / 'data').sha256}  -" in p.stdout, log
+    # lifecycle.md: promoted by two (timestamped), deprecated, corrected, retired, refused
+    history = json.loads((work / "history.json").read_text())
+    assert history["status"] == "retired", history
+    records = [e for e in history["events"] if e["what"].startswith("record ")]
+    assert len(records) == 4 and len(records[0]["who"]) == 2, records
+    assert records[0]["timeSource"] == "rfc3161", records
+    assert "refused, exit code 10" in p.stdout, log
+
+
+def _synopsis_lines(text: str) -> list[str]:
+    """The ``modelseal ...`` lines of a block, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [re.sub(r"\s#.*", "", m.group(1))
+            for m in re.finditer(r"(?m)^\s*(modelseal\s[^\n]*)", joined)]
+
+
+def test_command_synopses_name_real_commands_and_options() -> None:
+    """Blocks that are not run (synopses in text fences, exempt blocks) still name commands and
+    options that exist: a renamed option fails here instead of on a reader's terminal."""
+    from modelseal.cli import main
+
+    wrong = []
+    for page in _doc_pages():
+        name = str(page.relative_to(ROOT))
+        blocks = re.findall(r"(?ms)^```(?:text|sh|bash|console|shell)\b[^\n]*\n(.*?)^```",
+                            page.read_text())
+        for line in (ln for b in blocks for ln in _synopsis_lines(b)):
+            cmd: click.Command = main
+            options = {o for p_ in main.params for o in p_.opts}
+            for word in line.split()[1:]:
+                if word.startswith("-"):
+                    continue
+                sub = (cmd.get_command(click.Context(cmd), word)
+                       if isinstance(cmd, click.Group) else None)
+                if sub is None:
+                    break
+                cmd = sub
+                options |= {o for p_ in cmd.params for o in p_.opts}
+            if isinstance(cmd, click.Group):
+                wrong.append(f"{name}: {line}: no such command")
+            unquoted = re.sub(r"\"[^\"]*\"|'[^']*'", "", line)  # values, $(...) substitutions
+            for opt in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", unquoted):
+                if opt not in options | {"-h", "--help"}:
+                    wrong.append(f"{name}: {line}: {opt} is not an option of {cmd.name}")
+    assert not wrong, "\n".join(wrong)
 
 
 def _strings(node: object) -> list[str]:
