@@ -167,34 +167,59 @@ def _synopsis_lines(text: str) -> list[str]:
             for m in re.finditer(r"(?m)^\s*(modelseal\s[^\n]*)", joined)]
 
 
-def test_command_synopses_name_real_commands_and_options() -> None:
-    """Blocks that are not run (synopses in text fences, exempt blocks) still name commands and
-    options that exist: a renamed option fails here instead of on a reader's terminal."""
+def _fences(text: str) -> list[tuple[str, str]]:
+    """Every fenced block of a Markdown page: (its language, or "", its body)."""
+    out: list[tuple[str, str]] = []
+    lang: str | None = None
+    body: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, body = line[3:].strip(), []
+            else:
+                out.append((lang, "\n".join(body)))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    return out
+
+
+def _unknown_words(line: str) -> list[str]:
+    """What in a ``modelseal ...`` line is not a command or an option of the command named."""
     from modelseal.cli import main
 
+    line = line.split(" -- ")[0]  # what follows is the wrapped command's
+    cmd: click.Command = main
+    options = {o for p in main.params for o in p.opts}
+    for word in line.split()[1:]:
+        if word.startswith("-"):
+            continue
+        sub = cmd.get_command(click.Context(cmd), word) if isinstance(cmd, click.Group) else None
+        if sub is None:
+            break
+        cmd = sub
+        options |= {o for p in cmd.params for o in p.opts}
+    wrong = [f"no such command: {line}"] if isinstance(cmd, click.Group) else []
+    unquoted = re.sub(r"\"[^\"]*\"|'[^']*'", "", line)  # values, $(...) substitutions
+    return wrong + [f"{opt} is not an option of {cmd.name}: {line}"
+                    for opt in re.findall(r"(?<![\w$-])(--?[a-zA-Z][\w-]*)", unquoted)
+                    if opt not in options | {"-h", "--help"}]
+
+
+def test_command_synopses_name_real_commands_and_options() -> None:
+    """Blocks that are not run (synopses in text fences, exempt blocks) still name commands and
+    options that exist: a renamed option fails here instead of on a reader's terminal. A fence
+    without a language holds no commands (it would escape the checks above)."""
     wrong = []
     for page in _doc_pages():
         name = str(page.relative_to(ROOT))
-        blocks = re.findall(r"(?ms)^```(?:text|sh|bash|console|shell)\b[^\n]*\n(.*?)^```",
-                            page.read_text())
-        for line in (ln for b in blocks for ln in _synopsis_lines(b)):
-            cmd: click.Command = main
-            options = {o for p_ in main.params for o in p_.opts}
-            for word in line.split()[1:]:
-                if word.startswith("-"):
-                    continue
-                sub = (cmd.get_command(click.Context(cmd), word)
-                       if isinstance(cmd, click.Group) else None)
-                if sub is None:
-                    break
-                cmd = sub
-                options |= {o for p_ in cmd.params for o in p_.opts}
-            if isinstance(cmd, click.Group):
-                wrong.append(f"{name}: {line}: no such command")
-            unquoted = re.sub(r"\"[^\"]*\"|'[^']*'", "", line)  # values, $(...) substitutions
-            for opt in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", unquoted):
-                if opt not in options | {"-h", "--help"}:
-                    wrong.append(f"{name}: {line}: {opt} is not an option of {cmd.name}")
+        for lang, body in _fences(page.read_text()):
+            if lang in ("text", "sh", "bash", "console", "shell"):
+                wrong += [f"{name}: {w}" for ln in _synopsis_lines(body)
+                          for w in _unknown_words(ln)]
+            elif not lang:
+                wrong += [f"{name}: commands in a fence without a language: {ln}"
+                          for ln in _synopsis_lines(body)]
     assert not wrong, "\n".join(wrong)
 
 
@@ -236,3 +261,4 @@ def test_ci_examples_follow_the_template(name: str) -> None:
     assert any(c.startswith("modelseal push ") and "--attestations" in c
                and ("--signer" in c or "MODELSEAL_SIGNER:" in text) for c in cmds)
     assert any(c.startswith("modelseal verify ") and "--policy" in c for c in cmds)
+    assert not [w for c in cmds for w in _unknown_words(c)]
