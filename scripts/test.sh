@@ -5,7 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need=()
 for pair in docker-registry:/usr/bin/docker-registry softhsm2:/usr/bin/softhsm2-util \
             apache2-utils:/usr/bin/htpasswd openssl:/usr/bin/openssl \
-            chromium:/usr/bin/chromium postgresql:/usr/lib/postgresql; do
+            chromium:/usr/bin/chromium postgresql:/usr/lib/postgresql jq:/usr/bin/jq; do
   [ -e "${pair#*:}" ] || need+=("${pair%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
