@@ -170,6 +170,20 @@ def test_deleted_record_in_the_middle_is_refused() -> None:
     assert any(x.rule == RULE_CHAIN for x in v.refusals)
 
 
+def test_record_signed_by_someone_unauthorized_is_named_not_called_deleted() -> None:
+    """Record 2 is attached but signed by nobody the layout authorizes: the refusal of record
+    3 names record 2 as not approved (with its signature among the ignored), so a deployer
+    is not sent looking for a deletion."""
+    p = _rec(1, None, stage="staging")
+    q = _rec(2, _digest(p), stage="production")
+    d = _rec(3, _digest(q), "deprecate", "production")
+    v = _view([_sig(p, "rm1"), _sig(q, "mallory"), _sig(d, "rm1")])
+    [chain] = [x for x in v.refusals if x.rule == RULE_CHAIN]
+    assert "record 2 (promote) is attached but not approved" in chain.message
+    assert "deleted" not in chain.message
+    assert any("mallory" in why for _, why in v.ignored)
+
+
 def test_shorter_chain_than_remembered_is_a_rollback() -> None:
     p = _rec(1, None)
     r = _rec(2, _digest(p), "retire", "retired")

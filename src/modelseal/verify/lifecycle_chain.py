@@ -359,10 +359,23 @@ def evaluate(
     stray = [t for t in effective if t.digest not in chained]
     if stray and not view.refusals:
         first = min(stray, key=lambda t: t.record.sequence)
+        # a record in the gap that is attached but lacks authorized signatures is not deleted:
+        # say which, so its signer (or the layout's rules) can be fixed
+        gap = range(len(view.chain) + 1, first.record.sequence)
+        unapproved = sorted((t for t in ts if not t.effective and t.record.sequence in gap),
+                            key=lambda t: t.record.sequence)
+        def lacking(t: Transition) -> str:
+            if rules.rule_for(t.record) is None:
+                return f"the layout authorizes nobody to {t.record.action}"
+            return (f"{len(t.counted)} of the {t.threshold} authorized signature(s) it needs "
+                    "(see ignored)")
+
+        why = ("the records between were deleted" if not unapproved else "; ".join(
+            f"record {t.record.sequence} ({t.record.action}) is attached but not approved: "
+            f"{lacking(t)}" for t in unapproved))
         view.refuse(f"lifecycle record {first.record.sequence} ({first.record.action}) does "
-                    f"not continue the chain (which ends at record {len(view.chain)}): the "
-                    "records between were deleted", RULE_CHAIN,
-                    attestation=first.signatures[0].evidence)
+                    f"not continue the chain (which ends at record {len(view.chain)}): {why}",
+                    RULE_CHAIN, attestation=first.signatures[0].evidence)
     head = view.head
     for t in ts:
         if t.effective:
