@@ -17,7 +17,13 @@ from click.testing import CliRunner, Result
 from modelseal.attest.attachments import list_attestations
 from modelseal.attest.bundle import verify_bundle
 from modelseal.attest.signers import keygen, load_public_key
-from modelseal.formats import BOM_MEDIA_TYPE, BOM_PREDICATE, BUNDLE_MEDIA_TYPE, SAFETY_PREDICATE
+from modelseal.formats import (
+    BOM_MEDIA_TYPE,
+    BOM_PREDICATE,
+    BUNDLE_MEDIA_TYPE,
+    LINK_PREDICATE,
+    SAFETY_PREDICATE,
+)
 from modelseal.oci import open_store
 from modelseal.oci.referrers import fetch_referrer_blob, list_referrers
 from modelseal.refs import parse_ref
@@ -311,3 +317,35 @@ def test_metrics_come_from_the_attached_evaluation_when_not_given(
     assert got == {("accuracy", None, "0.91"), ("accuracy", "short", "0.8")}
     res = _cli("bom", ref, "--metrics", "metrics.json", "--json", "-o", "bom.json")
     assert json.loads(res.stdout)["metrics"] == "given"
+
+
+def test_two_package_links_make_one_package_step_referencing_both(
+        work: Path, registry: RegistryServer) -> None:
+    """A second push signed by another key, from the folder holding the first push's link,
+    attaches a second package link: the pipeline still lists `package` once, and the BOM
+    references both links."""
+    ref = _pushed(work, registry)
+    keygen(str(work / "keys" / "bob"))
+    res = _cli("push", "model", ref, "--name", "tiny", "--version", "1.0", "--signer",
+               "keys/bob.key", "--attestations", ".modelseal/attestations")
+    assert res.exit_code == 0, res.output
+    r = parse_ref(ref)
+    store = open_store(r)
+    digest = store.get_manifest(r.reference)[2]
+    links = {i.descriptor.digest for i in list_attestations(store, digest)
+             if i.predicate_type == LINK_PREDICATE}
+    assert len(links) == 2
+
+    res = _cli("bom", ref, "--json", "-o", "bom.json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["steps"] == ["model-safety", "package"]
+    doc = json.loads((work / "bom.json").read_text())
+    _strict_valid(doc)
+    [wf] = doc["formulation"][0]["workflows"]
+    assert [t["name"] for t in wf["tasks"]] == ["model-safety", "package"]
+    package = wf["tasks"][1]
+    referenced = {h["content"] for o in package["outputs"]
+                  for h in o["resource"]["externalReference"]["hashes"]}
+    assert {d.partition(":")[2] for d in links} <= referenced
+    assert wf["taskDependencies"] == [{"ref": package["bom-ref"],
+                                       "dependsOn": [wf["tasks"][0]["bom-ref"]]}]

@@ -131,27 +131,34 @@ def _digests(rds: Sequence[ResourceDescriptor] | None) -> set[str]:
     return {rd.sha256 for rd in rds or [] if rd.sha256}
 
 
-def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
-    """Pipeline order: a step comes after the steps whose products it uses as materials.
+def _order_links(links: list[tuple[str, list[_Found]]]) -> list[tuple[str, list[_Found]]]:
+    """Pipeline order of the steps (each with every link attached for it): a step comes after
+    the steps whose products it uses as materials.
 
     A step's products are what it wrote (products that are not also its materials), so a
     pass-through step such as ``package`` does not seem to feed the steps that read the model.
     Ties: kind of step (build, test, scan, release, deliver...), then time, then name.
     """
     prods, mats = [], []
-    for _, f in links:
-        link = f.statement.predicate_if(LinkPredicate) if f.statement else None
-        m = _digests(link.materials if link else None)
-        mats.append(m)
-        subjects = f.statement.subject if f.statement else []
-        # a product-less step's subject names its materials: not something it wrote
-        prods.append(_digests([s for s in subjects if s.name != MATERIALS_SUBJECT]) - m)
+    for _, group in links:
+        m_all: set[str] = set()
+        p_all: set[str] = set()
+        for f in group:
+            link = f.statement.predicate_if(LinkPredicate) if f.statement else None
+            m = _digests(link.materials if link else None)
+            subjects = f.statement.subject if f.statement else []
+            # a product-less step's subject names its materials: not something it wrote
+            p_all |= _digests([s for s in subjects if s.name != MATERIALS_SUBJECT]) - m
+            m_all |= m
+        mats.append(m_all)
+        prods.append(p_all)
     n = len(links)
     after = {i: {j for j in range(n) if j != i and prods[j] & mats[i]} for i in range(n)}
 
     def key(i: int) -> tuple[int, str, str]:
-        name, f = links[i]
-        return (_RANK.get(task_type(name), _RANK["other"]), f.info.created or "", name)
+        name, group = links[i]
+        return (_RANK.get(task_type(name), _RANK["other"]),
+                min(f.info.created or "" for f in group), name)
 
     done: list[int] = []
     left = set(range(n))
@@ -166,11 +173,13 @@ def _order_links(links: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
 def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[StepRef]:
     """Pipeline steps for the BOM's ``formulation`` from attestations attached to a model.
 
-    Link attestations name the steps; provenance, test results, model-signing signatures and
-    safety scans join the step of their kind (provenance goes with ``train``), or become a step
-    of their own. ML-BOM attestations are left out (a BOM does not list earlier BOMs).
+    Link attestations name the steps, each step once (the newest of several links of one step
+    names it, the others are referenced beside it); provenance, test results, model-signing
+    signatures and safety scans join the step of their kind (provenance goes with ``train``),
+    or become a step of their own. ML-BOM attestations are left out (a BOM does not list
+    earlier BOMs).
     """
-    links: list[tuple[str, _Found]] = []
+    by_step: dict[str, list[_Found]] = {}  # several links of one step are one step
     others: list[_Found] = []
     for info in found:
         if info.predicate_type == BOM_PREDICATE:
@@ -178,10 +187,10 @@ def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[
         f = _Found(info, _statement(info))
         link = f.statement.predicate_if(LinkPredicate) if f.statement else None
         if info.predicate_type == LINK_PREDICATE and link is not None and link.name:
-            links.append((link.name, f))
+            by_step.setdefault(link.name, []).append(f)
         else:
             others.append(f)
-    ordered = _order_links(links)
+    ordered = _order_links(list(by_step.items()))
 
     def aref(f: _Found) -> AttestationRef:
         d = f.info.descriptor.digest
@@ -202,11 +211,14 @@ def steps_from_attestations(ref: Ref, found: Sequence[AttestationInfo]) -> list[
             own.append((label, kind, f))
 
     steps: list[tuple[int, StepRef]] = []
-    for i, (name, f) in enumerate(ordered):
-        a = aref(f)
+    for i, (name, group) in enumerate(ordered):
+        # the newest link names the step; the earlier ones stay referenced beside it
+        newest, *earlier = sorted(group, key=lambda f: (f.info.created or "",
+                                                       f.info.descriptor.digest), reverse=True)
+        a = aref(newest)
         steps.append((_RANK.get(task_type(name), _RANK["other"]),
                       StepRef(name, a.digest, a.ref, a.predicate_type,
-                              tuple(extra.get(i, ())))))
+                              (*map(aref, earlier), *extra.get(i, ())))))
     for label, kind, f in sorted(own, key=lambda x: (x[0], x[2].info.created or "")):
         a = aref(f)
         rank = _RANK.get(kind, _RANK["other"])
