@@ -31,6 +31,7 @@ def _defer_rfc3987_syntax() -> None:
         return importlib.import_module(name)
 
     parsers: dict[str, Any] = {}
+    answers: dict[tuple[str, str], bool] = {}  # an Earley parse of a long IRI takes ~70 ms
 
     def is_valid_syntax(term: str, value: str) -> Any:
         # The real module compiles 39 grammars (1.3 s of `modelseal bom`) to then use one:
@@ -49,13 +50,18 @@ def _defer_rfc3987_syntax() -> None:
                 return real().is_valid_syntax(term, value)
             parsers["p"] = Lark(grammar, start=["iri", "iri_reference", "absolute_iri"],
                                 parser="earley")
-        from lark import exceptions
+        if (term, value) not in answers:  # a BOM names each attestation URI twice
+            from lark import exceptions
 
-        try:
-            parsers["p"].parse(value, start=term)
-        except exceptions.LarkError:
-            return False
-        return True
+            if len(answers) >= 4096:  # bounded, for a long-lived process
+                answers.clear()
+
+            try:
+                parsers["p"].parse(value, start=term)
+                answers[term, value] = True
+            except exceptions.LarkError:
+                answers[term, value] = False
+        return answers[term, value]
 
     def __getattr__(attr: str) -> Any:  # module-level __getattr__ (PEP 562)
         if attr.startswith("__"):
