@@ -232,6 +232,40 @@ def test_an_invalid_bom_raises_instead_of_being_returned(model: Path) -> None:
         validate_bom(doc)
 
 
+@pytest.mark.parametrize("url", ["oci://r.example/ml/demo@sha256:ab cd", "http://[::1/x",
+                                 "oci://r.example/%zz"])
+def test_a_malformed_attestation_uri_fails_validation(model: Path, url: str) -> None:
+    """The IRI syntax check (jsonschema's iri-reference, via modelseal's rfc3987_syntax
+    stand-in) still refuses: a fast check that said yes to everything would pass this."""
+    step = StepRef("train", "sha256:" + "01" * 32, "oci://r.example/ml/demo@sha256:" + "01" * 32)
+    doc = build_bom(model_info_from_dir(model, "m"), steps=[step])
+    task = doc["formulation"][0]["workflows"][0]["tasks"][0]
+    task["outputs"][0]["resource"]["externalReference"]["url"] = url
+    with pytest.raises(BomValidationError, match="does not validate"):
+        validate_bom(doc)
+
+
+_IRIS = ["oci://127.0.0.1:5000/ml/tiny@sha256:" + "ab" * 32, "oci:/tmp/a%20b@sha256:01",
+         "urn:modelseal:attestation:train", "http://a b", "::", "", "a/b?c#d", "#f", "%zz",
+         "http://[::1]:80/x", "http://ü.de/ä", "http://a:b@c:d/", "\x00", "../x"]
+
+
+def test_iri_checks_answer_as_rfc3987_syntax_does() -> None:
+    """modelseal builds the one parser rfc3987_syntax uses instead of importing it (39
+    grammars): every answer must be the real module's."""
+    import subprocess
+
+    terms = ["iri", "iri_reference", "absolute_iri"]
+    stub = sys.modules["rfc3987_syntax"]
+    ours = [[stub.is_valid_syntax(t, v) for t in terms] for v in _IRIS]
+    code = ("import json, sys, rfc3987_syntax as m; vals = json.loads(sys.argv[1]); "
+            f"print(json.dumps([[m.is_valid_syntax(t, v) for t in {terms!r}] for v in vals]))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(_IRIS)], check=True,
+                         capture_output=True, text=True).stdout
+    assert ours == json.loads(out)
+    assert any(row[1] for row in ours) and not all(row[1] for row in ours)
+
+
 def test_summary_for_inspect(model: Path, dataset: Path, tmp_path: Path) -> None:
     s = summarize_bom(_full_bom(model, dataset, tmp_path))
     assert s["model"]["name"] == "demo" and s["task"] == "text-classification"
