@@ -386,7 +386,7 @@ def _verify_one(tl: TrustedLayout, ev: Evidence, pb: Any, keyed: Mapping[str, Ke
         return None
     try:
         vs = verify_bundle(ev.bundle, keys=keyed, keyless=list(keyless),
-                           trusted_root=trusted_root)
+                           trusted_root=trusted_root, parsed=pb)
     except VerificationError as e:
         # the hint is unsigned: it may be named, never trusted as the signer
         out.set_aside_for(ev.id, ptype, claimed,
