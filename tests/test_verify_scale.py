@@ -113,3 +113,20 @@ def test_link_from_statement_is_the_link_in_toto_would_build() -> None:
                products={"model.bin": {"sha256": "22" * 32}},
                byproducts={"return-value": 0}, command=["python", "train.py"], environment={})
     assert link.signable_bytes == ref.signable_bytes
+
+
+def test_shared_artifacts_leave_every_statement_equal_to_what_was_signed() -> None:
+    from modelseal.verify.decision import _share_artifacts
+
+    a = statement.link_statement("train", ["t"], [("d.csv", "11" * 32), ("x", "33" * 32)],
+                                 [("m.bin", "22" * 32)])
+    b = statement.link_statement("eval", ["e"], [("m.bin", "22" * 32)],
+                                 [("d.csv", "44" * 32), ("x", "33" * 32)])
+    b["subject"].append({"name": "odd", "digest": {"sha256": "55" * 32, "sha512": "66" * 64}})
+    before = copy.deepcopy([a, b])
+    shared: dict[Any, Any] = {}
+    _share_artifacts(a, shared)
+    _share_artifacts(b, shared)
+    assert [a, b] == before
+    assert a["predicate"]["materials"][1]["digest"] is b["subject"][1]["digest"]
+    assert b["subject"][2]["digest"] == before[1]["subject"][2]["digest"]  # two algorithms
