@@ -68,6 +68,8 @@ class ParsedBundle:
     tlog_entries: int
     bundle_digest: str
     raw: dict[str, Any] = field(repr=False)
+    # the payload parsed once (a link of 100,000 files is ~20 MB of JSON): [object, checked]
+    _parsed: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def keyless(self) -> bool:
@@ -76,10 +78,14 @@ class ParsedBundle:
     def _payload_object(self) -> dict[str, Any] | None:
         if self.payload_type != IN_TOTO_PAYLOAD_TYPE:
             return None
-        try:
-            return load_json_object(self.payload, what="DSSE payload", max_bytes=MAX_BUNDLE_BYTES)
-        except InputError:
-            return None
+        if not self._parsed:
+            try:
+                obj: dict[str, Any] | None = load_json_object(
+                    self.payload, what="DSSE payload", max_bytes=MAX_BUNDLE_BYTES)
+            except InputError:
+                obj = None
+            self._parsed[:] = [obj, None]
+        return self._parsed[0]  # type: ignore[no-any-return]
 
     @property
     def statement(self) -> dict[str, Any] | None:
@@ -87,11 +93,15 @@ class ParsedBundle:
         # Only a well-formed Statement: callers read its fields before any signature is
         # checked, so a malformed unsigned one must look like no Statement at all.
         obj = self._payload_object()
-        try:
-            check_statement(obj)
-        except InputError:
+        if obj is None:
             return None
-        return obj
+        if self._parsed[1] is None:  # checked once: the payload bytes never change
+            try:
+                check_statement(obj)
+                self._parsed[1] = True
+            except InputError:
+                self._parsed[1] = False
+        return obj if self._parsed[1] else None
 
     @property
     def parsed_statement(self) -> Statement | None:
@@ -387,23 +397,32 @@ def verify_bundle(
     keys: Mapping[str, Key] | None = None,
     keyless: Sequence[KeylessIdentity] = (),
     trusted_root: Any | None = None,
+    parsed: ParsedBundle | None = None,
 ) -> VerifiedStatement:
     """Verify a DSSE bundle against trusted keys (by keyid) or Sigstore identities; offline.
 
-    Raises VerificationError naming what failed: the key id, identity, issuer or trusted root.
+    ``parsed`` is ``parse_bundle(data)`` when the caller already has it (a bundle of 20 MB is
+    then read once, not twice). Raises VerificationError naming what failed: the key id,
+    identity, issuer or trusted root.
     """
+    if parsed is not None and parsed.bundle_digest != "sha256:" + hashlib.sha256(
+            data).hexdigest():
+        raise ValueError("verify_bundle: parsed is not parse_bundle(data)")
     try:
-        pb = parse_bundle(data)
+        pb = parsed if parsed is not None else parse_bundle(data)
     except InputError as e:
         raise VerificationError(str(e)) from e
     if pb.keyless:
         ident, issuer, payload, ptype = _verify_keyless(data, pb, keyless, trusted_root)
-        st = _statement_of(ptype, payload)
+        # the signed payload is the one already parsed (unless sigstore saw other bytes)
+        st = (pb.statement if (ptype, payload) == (pb.payload_type, pb.payload) else None) \
+            or _statement_of(ptype, payload)
         return VerifiedStatement(statement=st, predicate_type=str(st["predicateType"]),
                                  signer_id=f"{ident}|{issuer}", keyid=None, identity=ident,
                                  issuer=issuer, bundle_digest=pb.bundle_digest)
     kid = _verify_keyed(pb, keys or {})
-    st = _statement_of(pb.payload_type, pb.payload)
+    # the verified bytes are pb.payload: its Statement parsed once; else the reason it is none
+    st = pb.statement or _statement_of(pb.payload_type, pb.payload)
     return VerifiedStatement(statement=st, predicate_type=str(st["predicateType"]),
                              signer_id=kid, keyid=kid, identity=None, issuer=None,
                              bundle_digest=pb.bundle_digest)

@@ -140,14 +140,21 @@ def statement_to_link(st: Mapping[str, Any] | Statement) -> Link:
         if all(_HEX64.match(d) for _, d in shas) and (
                 products[MATERIALS_SUBJECT].get("sha256") == materials_digest(shas)):
             products = {}
-    return Link(
+    link = Link(
         name=pred.name,
-        materials=materials,
-        products=products,
+        materials={},
+        products={},
         byproducts=dict(pred.byproducts or {}),
         command=list(pred.command or []),
         environment=dict(pred.environment or {}),
     )
+    # Link() validates through inspect.getmembers, which also computes signable_bytes: the
+    # canonical JSON of every artifact (seconds for 100,000 files), only to discard it. The
+    # artifacts are set afterwards and checked by the very validators Link() would run.
+    link.materials, link.products = materials, products
+    link._validate_materials()
+    link._validate_products()
+    return link
 
 
 # ---------------------------------------------------------------------------------------------
