@@ -610,3 +610,33 @@ def test_evidence_about_another_model_is_refused_through_a_real_registry(
         store, att = attach(w, st, who)
         r = run(w, tmp_path, store, **policy)
         find(r, rule=rule, attestation=att, key=ident(w, who))
+
+
+@pytest.mark.parametrize("digest,readable", [
+    ({"sha256": "not-hex"}, False), ({"sha256": 7}, False), ("sha256:" + "ab" * 32, False),
+    ({"sha256": "AB" * 32}, True), ({"sha256": "ab" * 31}, True), ({"md5": "ab" * 16}, True),
+    ({}, True)])
+@pytest.mark.parametrize("signer", ["trainer", "outsider"])
+def test_link_with_a_malformed_digest_is_ignored_never_a_crash(
+        world: World, tmp_path: Path, digest: Any, readable: bool, signer: str) -> None:
+    """A link whose material digest in-toto cannot read (not hex, not a string, not a
+    mapping), signed by the step's functionary or by nobody the layout knows: the verifier
+    ignores it, naming it, and never raises (in-toto's FormatError was once a traceback).
+    Digests in-toto reads (uppercase hex, another length or algorithm, none) are judged by
+    the layout's rules like any other: no crash either way."""
+    from attack_world import replace_step
+    from pipeline_fixtures import make_functionaries
+
+    w = world
+    st = copy.deepcopy(w.statements["train"])
+    rds = st["predicate"].get("materials") or st["subject"]
+    rds[0]["digest"] = digest
+    key = (signer_of(w, "trainer") if signer == "trainer"
+           else make_functionaries(tmp_path, ["mallory"])["mallory"].signer)
+    store, att = replace_step(w, "train", sign_statement(st, key))
+    r = run(w, tmp_path, store)
+    if signer == "outsider" or not readable:
+        assert not r.verified
+        find(r, rule="threshold", step="train")
+        assert any(i.attestation == att for i in r.ignored) or any(
+            x.attestation == att for x in r.refusals)

@@ -152,8 +152,14 @@ def statement_to_link(st: Mapping[str, Any] | Statement) -> Link:
     # canonical JSON of every artifact (seconds for 100,000 files), only to discard it. The
     # artifacts are set afterwards and checked by the very validators Link() would run.
     link.materials, link.products = materials, products
-    link._validate_materials()
-    link._validate_products()
+    from securesystemslib.exceptions import FormatError
+
+    try:
+        link._validate_materials()
+        link._validate_products()
+    except FormatError as e:  # e.g. a digest that is not lowercase hex of its length
+        raise InputError(f"link {pred.name!r}: an artifact in-toto cannot read: "
+                         f"{str(e)[:200]}") from e
     return link
 
 

@@ -498,6 +498,8 @@ def _assign(tl: TrustedLayout, att: Attestation, res: VerificationResult
             ) -> list[tuple[str, Link]]:
     """The steps ``att`` is evidence for, each with the Link it stands for: a link for the
     step it names (when that step takes links), a provenance for every step that takes it."""
+    from securesystemslib.exceptions import FormatError
+
     from modelseal.attest.statement import statement_to_link
 
     try:
@@ -513,8 +515,9 @@ def _assign(tl: TrustedLayout, att: Attestation, res: VerificationResult
             return []
         return [(s.name, provenance_to_link(s.name, att.statement)) for s in tl.layout.steps
                 if att.predicate_type in tl.step_predicates(s.name)]
-    except InputError as e:
-        res.ignored.append(Ignored(att.id, f"malformed link: {e}", att.predicate_type))
+    except (InputError, FormatError) as e:  # FormatError: a digest in-toto's Link refuses
+        res.ignored.append(Ignored(att.id, f"malformed link: {str(e)[:300]}",
+                                   att.predicate_type))
         return []
 
 
