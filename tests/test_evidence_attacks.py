@@ -486,6 +486,20 @@ def test_failed_verdict_by_a_functionary_is_refused_even_when_the_policy_asks_fo
     assert not r.verified
 
 
+def test_failed_test_result_by_a_layout_key_outside_the_required_step_is_not_dropped(
+        world: World, tmp_path: Path) -> None:
+    """The policy requires a test result from evaluate's functionaries and one is PASSED; a
+    FAILED one about the same model by another layout key (the approver) is not the
+    requirement's candidate, and must not vanish with it: no failed verdict names it."""
+    w = world
+    store, _ = attach(w, about_model(w, TEST_RESULT_PREDICATE, PASSING_TR), "evaluator")
+    store, bad = attach(w, about_model(w, TEST_RESULT_PREDICATE, _tr(result="FAILED")),
+                        "approver", store)
+    r = run(w, tmp_path, store, required_predicates=TR_REQ)
+    find(r, rule="no failed verdict", attestation=bad, key=ident(w, "approver"))
+    assert [x.attestation for x in r.refusals].count(bad) == 1  # told once
+
+
 @pytest.mark.parametrize("kind", ["test-result", "vsa", "scan"])
 def test_failed_verdict_about_another_model_or_by_an_outsider_is_not_this_models(
         world: World, tmp_path: Path, kind: str) -> None:

@@ -247,14 +247,12 @@ class Verifier:
 
     def _all_requirements(self, tl: TrustedLayout) -> list[Requirement]:
         """The policy's requirements, after the layout's own separation of duties; then no
-        failed verdict among the kinds of evidence they do not judge."""
+        failed verdict (last: ``_requirements`` leaves out what another refusal named)."""
         reqs: list[Requirement] = [DistinctSigners(a, b) for a, b in tl.separation_of_duties]
         req = self.requirement
         if req is not None:
             reqs += list(req.requirements) if isinstance(req, AllOf) else [req]
-        judged = frozenset(str(t) for r in reqs
-                           if isinstance(t := getattr(r, "predicate_type", None), str))
-        return [*reqs, NoFailedVerdict(judged)]
+        return [*reqs, NoFailedVerdict()]
 
 
 def _requirements(reqs: Sequence[Requirement], facts: Facts, res: VerificationResult) -> None:
@@ -265,6 +263,9 @@ def _requirements(reqs: Sequence[Requirement], facts: Facts, res: VerificationRe
             continue
         seen.add(req.name)
         out = req.check(facts)
+        if isinstance(req, NoFailedVerdict):  # last: a verdict another rule named is told once
+            named = {x.attestation for x in res.refusals if x.attestation}
+            out = [x for x in out if x.attestation not in named]
         notes = getattr(req, "notes", None)
         if callable(notes):
             res.warnings.extend(notes(facts))

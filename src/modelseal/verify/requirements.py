@@ -339,10 +339,7 @@ class NoFailedVerdict:
     checked, after the layout's own rules.
 
     Evidence about another model, or signed by no key of the layout, is not this model's
-    verdict and stays ignored (``Facts.binding``). ``judged``: predicate types a requirement
-    of the policy already judges (with its own refusal for the same attestation)."""
-
-    judged: frozenset[str] = frozenset()
+    verdict and stays ignored (``Facts.binding``)."""
 
     @property
     def name(self) -> str:
@@ -351,8 +348,7 @@ class NoFailedVerdict:
     def check(self, facts: Facts) -> list[Refusal]:
         out = []
         for att in facts.attestations:
-            if (att.predicate_type not in VERDICT_PREDICATES
-                    or att.predicate_type in self.judged or facts.binding(att)):
+            if att.predicate_type not in VERDICT_PREDICATES or facts.binding(att):
                 continue
             why = not_passed(att.predicate_type, att.statement)
             if why:
