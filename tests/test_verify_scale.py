@@ -98,12 +98,11 @@ def test_link_from_statement_refuses_what_in_totos_link_refuses(bad: object, whe
     entry = st["subject"][0] if where == "subject" else st["predicate"]["materials"][0]
     entry["digest"]["sha256"] = bad
     kind = "products" if where == "subject" else "materials"
-    with pytest.raises((FormatError, InputError)) as got:
+    with pytest.raises(InputError):  # in-toto's FormatError, said as modelseal's InputError
         statement.statement_to_link(st)
     if not isinstance(bad, int):  # a non-string is refused earlier, by modelseal
         with pytest.raises(FormatError):
             Link(name="train", **{kind: {entry["name"]: {"sha256": bad}}})
-        assert isinstance(got.value, FormatError)
 
 
 def test_link_from_statement_is_the_link_in_toto_would_build() -> None:
