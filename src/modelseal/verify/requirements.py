@@ -204,13 +204,19 @@ class Facts:
             signed = statement_files(att.statement)
         except InputError as e:
             return f"it cannot be read as a model_signing signature ({e.message})"
-        for path in sorted(set(signed) | set(self.files)):
-            if signed.get(path) != self.files.get(path):
-                what = ("is not signed" if path not in signed else
-                        "is not a file of this model" if path not in self.files else
-                        f"is signed as sha256:{signed[path][:16]}...")
-                return f"the model file set differs: {path} {what}"
-        return None
+        path = self._first_difference(signed)
+        if path is None:
+            return None
+        what = ("is not signed" if path not in signed else
+                "is not a file of this model" if path not in self.files else
+                f"is signed as sha256:{signed[path][:16]}...")
+        return f"the model file set differs: {path} {what}"
+
+    def _first_difference(self, signed: Mapping[str, str]) -> str | None:
+        """The first path where signed (path, sha256) pairs and the model differ: a file not
+        signed, not the model's, or signed with other bytes."""
+        return next((p for p in sorted(set(signed) | set(self.files))
+                     if signed.get(p) != self.files.get(p)), None)
 
     def uncovered(self, att: Attestation) -> str | None:
         """The first model file ``att`` does not cover, or names with other bytes (for a
@@ -220,11 +226,9 @@ class Facts:
             from modelseal.attest.model_signing import statement_files
 
             try:
-                signed = statement_files(att.statement)
+                return self._first_difference(statement_files(att.statement))
             except InputError:
                 return None
-            return next((p for p in sorted(set(signed) | set(self.files))
-                         if signed.get(p) != self.files.get(p)), None)
         swapped = next((n for n, d in att.subjects if d != manifest_hex and n in self.files
                         and self.files[n] != d), None)
         if swapped:
