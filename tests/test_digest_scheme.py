@@ -26,6 +26,7 @@ from modelseal.digest import DIR_DIGEST_SCHEME, dir_digest, hash_dir
 from modelseal.errors import InputError
 from modelseal.formats import BOM_PREDICATE, SLSA_PROVENANCE_PREDICATE
 from modelseal.index.extract import SCHEME_LISTING, dependencies
+from paths import missing_tool
 
 
 def _dataset(root: Path) -> Path:
@@ -48,7 +49,7 @@ def _dataset(root: Path) -> Path:
 def test_directory_digest_is_sha256sum_of_the_sorted_file_list(tmp_path: Path) -> None:
     """Anyone can recompute the digest with coreutils: `sha256sum` of the sorted files."""
     if shutil.which("sha256sum") is None:
-        pytest.skip("coreutils sha256sum is not installed")
+        missing_tool("coreutils sha256sum")
     d = _dataset(tmp_path)
     found = hash_dir(d)
     names = [f.relpath for f in found.files]

@@ -8,9 +8,11 @@ SIGKILL, SIGTERM and SIGINT at random times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,13 +111,17 @@ def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 KILL_POINTS = ["file:1", "file:61", "file:122", "journal", "swapped", "committed"]
 
 
-@pytest.mark.parametrize("exchange", [True, False], ids=["rename-exchange", "two-renames"])
-@pytest.mark.parametrize("point", [*KILL_POINTS, "moved-old"])
+# every kill point of each switch: "moved-old" exists only in the two-rename one
+SWITCH_KILLS = [(p, True) for p in KILL_POINTS] + [(p, False) for p in [*KILL_POINTS,
+                                                                         "moved-old"]]
+
+
+@pytest.mark.parametrize("point,exchange", SWITCH_KILLS,
+                         ids=[f"{p}-{'rename-exchange' if x else 'two-renames'}"
+                              for p, x in SWITCH_KILLS])
 def test_sigkill_at_every_step_of_an_overwrite_leaves_v1_or_v2(deployed_v1: Models, point: str,
                                                                exchange: bool) -> None:
     m = deployed_v1
-    if point == "moved-old" and exchange:
-        pytest.skip("that step exists only in the two-rename switch")
     env = {"MODELSEAL_TEST_KILL_AT": point}
     if not exchange:
         env["MODELSEAL_TEST_NO_EXCHANGE"] = "1"
@@ -200,17 +206,27 @@ def test_sigkill_mid_push_to_layout_leaves_temporaries_the_next_push_removes(
     layout = tmp_path / "layout"
     cmd = [sys.executable, "-m", "modelseal.cli", "push", str(src), f"oci:{layout}:v1",
            "--no-cache"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     blobs = layout / "blobs" / "sha256"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the blob is being written
-        if blobs.is_dir() and any(p.name.startswith(".tmp-") for p in blobs.iterdir()):
+
+    def temporaries() -> list[Path]:
+        return [p for p in blobs.iterdir() if p.name.startswith(".tmp-")] \
+            if blobs.is_dir() else []
+
+    for _ in range(5):  # stopped while a blob is half-written: then killed, deterministically
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not temporaries():
+            time.sleep(0.001)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGSTOP)  # frozen: what is on disk now stays
+        caught = bool(temporaries())
+        proc.kill()
+        proc.wait()
+        if caught:
             break
-        time.sleep(0.002)
-    proc.kill()
-    proc.wait()
-    if not any(p.name.startswith(".tmp-") for p in blobs.iterdir()):
-        pytest.skip("the push finished before it could be killed mid-blob")
+        shutil.rmtree(layout, ignore_errors=True)  # it finished first: again, from scratch
+    else:
+        pytest.fail("the push finished before it could be stopped mid-blob, 5 times")
     p = run([*cmd, "--json"])
     assert p.returncode == 0, p.stderr
     assert any(".tmp-" in n for n in json.loads(p.stdout)["recovered"])  # and says so
