@@ -654,3 +654,23 @@ def test_link_with_a_malformed_digest_is_ignored_never_a_crash(
         find(r, rule="threshold", step="train")
         assert any(i.attestation == att for i in r.ignored) or any(
             x.attestation == att for x in r.refusals)
+
+
+def test_provenance_with_a_malformed_digest_is_ignored_never_a_crash(world: World,
+                                                                      tmp_path: Path) -> None:
+    """The same class through the other road into in-toto's ``Link``: a SLSA provenance for a
+    step that takes provenance, signed by that step's functionary, whose subject digest
+    in-toto cannot read. It is ignored and named; the step's honest link still counts."""
+    from modelseal.attest.statement import provenance_predicate
+    from modelseal.formats import LINK_PREDICATE
+
+    w = world
+    doc = layout_doc(w)
+    doc.setdefault("modelseal", {})["step_predicates"] = {
+        "train": [LINK_PREDICATE, SLSA_PROVENANCE_PREDICATE]}
+    st = statement(sorted(w.files.items()), SLSA_PROVENANCE_PREDICATE,
+                   provenance_predicate(builder_id="https://ci.example/runner"))
+    st["subject"][0]["digest"] = {"sha256": "not-hex"}
+    store, att = attach(w, st, "trainer")
+    r = run(w, tmp_path, store, doc)
+    assert any(i.attestation == att for i in r.ignored), [x.to_dict() for x in r.refusals]
